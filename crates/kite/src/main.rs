@@ -1,0 +1,105 @@
+//! `kite`: the command line of the Kite service mesh.
+#![forbid(unsafe_code)]
+
+mod up;
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use kite_bookinfo::{Env, Service};
+
+#[derive(Parser)]
+#[command(
+    name = "kite",
+    version,
+    about = "Kite: an Istio-compatible service mesh"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one of the BookInfo sample services (productpage, details, reviews, ratings)
+    Bookinfo(BookinfoArgs),
+    /// Run the BookInfo demo on this machine, each workload on its own loopback address
+    Up(up::Args),
+}
+
+#[derive(clap::Args)]
+struct BookinfoArgs {
+    /// The service to run
+    #[arg(value_parser = parse_service)]
+    service: Service,
+    /// The image version whose defaults apply (reviews: v1, v2, v3; ratings: v1, v-faulty, v-delayed, v-unavailable, v-unhealthy; details: v1, v2; productpage: v1, v-flooding)
+    #[arg(long, env = "SERVICE_VERSION", default_value = "v1")]
+    version: String,
+    /// Address to listen on
+    #[arg(long, env = "BOOKINFO_LISTEN", default_value = "0.0.0.0:9080")]
+    listen: SocketAddr,
+}
+
+fn parse_service(s: &str) -> Result<Service, String> {
+    s.parse()
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Bookinfo(args) => bookinfo(args).await,
+            Command::Up(args) => up::run(args).await,
+        }
+    })
+}
+
+async fn bookinfo(args: BookinfoArgs) -> anyhow::Result<()> {
+    let env = Env::from_process();
+    args.service
+        .run(&args.version, args.listen, &env, shutdown_signal())
+        .await
+        .with_context(|| format!("{} {}", args.service, args.version))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+/// Logs go to stderr; `KITE_LOG` filters them (default `info`) and
+/// `KITE_LOG_FORMAT=json` makes them machine-readable.
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("KITE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("KITE_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Where `kite up` keeps its logs and state unless told otherwise.
+pub(crate) fn default_state_dir() -> PathBuf {
+    PathBuf::from(".kite")
+}
