@@ -18,6 +18,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::handshake;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{HeaderMap, Request, Response, Uri};
 use hyper_util::rt::TokioIo;
@@ -71,43 +73,30 @@ impl Drop for Service {
         let _ = self.child.wait();
         if std::thread::panicking() {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            eprintln!(
-                "----- {} on {} ({}):\n{log}",
-                self.name,
-                self.addr,
-                self.log.display()
-            );
+            eprintln!("----- {} {}:\n{log}", self.name, self.log.display());
+        } else {
+            let _ = std::fs::remove_file(&self.log);
         }
     }
 }
 
 async fn spawn(name: &str, version: &str, env: Env) -> Service {
     let ip = next_ip();
-    let port = std::net::TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = SocketAddr::new(ip, port);
-    let log =
-        std::env::temp_dir().join(format!("kite-test-{}-{ip}-{name}.log", std::process::id()));
+    let probe = std::net::TcpListener::bind((ip, 0)).unwrap();
+    let addr = SocketAddr::new(ip, probe.local_addr().unwrap().port());
+    drop(probe);
+    let pid = std::process::id();
+    let log = std::env::temp_dir().join(format!("kite-test-{pid}-{ip}-{name}.log"));
     let file = std::fs::File::create(&log).unwrap();
+    let listen = addr.to_string();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kite"));
+    cmd.args(["bookinfo", name, "--version", version, "--listen", &listen]);
     // A clean environment: the runner's own HTTP_PROXY, HOSTNAME or
     // CLUSTER_NAME would otherwise leak into the services.
-    cmd.args([
-        "bookinfo",
-        name,
-        "--version",
-        version,
-        "--listen",
-        &addr.to_string(),
-    ])
-    .env_clear()
-    .envs(env)
-    .stdin(Stdio::null())
-    .stdout(file.try_clone().unwrap())
-    .stderr(file);
+    cmd.env_clear().envs(env).env("NO_COLOR", "1");
+    cmd.stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file);
     if let Ok(filter) = std::env::var("RUST_LOG") {
         cmd.env("RUST_LOG", filter);
     }
@@ -125,14 +114,11 @@ async fn spawn(name: &str, version: &str, env: Env) -> Service {
             return service;
         }
         if let Some(status) = service.child.try_wait().unwrap() {
-            panic!("{name} exited with {status}, see {}", service.log.display());
+            panic!("{name} on {addr} exited with {status}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!(
-        "{name} never became healthy on {addr}, see {}",
-        service.log.display()
-    );
+    panic!("{name} on {addr} never became healthy");
 }
 
 async fn start_reviews(version: &str, ratings: SocketAddr, extra: Env) -> Service {
@@ -141,20 +127,14 @@ async fn start_reviews(version: &str, ratings: SocketAddr, extra: Env) -> Servic
     spawn("reviews", version, env).await
 }
 
-async fn start_productpage(
-    details: SocketAddr,
-    reviews: SocketAddr,
-    ratings: SocketAddr,
-    extra: Env,
-) -> Service {
-    let env = [
-        peer("DETAILS", details),
-        peer("REVIEWS", reviews),
-        peer("RATINGS", ratings),
-        extra,
-    ]
-    .concat();
-    spawn("productpage", "v1", env).await
+/// `backends` are the details, reviews and ratings addresses, in that order.
+async fn start_productpage(backends: [SocketAddr; 3], extra: Env) -> Service {
+    let names = ["DETAILS", "REVIEWS", "RATINGS"];
+    let env = names
+        .into_iter()
+        .zip(backends)
+        .flat_map(|(n, a)| peer(n, a));
+    spawn("productpage", "v1", env.chain(extra).collect()).await
 }
 
 /// The full healthy topology with one reviews version.
@@ -170,13 +150,9 @@ impl Stack {
         let via = proxy.map(Proxy::env).unwrap_or_default();
         let ratings = spawn("ratings", "v1", Env::new()).await;
         let details = spawn("details", "v1", Env::new()).await;
-        let reviews = start_reviews(
-            version,
-            ratings.addr,
-            [kv(reviews_env), via.clone()].concat(),
-        )
-        .await;
-        let pp = start_productpage(details.addr, reviews.addr, ratings.addr, via).await;
+        let env = [kv(reviews_env), via.clone()].concat();
+        let reviews = start_reviews(version, ratings.addr, env).await;
+        let pp = start_productpage([details.addr, reviews.addr, ratings.addr], via).await;
         Self {
             pp,
             reviews,
@@ -228,40 +204,29 @@ async fn try_send(
     path: &str,
     headers: &[(&str, &str)],
     body: &str,
-) -> Result<Resp, String> {
+) -> anyhow::Result<Resp> {
     let exchange = async {
-        let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
+        let stream = TcpStream::connect(addr).await?;
+        let (mut sender, conn) = handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", addr.to_string());
+        let mut req = Request::builder().method(method).uri(path);
+        req = req.header("host", addr.to_string());
         for (name, value) in headers {
             req = req.header(*name, *value);
         }
-        let req = req
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .map_err(|e| e.to_string())?;
-        let (parts, body) = sender
-            .send_request(req)
-            .await
-            .map_err(|e| e.to_string())?
-            .into_parts();
-        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let req = req.body(Full::new(Bytes::from(body.to_owned())))?;
+        let (parts, body) = sender.send_request(req).await?.into_parts();
+        let body = body.collect().await?.to_bytes();
+        let status = parts.status.as_u16();
         Ok(Resp {
-            status: parts.status.as_u16(),
+            status,
             headers: parts.headers,
             body,
         })
     };
     // Only a guard against hanging forever; the slowest legitimate exchange
     // (two reviews timeouts) is far below it.
-    tokio::time::timeout(Duration::from_secs(60), exchange)
-        .await
-        .map_err(|_| "no response within 60 s".to_owned())?
+    tokio::time::timeout(Duration::from_secs(60), exchange).await?
 }
 
 async fn send(
@@ -324,10 +289,8 @@ where
                 let fut = handler(req);
                 async move { Ok::<_, Infallible>(fut.await) }
             });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service),
-            );
+            let io = TokioIo::new(stream);
+            tokio::spawn(http1::Builder::new().serve_connection(io, service));
         }
     });
 }
@@ -380,10 +343,10 @@ impl Proxy {
 
     async fn one(&self, mark: usize, path_prefix: &str) -> Seen {
         let mut calls = self.since(mark, path_prefix).await;
+        let n = calls.len();
         assert_eq!(
-            calls.len(),
-            1,
-            "expected one {path_prefix} request via the proxy, saw {calls:#?}"
+            n, 1,
+            "expected one {path_prefix} request via the proxy: {calls:#?}"
         );
         calls.remove(0)
     }
@@ -395,45 +358,37 @@ async fn forward(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Respons
         uri: parts.uri.clone(),
         headers: parts.headers.clone(),
     });
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = body_bytes(body).await;
     let Some(authority) = parts.uri.authority().cloned() else {
         return plain(400, "absolute-form request expected");
     };
     let Ok(stream) = TcpStream::connect(authority.as_str()).await else {
         return plain(502, "upstream unreachable");
     };
-    parts.uri = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .parse()
-        .unwrap();
+    let origin_form = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    parts.uri = origin_form.parse().unwrap();
     parts.headers.remove("proxy-connection");
-    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-    else {
+    let Ok((mut sender, conn)) = handshake(TokioIo::new(stream)).await else {
         return plain(502, "upstream handshake failed");
     };
     tokio::spawn(conn);
-    let Ok(resp) = sender
-        .send_request(Request::from_parts(parts, Full::new(body)))
-        .await
-    else {
+    let request = Request::from_parts(parts, Full::new(body));
+    let Ok(resp) = sender.send_request(request).await else {
         return plain(502, "upstream failed");
     };
     let (mut parts, body) = resp.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = body_bytes(body).await;
     for name in ["connection", "transfer-encoding", "content-length"] {
         parts.headers.remove(name);
     }
     Response::from_parts(parts, Full::new(body))
+}
+
+async fn body_bytes(body: Incoming) -> Bytes {
+    body.collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default()
 }
 
 fn down_addr() -> SocketAddr {
@@ -480,24 +435,23 @@ async fn status_backend(status: u16) -> (SocketAddr, Arc<AtomicUsize>) {
 
 // ---------------------------------------------------------------- pages
 
+const PAGE_MARKERS: [&str; 10] = [
+    "<title>Simple Bookstore App</title>",
+    "The Comedy of Errors",
+    "Book Details",
+    "1234567890",
+    "PublisherA",
+    "paperback",
+    "English",
+    "Book Reviews",
+    "Reviewer1",
+    "Reviewer2",
+];
+
 async fn check_page(version: &str) {
     let stack = Stack::start(version, None, &[]).await;
     let html = page(stack.pp.addr, &[]).await;
-    assert_has(
-        &html,
-        &[
-            "<title>Simple Bookstore App</title>",
-            "The Comedy of Errors",
-            "Book Details",
-            "1234567890",
-            "PublisherA",
-            "paperback",
-            "English",
-            "Book Reviews",
-            "Reviewer1",
-            "Reviewer2",
-        ],
-    );
+    assert_has(&html, &PAGE_MARKERS);
     assert_eq!(served_by(&html), format!("reviews-{version}-test-abc"));
     if version == "v1" {
         assert_lacks(&html, &["glyphicon-star", "gap-x-1 text-"]);
@@ -510,17 +464,11 @@ async fn check_page(version: &str) {
     };
     assert_has(&html, &[&format!("gap-x-1 text-{color}-500")]);
     assert_lacks(&html, &[&format!("gap-x-1 text-{other}-500")]);
-    assert_eq!(
-        html.matches(r#"id="glyphicon glyphicon-star""#).count(),
-        9,
-        "{html}"
-    );
-    assert_eq!(
-        html.matches(r#"id="glyphicon glyphicon-star-empty""#)
-            .count(),
-        1,
-        "{html}"
-    );
+    let filled = html.matches(r#"id="glyphicon glyphicon-star""#).count();
+    let empty = html
+        .matches(r#"id="glyphicon glyphicon-star-empty""#)
+        .count();
+    assert_eq!((filled, empty), (9, 1), "{html}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -542,13 +490,16 @@ async fn page_with_reviews_v3() {
 async fn page_shows_cluster_name() {
     let stack = Stack::start("v1", None, &[("CLUSTER_NAME", "east")]).await;
     assert_has(&page(stack.pp.addr, &[]).await, &["on cluster east"]);
-    let reviews = get(stack.pp.addr, "/api/v1/products/0/reviews")
-        .await
-        .json();
-    assert_eq!(reviews["clustername"], "east");
+    let reviews = get(stack.pp.addr, "/api/v1/products/0/reviews").await;
+    assert_eq!(reviews.json()["clustername"], "east");
 }
 
 // ---------------------------------------------------------------- login
+
+fn assert_signed_out(html: &str) {
+    assert_has(html, &["Sign in"]);
+    assert_lacks(html, &["Sign out"]);
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_session_and_end_user() {
@@ -571,76 +522,62 @@ async fn login_session_and_end_user() {
         &page(pp, &[("cookie", &cookie)]).await,
         &["jason", "Sign out"],
     );
-    for backend in ["/details/", "/reviews/", "/ratings/"] {
-        let call = proxy.one(mark, backend).await;
-        assert_eq!(
-            hv(&call.headers, "end-user"),
-            Some("jason"),
-            "{backend}: {call:#?}"
-        );
+    for hop in ["/details/", "/reviews/", "/ratings/"] {
+        let call = proxy.one(mark, hop).await;
+        expect_headers(&call.headers, &[("end-user", Some("jason"))], hop);
     }
 
     let mark = proxy.mark().await;
-    let anonymous = page(pp, &[("end-user", "jason")]).await;
-    assert_has(&anonymous, &["Sign in"]);
-    assert_lacks(&anonymous, &["Sign out"]);
-    for backend in ["/reviews/", "/ratings/"] {
-        let call = proxy.one(mark, backend).await;
-        assert_eq!(hv(&call.headers, "end-user"), None, "{backend}: {call:#?}");
+    assert_signed_out(&page(pp, &[("end-user", "jason")]).await);
+    for hop in ["/reviews/", "/ratings/"] {
+        let call = proxy.one(mark, hop).await;
+        expect_headers(&call.headers, &[("end-user", None)], hop);
     }
 
     // Flip a character near the end, inside the signature but away from the
-    // last base64 digit whose low bits may be ignored by the decoder.
+    // last base64 digit, whose low bits a lenient decoder may ignore.
     let mut tampered: Vec<char> = cookie.chars().collect();
     let i = tampered.len() - 5;
     tampered[i] = if tampered[i] == 'A' { 'B' } else { 'A' };
     let tampered: String = tampered.into_iter().collect();
-    let forged = page(pp, &[("cookie", &tampered)]).await;
-    assert_has(&forged, &["Sign in"]);
-    assert_lacks(&forged, &["Sign out"]);
+    assert_signed_out(&page(pp, &[("cookie", &tampered)]).await);
 
-    let logout = send(
-        pp,
-        "GET",
-        "/logout",
-        &[("cookie", &cookie), ("referer", &referer)],
-        "",
-    )
-    .await;
+    let headers = [("cookie", cookie.as_str()), ("referer", referer.as_str())];
+    let logout = send(pp, "GET", "/logout", &headers, "").await;
     assert_eq!(logout.status, 302, "{}", logout.text());
     assert_eq!(logout.header("location"), Some(referer.as_str()));
     let cleared = logout.session_cookie();
-    let after = page(pp, &[("cookie", &cleared)]).await;
-    assert_has(&after, &["Sign in"]);
-    assert_lacks(&after, &["Sign out"]);
+    assert_signed_out(&page(pp, &[("cookie", &cleared)]).await);
 }
 
 // ---------------------------------------------------------------- routes
+
+async fn get_json(addr: SocketAddr, path: &str, status: u16) -> Value {
+    let resp = get(addr, path).await;
+    assert_eq!(resp.status, status, "GET {path}: {}", resp.text());
+    resp.json()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn productpage_api_and_static_routes() {
     let stack = Stack::start("v2", None, &[]).await;
     let pp = stack.pp.addr;
 
-    let products = get(pp, "/api/v1/products").await;
-    assert_eq!(products.status, 200, "{}", products.text());
-    let products = products.json();
+    let products = get_json(pp, "/api/v1/products", 200).await;
     assert_eq!(products[0]["id"], 0, "{products}");
     assert_eq!(products[0]["title"], "The Comedy of Errors", "{products}");
 
-    let details = get(pp, "/api/v1/products/0").await;
-    assert_eq!(details.status, 200, "{}", details.text());
-    let details = details.json();
+    let details = get_json(pp, "/api/v1/products/0", 200).await;
     for key in ["id", "type", "publisher", "language", "ISBN-10", "ISBN-13"] {
         assert!(details.get(key).is_some(), "no {key} in {details}");
     }
-    assert_eq!(details["author"], "William Shakespeare", "{details}");
-    assert_eq!(details["year"], 1595, "{details}");
-    assert_eq!(details["pages"], 200, "{details}");
+    let summary = (&details["author"], &details["year"], &details["pages"]);
+    assert_eq!(
+        summary,
+        (&json!("William Shakespeare"), &json!(1595), &json!(200))
+    );
 
-    let reviews = get(pp, "/api/v1/products/0/reviews").await;
-    assert_eq!(reviews.status, 200, "{}", reviews.text());
-    let reviews = reviews.json();
+    let reviews = get_json(pp, "/api/v1/products/0/reviews", 200).await;
     assert_eq!(reviews["id"], "0", "{reviews}");
     assert_eq!(reviews["podname"], "reviews-v2-test-abc", "{reviews}");
     assert_eq!(reviews["clustername"], "null", "{reviews}");
@@ -650,10 +587,9 @@ async fn productpage_api_and_static_routes() {
         "{reviews}"
     );
 
-    let ratings = get(pp, "/api/v1/products/0/ratings").await;
-    assert_eq!(ratings.status, 200, "{}", ratings.text());
+    let ratings = get_json(pp, "/api/v1/products/0/ratings", 200).await;
     assert_eq!(
-        ratings.json(),
+        ratings,
         json!({"id": 0, "ratings": {"Reviewer1": 5, "Reviewer2": 4}})
     );
 
@@ -666,24 +602,20 @@ async fn productpage_api_and_static_routes() {
 
     let css = get(pp, "/static/tailwind/tailwind.css").await;
     assert_eq!(css.status, 200);
-    assert!(
-        css.header("content-type")
-            .is_some_and(|t| t.starts_with("text/css")),
-        "{:?}",
-        css.headers
-    );
+    let css_type = css.header("content-type").unwrap_or_default();
+    assert!(css_type.starts_with("text/css"), "{css_type}");
     let png = get(pp, "/static/img/izzy.png").await;
-    assert_eq!(png.status, 200);
-    assert_eq!(png.header("content-type"), Some("image/png"));
+    assert_eq!(
+        (png.status, png.header("content-type")),
+        (200, Some("image/png"))
+    );
     assert!(png.body.starts_with(b"\x89PNG\r\n\x1a\n"));
 
     page(pp, &[]).await;
     let metrics = get(pp, "/metrics").await;
     assert_eq!(metrics.status, 200);
-    assert_has(
-        &metrics.text(),
-        &[r#"request_result_total{destination_app="details",response_code="200"}"#],
-    );
+    let counter = r#"request_result_total{destination_app="details",response_code="200"}"#;
+    assert_has(&metrics.text(), &[counter]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -692,60 +624,42 @@ async fn details_reviews_ratings_routes() {
     let ratings = spawn("ratings", "v1", Env::new()).await;
     let reviews = start_reviews("v1", ratings.addr, Env::new()).await;
 
-    let d = get(details.addr, "/details/0").await;
-    assert_eq!(d.status, 200);
+    let book = get(details.addr, "/details/0").await;
+    assert_eq!(book.status, 200);
     assert_eq!(
-        d.text(),
+        book.text(),
         r#"{"id":0,"author":"William Shakespeare","year":1595,"type":"paperback","pages":200,"publisher":"PublisherA","language":"English","ISBN-10":"1234567890","ISBN-13":"123-1234567890"}"#
     );
-    for path in ["/details/abc", "/details"] {
-        let bad = get(details.addr, path).await;
-        assert_eq!(bad.status, 400, "{path}");
-        assert_eq!(
-            bad.json(),
-            json!({"error": "please provide numeric product id"}),
-            "{path}"
-        );
-    }
-    assert_eq!(
-        get(details.addr, "/health").await.json(),
-        json!({"status": "Details is healthy"})
-    );
+    let bad_id = json!({"error": "please provide numeric product id"});
+    assert_eq!(get_json(details.addr, "/details/abc", 400).await, bad_id);
+    assert_eq!(get_json(details.addr, "/details", 400).await, bad_id);
+    let healthy = json!({"status": "Details is healthy"});
+    assert_eq!(get_json(details.addr, "/health", 200).await, healthy);
 
     assert_eq!(get(reviews.addr, "/reviews/abc").await.status, 404);
     assert_eq!(get(reviews.addr, "/health").await.status, 200);
 
-    let bad = get(ratings.addr, "/ratings/abc").await;
-    assert_eq!(bad.status, 400);
-    assert_eq!(
-        bad.json(),
-        json!({"error": "please provide numeric product ID"})
-    );
+    let bad_id = json!({"error": "please provide numeric product ID"});
+    assert_eq!(get_json(ratings.addr, "/ratings/abc", 400).await, bad_id);
     let body = r#"{"Reviewer1":1,"Reviewer2":2}"#;
     let ct = [("content-type", "application/json")];
     let posted = send(ratings.addr, "POST", "/ratings/7", &ct, body).await;
     let stored = json!({"id": 7, "ratings": {"Reviewer1": 1, "Reviewer2": 2}});
     assert_eq!((posted.status, posted.json()), (200, stored.clone()));
-    assert_eq!(get(ratings.addr, "/ratings/7").await.json(), stored);
+    assert_eq!(get_json(ratings.addr, "/ratings/7", 200).await, stored);
     let invalid = send(ratings.addr, "POST", "/ratings/7", &ct, "{not json").await;
-    assert_eq!(invalid.status, 400);
-    assert_eq!(
-        invalid.json(),
-        json!({"error": "please provide valid ratings JSON"})
-    );
-    assert_eq!(
-        get(ratings.addr, "/health").await.json(),
-        json!({"status": "Ratings is healthy"})
-    );
+    let bad_json = json!({"error": "please provide valid ratings JSON"});
+    assert_eq!((invalid.status, invalid.json()), (400, bad_json));
+    let healthy = json!({"status": "Ratings is healthy"});
+    assert_eq!(get_json(ratings.addr, "/health", 200).await, healthy);
 }
 
 // ---------------------------------------------------------------- propagation
 
+const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
 const COPIED: [(&str, &str); 7] = [
-    (
-        "traceparent",
-        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-    ),
+    ("traceparent", TRACEPARENT),
     ("tracestate", "a=b"),
     ("sw8", "1-abc"),
     ("x-datadog-trace-id", "42"),
@@ -754,28 +668,17 @@ const COPIED: [(&str, &str); 7] = [
     ("user-agent", "probe/1"),
 ];
 
-const PROPAGATED: [&str; 20] = [
-    "x-request-id",
-    "x-b3-traceid",
-    "x-b3-spanid",
-    "x-b3-parentspanid",
-    "x-b3-sampled",
-    "x-b3-flags",
-    "traceparent",
-    "tracestate",
-    "x-ot-span-context",
-    "x-datadog-trace-id",
-    "x-datadog-parent-id",
-    "x-datadog-sampling-priority",
-    "x-cloud-trace-context",
-    "grpc-trace-bin",
-    "sw8",
-    "end-user",
-    "user-agent",
-    "cookie",
-    "authorization",
-    "jwt",
-];
+/// docs/bookinfo-wire.md §6: everything reviews copies on to ratings.
+const PROPAGATED: &str = "x-request-id x-b3-traceid x-b3-spanid x-b3-parentspanid \
+    x-b3-sampled x-b3-flags traceparent tracestate x-ot-span-context x-datadog-trace-id \
+    x-datadog-parent-id x-datadog-sampling-priority x-cloud-trace-context grpc-trace-bin \
+    sw8 end-user user-agent cookie authorization jwt";
+
+fn expect_headers(h: &HeaderMap, want: &[(&str, Option<&str>)], hop: &str) {
+    for (name, value) in want {
+        assert_eq!(hv(h, name), *value, "{hop}: header {name} in {h:#?}");
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_propagate_through_productpage_and_reviews() {
@@ -794,54 +697,39 @@ async fn headers_propagate_through_productpage_and_reviews() {
     let mark = proxy.mark().await;
     page(stack.pp.addr, &inbound).await;
 
-    for (backend, target) in [
+    let mut want = vec![
+        ("x-request-id", Some("req-1")),
+        ("x-b3-traceid", Some("000000000000000080f198ee56343ba8")),
+        ("x-b3-spanid", Some("e457b5a2e4d86bd1")),
+        ("x-b3-sampled", Some("1")),
+        ("x-b3-parentspanid", None),
+        ("x-b3-flags", None),
+        ("x-forwarded-for", None),
+        ("x-custom", None),
+    ];
+    want.extend(COPIED.map(|(name, value)| (name, Some(value))));
+    for (hop, target) in [
         ("/details/", stack.details.addr),
         ("/reviews/", stack.reviews.addr),
     ] {
-        let call = proxy.one(mark, backend).await;
+        let call = proxy.one(mark, hop).await;
+        let target = target.to_string();
         assert_eq!(
             call.uri.authority().map(|a| a.as_str()),
-            Some(target.to_string().as_str())
+            Some(target.as_str())
         );
-        let h = &call.headers;
-        assert_eq!(
-            hv(h, "host"),
-            Some(target.to_string().as_str()),
-            "{backend}"
-        );
-        assert_eq!(hv(h, "x-request-id"), Some("req-1"), "{backend}");
-        assert_eq!(
-            hv(h, "x-b3-traceid"),
-            Some("000000000000000080f198ee56343ba8"),
-            "{backend}"
-        );
-        assert_eq!(hv(h, "x-b3-spanid"), Some("e457b5a2e4d86bd1"), "{backend}");
-        assert_eq!(hv(h, "x-b3-sampled"), Some("1"), "{backend}");
-        for (name, value) in COPIED {
-            assert_eq!(hv(h, name), Some(value), "{backend} {name}");
-        }
-        for name in [
-            "x-b3-parentspanid",
-            "x-b3-flags",
-            "x-forwarded-for",
-            "x-custom",
-        ] {
-            assert_eq!(hv(h, name), None, "{backend} {name}");
-        }
+        expect_headers(&call.headers, &want, hop);
+        expect_headers(&call.headers, &[("host", Some(&target))], hop);
     }
 
     let at_reviews = proxy.one(mark, "/reviews/").await.headers;
     let at_ratings = proxy.one(mark, "/ratings/").await.headers;
-    for name in PROPAGATED {
-        assert_eq!(
-            hv(&at_ratings, name),
-            hv(&at_reviews, name),
-            "reviews -> ratings {name}"
-        );
-    }
-    for name in ["x-forwarded-for", "x-custom"] {
-        assert_eq!(hv(&at_ratings, name), None, "reviews -> ratings {name}");
-    }
+    let mut same: Vec<_> = PROPAGATED
+        .split_whitespace()
+        .map(|n| (n, hv(&at_reviews, n)))
+        .collect();
+    same.extend([("x-forwarded-for", None), ("x-custom", None)]);
+    expect_headers(&at_ratings, &same, "reviews -> ratings");
 
     let direct = [
         ("x-request-id", "req-2"),
@@ -855,48 +743,48 @@ async fn headers_propagate_through_productpage_and_reviews() {
     let resp = send(stack.reviews.addr, "GET", "/reviews/0", &direct, "").await;
     assert_eq!(resp.status, 200, "{}", resp.text());
     let at_ratings = proxy.one(mark, "/ratings/").await.headers;
-    for (name, value) in direct {
-        assert_eq!(
-            hv(&at_ratings, name),
-            Some(value),
-            "reviews -> ratings {name}"
-        );
-    }
+    let want = direct.map(|(name, value)| (name, Some(value)));
+    expect_headers(&at_ratings, &want, "reviews -> ratings");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b3_sampled_default_and_single_header() {
     let proxy = Proxy::start().await;
     let stack = Stack::start("v1", Some(&proxy), &[]).await;
-
-    let unsampled = [
-        ("x-b3-traceid", "0af7651916cd43dd8448eb211c80319c"),
-        ("x-b3-spanid", "b7ad6b7169203331"),
-    ];
-    let mark = proxy.mark().await;
-    page(stack.pp.addr, &unsampled).await;
-    let h = proxy.one(mark, "/reviews/").await.headers;
-    assert_eq!(
-        hv(&h, "x-b3-traceid"),
-        Some("0af7651916cd43dd8448eb211c80319c")
-    );
-    assert_eq!(hv(&h, "x-b3-spanid"), Some("b7ad6b7169203331"));
-    assert_eq!(hv(&h, "x-b3-sampled"), Some("0"));
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let span = "b7ad6b7169203331";
 
     let mark = proxy.mark().await;
     page(
         stack.pp.addr,
-        &[("b3", "80f198ee56343ba880f198ee56343ba8-e457b5a2e4d86bd1-1")],
+        &[("x-b3-traceid", trace), ("x-b3-spanid", span)],
     )
     .await;
-    let h = proxy.one(mark, "/reviews/").await.headers;
-    assert_eq!(
-        hv(&h, "x-b3-traceid"),
-        Some("80f198ee56343ba880f198ee56343ba8")
+    let want = [
+        ("x-b3-traceid", Some(trace)),
+        ("x-b3-spanid", Some(span)),
+        ("x-b3-sampled", Some("0")),
+    ];
+    expect_headers(
+        &proxy.one(mark, "/reviews/").await.headers,
+        &want,
+        "ids only",
     );
-    assert_eq!(hv(&h, "x-b3-spanid"), Some("e457b5a2e4d86bd1"));
-    assert_eq!(hv(&h, "x-b3-sampled"), Some("1"));
-    assert_eq!(hv(&h, "b3"), None);
+
+    let mark = proxy.mark().await;
+    let single = format!("{trace}-{span}-1");
+    page(stack.pp.addr, &[("b3", &single)]).await;
+    let want = [
+        ("x-b3-traceid", Some(trace)),
+        ("x-b3-spanid", Some(span)),
+        ("x-b3-sampled", Some("1")),
+        ("b3", None),
+    ];
+    expect_headers(
+        &proxy.one(mark, "/reviews/").await.headers,
+        &want,
+        "b3 only",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -906,73 +794,61 @@ async fn no_proxy_bypasses_the_proxy() {
     let reviews = start_reviews("v1", down_addr(), Env::new()).await;
     let no_proxy = format!("localhost,{}", details.addr.ip());
     let env = [proxy.env(), kv(&[("NO_PROXY", &no_proxy)])].concat();
-    let pp = start_productpage(details.addr, reviews.addr, down_addr(), env).await;
+    let pp = start_productpage([details.addr, reviews.addr, down_addr()], env).await;
     let mark = proxy.mark().await;
-    assert_has(
-        &page(pp.addr, &[]).await,
-        &["Book Details", "PublisherA", "Book Reviews"],
-    );
+    let html = page(pp.addr, &[]).await;
+    assert_has(&html, &["Book Details", "PublisherA", "Book Reviews"]);
     proxy.one(mark, "/reviews/").await;
-    let via_proxy = proxy.since(mark, "/details/").await;
+    let proxied = proxy.since(mark, "/details/").await;
     assert!(
-        via_proxy.is_empty(),
-        "details went through the proxy: {via_proxy:#?}"
+        proxied.is_empty(),
+        "details went through the proxy: {proxied:#?}"
     );
 }
 
 // ---------------------------------------------------------------- failures
 
 async fn assert_details_error(pp: SocketAddr) {
-    assert_has(
-        &page(pp, &[]).await,
-        &["Error fetching product details", DETAILS_SORRY],
-    );
+    let html = page(pp, &[]).await;
+    assert_has(&html, &["Error fetching product details", DETAILS_SORRY]);
 }
 
 async fn assert_reviews_error(pp: SocketAddr) {
-    assert_has(
-        &page(pp, &[]).await,
-        &["Error fetching product reviews", REVIEWS_SORRY],
-    );
+    let html = page(pp, &[]).await;
+    assert_has(&html, &["Error fetching product reviews", REVIEWS_SORRY]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn details_down() {
     let reviews = start_reviews("v1", down_addr(), Env::new()).await;
-    let pp = start_productpage(down_addr(), reviews.addr, down_addr(), Env::new()).await;
+    let pp = start_productpage([down_addr(), reviews.addr, down_addr()], Env::new()).await;
     assert_details_error(pp.addr).await;
-    let api = get(pp.addr, "/api/v1/products/0").await;
-    assert_eq!(
-        (api.status, api.json()),
-        (500, json!({"error": DETAILS_SORRY}))
-    );
+    let api = get_json(pp.addr, "/api/v1/products/0", 500).await;
+    assert_eq!(api, json!({"error": DETAILS_SORRY}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn details_slower_than_timeout() {
     let (silent, _) = silent_backend().await;
     let reviews = start_reviews("v1", down_addr(), Env::new()).await;
-    let pp = start_productpage(silent, reviews.addr, down_addr(), Env::new()).await;
+    let pp = start_productpage([silent, reviews.addr, down_addr()], Env::new()).await;
     assert_details_error(pp.addr).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reviews_down() {
     let details = spawn("details", "v1", Env::new()).await;
-    let pp = start_productpage(details.addr, down_addr(), down_addr(), Env::new()).await;
+    let pp = start_productpage([details.addr, down_addr(), down_addr()], Env::new()).await;
     assert_reviews_error(pp.addr).await;
-    let api = get(pp.addr, "/api/v1/products/0/reviews").await;
-    assert_eq!(
-        (api.status, api.json()),
-        (500, json!({"error": REVIEWS_SORRY}))
-    );
+    let api = get_json(pp.addr, "/api/v1/products/0/reviews", 500).await;
+    assert_eq!(api, json!({"error": REVIEWS_SORRY}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reviews_slower_than_timeout_is_tried_twice() {
     let (silent, connections) = silent_backend().await;
     let details = spawn("details", "v1", Env::new()).await;
-    let pp = start_productpage(details.addr, silent, down_addr(), Env::new()).await;
+    let pp = start_productpage([details.addr, silent, down_addr()], Env::new()).await;
     assert_reviews_error(pp.addr).await;
     assert_eq!(connections.load(Ordering::SeqCst), 2);
 }
@@ -981,33 +857,29 @@ async fn reviews_slower_than_timeout_is_tried_twice() {
 async fn reviews_503_is_tried_twice() {
     let (failing, requests) = status_backend(503).await;
     let details = spawn("details", "v1", Env::new()).await;
-    let pp = start_productpage(details.addr, failing, down_addr(), Env::new()).await;
+    let pp = start_productpage([details.addr, failing, down_addr()], Env::new()).await;
     assert_reviews_error(pp.addr).await;
     assert_eq!(requests.load(Ordering::SeqCst), 2);
-    let api = get(pp.addr, "/api/v1/products/0/reviews").await;
-    assert_eq!(
-        (api.status, api.json()),
-        (503, json!({"error": REVIEWS_SORRY}))
-    );
+    let api = get_json(pp.addr, "/api/v1/products/0/reviews", 503).await;
+    assert_eq!(api, json!({"error": REVIEWS_SORRY}));
+}
+
+async fn assert_ratings_unavailable(version: &str, ratings: SocketAddr) {
+    let details = spawn("details", "v1", Env::new()).await;
+    let reviews = start_reviews(version, ratings, Env::new()).await;
+    let pp = start_productpage([details.addr, reviews.addr, down_addr()], Env::new()).await;
+    let html = page(pp.addr, &[]).await;
+    assert_has(&html, &["Book Reviews", RATINGS_DOWN]);
+    assert_lacks(&html, &[r#"glyphicon glyphicon-star""#]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ratings_down_with_reviews_v2() {
-    let details = spawn("details", "v1", Env::new()).await;
-    let reviews = start_reviews("v2", down_addr(), Env::new()).await;
-    let pp = start_productpage(details.addr, reviews.addr, down_addr(), Env::new()).await;
-    let html = page(pp.addr, &[]).await;
-    assert_has(&html, &["Book Reviews", RATINGS_DOWN]);
-    assert_lacks(&html, &[r#"glyphicon glyphicon-star""#]);
+    assert_ratings_unavailable("v2", down_addr()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ratings_slower_than_timeout_with_reviews_v3() {
     let (silent, _) = silent_backend().await;
-    let details = spawn("details", "v1", Env::new()).await;
-    let reviews = start_reviews("v3", silent, Env::new()).await;
-    let pp = start_productpage(details.addr, reviews.addr, down_addr(), Env::new()).await;
-    let html = page(pp.addr, &[]).await;
-    assert_has(&html, &["Book Reviews", RATINGS_DOWN]);
-    assert_lacks(&html, &[r#"glyphicon glyphicon-star""#]);
+    assert_ratings_unavailable("v3", silent).await;
 }
