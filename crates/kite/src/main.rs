@@ -1,9 +1,11 @@
 //! `kite`: the command line of the Kite service mesh.
 #![forbid(unsafe_code)]
 
+mod analyze;
+mod ctl;
 mod up;
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -26,6 +28,18 @@ enum Command {
     Bookinfo(BookinfoArgs),
     /// Run the BookInfo demo on this machine, each workload on its own loopback address
     Up(up::Args),
+    /// Validate Istio and Kubernetes configuration files and cross-check them, like istioctl analyze
+    Analyze(analyze::Args),
+    /// Run the control plane: config store, registry, xDS (ADS) server and HTTP API
+    Control(ctl::ControlArgs),
+    /// Apply configuration to the control plane (validated first; all or nothing)
+    Apply(ctl::FilesArgs),
+    /// Delete the objects named in files from the control plane
+    Delete(ctl::FilesArgs),
+    /// List objects in the control plane
+    Get(ctl::GetArgs),
+    /// Connected proxies and the config versions they ACKed, like istioctl proxy-status
+    ProxyStatus(ctl::StatusArgs),
 }
 
 #[derive(clap::Args)]
@@ -45,19 +59,29 @@ fn parse_service(s: &str) -> Result<Service, String> {
     s.parse()
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     init_tracing();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async {
-        match cli.command {
-            Command::Bookinfo(args) => bookinfo(args).await,
-            Command::Up(args) => up::run(args).await,
-        }
-    })
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")
+    };
+    match cli.command {
+        Command::Analyze(args) => analyze::run(args),
+        Command::Bookinfo(args) => runtime()?
+            .block_on(bookinfo(args))
+            .map(|()| ExitCode::SUCCESS),
+        Command::Up(args) => runtime()?
+            .block_on(up::run(args))
+            .map(|()| ExitCode::SUCCESS),
+        Command::Control(args) => runtime()?.block_on(ctl::control(args)),
+        Command::Apply(args) => runtime()?.block_on(ctl::apply(args, false)),
+        Command::Delete(args) => runtime()?.block_on(ctl::apply(args, true)),
+        Command::Get(args) => runtime()?.block_on(ctl::get(args)),
+        Command::ProxyStatus(args) => runtime()?.block_on(ctl::proxy_status(args)),
+    }
 }
 
 async fn bookinfo(args: BookinfoArgs) -> anyhow::Result<()> {

@@ -1,0 +1,896 @@
+//! `telemetry.istio.io` Telemetry: tracing, metrics and access logging for
+//! the selected workloads. A workload-selected object overrides the
+//! namespace one, which overrides the root-namespace (mesh) one.
+
+use std::{collections::BTreeMap, time::Duration as StdDuration};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    common::{Ctx, Duration, PolicyTargetReference, Validate, WorkloadSelector},
+    security::validate_targeting,
+};
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Telemetry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<WorkloadSelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_ref: Option<PolicyTargetReference>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target_refs: Vec<PolicyTargetReference>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tracing: Vec<Tracing>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<Metrics>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_logging: Vec<AccessLogging>,
+}
+
+/// The `Option<bool>` fields are protobuf `BoolValue`s: unset inherits from
+/// the parent scope, which an explicit `false` overrides.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Tracing {
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub match_: Option<ModeSelector>,
+    /// Names of meshConfig extension providers (zipkin, opentelemetry, …);
+    /// empty means the mesh's default tracing provider.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub providers: Vec<ProviderRef>,
+    /// 0–100; unset inherits (the mesh default is 1 %).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub random_sampling_percentage: Option<f64>,
+    /// Stops reporting spans but keeps propagating trace context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable_span_reporting: Option<bool>,
+    /// Replaces, not merges with, the parent's tags.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom_tags: BTreeMap<String, CustomTag>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_request_id_for_trace_sampling: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_istio_tags: Option<bool>,
+    /// Newer API versions: stop forwarding trace headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable_context_propagation: Option<bool>,
+}
+
+/// Tracing's `TracingSelector` and access logging's `LogSelector`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModeSelector {
+    #[serde(default)]
+    pub mode: WorkloadMode,
+}
+
+/// Which side of the traffic the workload is on: CLIENT is outbound,
+/// SERVER inbound.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum WorkloadMode {
+    #[default]
+    ClientAndServer,
+    Client,
+    Server,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProviderRef {
+    #[serde(default)]
+    pub name: String,
+}
+
+/// A protobuf oneof: exactly one of the four is set; see
+/// [`CustomTag::source`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CustomTag {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub literal: Option<LiteralTag>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<EnvironmentTag>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<HeaderTag>,
+    /// An access-log substitution formatter such as `%REQ(:PATH)%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub formatter: Option<FormatterTag>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LiteralTag {
+    #[serde(default)]
+    pub value: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvironmentTag {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub default_value: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderTag {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub default_value: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FormatterTag {
+    #[serde(default)]
+    pub value: String,
+}
+
+/// Where a custom tag's value comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TagSource<'a> {
+    Literal(&'a str),
+    Environment {
+        name: &'a str,
+        default_value: &'a str,
+    },
+    Header {
+        name: &'a str,
+        default_value: &'a str,
+    },
+    Formatter(&'a str),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Metrics {
+    /// Empty means the mesh's default metrics provider (`prometheus`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub providers: Vec<ProviderRef>,
+    /// Applied in order, after the overrides inherited from wider scopes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<MetricsOverrides>,
+    /// How often long-lived TCP and gRPC streams report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reporting_interval: Option<Duration>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricsOverrides {
+    /// Absent matches every Istio metric, client and server.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub match_: Option<MetricSelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+    /// Label name → change; values are CEL expressions.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tag_overrides: BTreeMap<String, TagOverride>,
+}
+
+/// `metric` and `customMetric` are a oneof; neither means ALL_METRICS.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricSelector {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<IstioMetric>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_metric: Option<String>,
+    #[serde(default)]
+    pub mode: WorkloadMode,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum IstioMetric {
+    #[default]
+    AllMetrics,
+    RequestCount,
+    RequestDuration,
+    RequestSize,
+    ResponseSize,
+    TcpOpenedConnections,
+    TcpClosedConnections,
+    TcpSentBytes,
+    TcpReceivedBytes,
+    GrpcRequestMessages,
+    GrpcResponseMessages,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TagOverride {
+    #[serde(default)]
+    pub operation: TagOperation,
+    /// A CEL expression, only with UPSERT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TagOperation {
+    #[default]
+    Upsert,
+    Remove,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessLogging {
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub match_: Option<ModeSelector>,
+    /// `envoy` is the built-in text log to stdout.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub providers: Vec<ProviderRef>,
+    /// Unset inherits; a parent's `true` needs an explicit `false` here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<AccessLogFilter>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessLogFilter {
+    /// CEL, e.g. `response.code >= 400`.
+    #[serde(default)]
+    pub expression: String,
+}
+
+// === impl Telemetry ===
+
+impl Validate for Telemetry {
+    fn validate(&self, cx: &mut Ctx<'_>) {
+        validate_targeting(
+            cx,
+            self.selector.as_ref(),
+            self.target_ref.as_ref(),
+            &self.target_refs,
+        );
+        if self.tracing.len() > 1 {
+            cx.warn(
+                "spec.tracing",
+                "multiple tracing entries are not supported; only the first is used",
+            );
+        }
+        for (i, tracing) in self.tracing.iter().enumerate() {
+            tracing.validate_at(cx, &format!("spec.tracing[{i}]"));
+        }
+        for (i, metrics) in self.metrics.iter().enumerate() {
+            metrics.validate_at(cx, &format!("spec.metrics[{i}]"));
+        }
+        for (i, logging) in self.access_logging.iter().enumerate() {
+            logging.validate_at(cx, &format!("spec.accessLogging[{i}]"));
+        }
+    }
+}
+
+fn validate_providers(cx: &mut Ctx<'_>, field: &str, providers: &[ProviderRef]) {
+    for (i, p) in providers.iter().enumerate() {
+        if p.name.is_empty() {
+            cx.error(
+                format!("{field}.providers[{i}].name"),
+                "providers.name may not be empty",
+            );
+        }
+    }
+}
+
+impl Tracing {
+    fn validate_at(&self, cx: &mut Ctx<'_>, field: &str) {
+        if self.providers.len() > 1 {
+            cx.warn(
+                format!("{field}.providers"),
+                "multiple tracing providers are not supported; only the first is used",
+            );
+        }
+        validate_providers(cx, field, &self.providers);
+        if let Some(p) = self.random_sampling_percentage
+            && !(0.0..=100.0).contains(&p)
+        {
+            cx.error(
+                format!("{field}.randomSamplingPercentage"),
+                format!("randomSamplingPercentage {p} must be in range [0.0, 100.0]"),
+            );
+        }
+        for (name, tag) in &self.custom_tags {
+            let at = format!("{field}.customTags.{name}");
+            if name.is_empty() {
+                cx.error(&at, "tag name may not be empty");
+            }
+            tag.validate_at(cx, &at);
+        }
+    }
+}
+
+impl CustomTag {
+    /// The one source that is set, or `None` if zero or several are.
+    pub fn source(&self) -> Option<TagSource<'_>> {
+        let sources = [
+            self.literal.as_ref().map(|l| TagSource::Literal(&l.value)),
+            self.environment.as_ref().map(|e| TagSource::Environment {
+                name: &e.name,
+                default_value: &e.default_value,
+            }),
+            self.header.as_ref().map(|h| TagSource::Header {
+                name: &h.name,
+                default_value: &h.default_value,
+            }),
+            self.formatter
+                .as_ref()
+                .map(|f| TagSource::Formatter(&f.value)),
+        ];
+        let mut set = sources.into_iter().flatten();
+        match (set.next(), set.next()) {
+            (Some(only), None) => Some(only),
+            _ => None,
+        }
+    }
+
+    fn validate_at(&self, cx: &mut Ctx<'_>, field: &str) {
+        let set = [
+            self.literal.is_some(),
+            self.environment.is_some(),
+            self.header.is_some(),
+            self.formatter.is_some(),
+        ]
+        .into_iter()
+        .filter(|&s| s)
+        .count();
+        if set != 1 {
+            cx.error(
+                field,
+                "a custom tag needs exactly one of literal, environment, header and formatter",
+            );
+        }
+        match self.source() {
+            Some(TagSource::Literal("")) => {
+                cx.error(
+                    format!("{field}.literal.value"),
+                    "literal tag value may not be empty",
+                );
+            }
+            Some(TagSource::Environment { name: "", .. }) => {
+                cx.error(
+                    format!("{field}.environment.name"),
+                    "environment tag name may not be empty",
+                );
+            }
+            Some(TagSource::Header { name: "", .. }) => {
+                cx.error(
+                    format!("{field}.header.name"),
+                    "header tag name may not be empty",
+                );
+            }
+            Some(TagSource::Formatter("")) => {
+                cx.error(
+                    format!("{field}.formatter.value"),
+                    "formatter tag value may not be empty",
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    fn validate_at(&self, cx: &mut Ctx<'_>, field: &str) {
+        validate_providers(cx, field, &self.providers);
+        for (i, o) in self.overrides.iter().enumerate() {
+            o.validate_at(cx, &format!("{field}.overrides[{i}]"));
+        }
+        if let Some(interval) = self.reporting_interval
+            && interval.as_std() < StdDuration::from_millis(1)
+        {
+            cx.error(
+                format!("{field}.reportingInterval"),
+                "must be a valid duration of at least 1ms",
+            );
+        }
+    }
+}
+
+impl MetricsOverrides {
+    fn validate_at(&self, cx: &mut Ctx<'_>, field: &str) {
+        if let Some(m) = &self.match_ {
+            let at = format!("{field}.match");
+            match (&m.metric, &m.custom_metric) {
+                (Some(_), Some(_)) => {
+                    cx.error(at, "set only one of metric and customMetric");
+                }
+                (None, Some(custom)) if custom.is_empty() => {
+                    cx.error(
+                        format!("{at}.customMetric"),
+                        "customMetric may not be empty",
+                    );
+                }
+                _ => {}
+            }
+        }
+        for (name, tag) in &self.tag_overrides {
+            let at = format!("{field}.tagOverrides.{name}");
+            if name.is_empty() {
+                cx.warn(&at, "tagOverrides name may not be empty");
+            }
+            let value = tag.value.as_deref().unwrap_or_default();
+            match tag.operation {
+                TagOperation::Upsert if value.is_empty() => {
+                    cx.error(
+                        format!("{at}.value"),
+                        "tagOverrides.value must be set when operation is UPSERT",
+                    );
+                }
+                TagOperation::Remove if tag.value.is_some() => {
+                    cx.error(
+                        format!("{at}.value"),
+                        "tagOverrides.value may only be set when operation is UPSERT",
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl MetricSelector {
+    /// The standard metric selected, if this names one; a selector with
+    /// neither field set means all of them.
+    pub fn istio_metric(&self) -> Option<IstioMetric> {
+        match (&self.metric, &self.custom_metric) {
+            (Some(m), _) => Some(*m),
+            (None, None) => Some(IstioMetric::AllMetrics),
+            (None, Some(_)) => None,
+        }
+    }
+}
+
+impl IstioMetric {
+    /// The Prometheus provider's metric names (histograms without their
+    /// `_bucket`/`_sum`/`_count` suffixes); empty for ALL_METRICS.
+    pub fn prometheus_names(self) -> &'static [&'static str] {
+        match self {
+            IstioMetric::AllMetrics => &[],
+            IstioMetric::RequestCount => &["istio_requests_total"],
+            IstioMetric::RequestDuration => &["istio_request_duration_milliseconds"],
+            IstioMetric::RequestSize => &["istio_request_bytes"],
+            IstioMetric::ResponseSize => &["istio_response_bytes"],
+            IstioMetric::TcpOpenedConnections => &["istio_tcp_connections_opened_total"],
+            IstioMetric::TcpClosedConnections => &["istio_tcp_connections_closed_total"],
+            IstioMetric::TcpSentBytes => &["istio_tcp_sent_bytes_total"],
+            IstioMetric::TcpReceivedBytes => &["istio_tcp_received_bytes_total"],
+            IstioMetric::GrpcRequestMessages => &["istio_request_messages_total"],
+            IstioMetric::GrpcResponseMessages => &["istio_response_messages_total"],
+        }
+    }
+}
+
+// === impl AccessLogging ===
+
+impl AccessLogging {
+    fn validate_at(&self, cx: &mut Ctx<'_>, field: &str) {
+        validate_providers(cx, field, &self.providers);
+        if let Some(filter) = &self.filter
+            && filter.expression.trim().is_empty()
+        {
+            cx.error(
+                format!("{field}.filter.expression"),
+                "filter expression may not be empty: it must be a CEL expression",
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use serde::de::DeserializeOwned;
+
+    use super::*;
+    use crate::diag::Severity;
+
+    const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/istio-samples");
+
+    /// Telemetry YAML from Istio's observability tasks and API reference.
+    const DOCS_YAML: &str = r#"
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  accessLogging:
+    - providers:
+      - name: envoy
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: sleep-logging, namespace: default}
+spec:
+  selector:
+    matchLabels:
+      app: sleep
+  accessLogging:
+  - providers:
+    - name: otel
+    filter:
+      expression: response.code >= 400
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: namespace-no-log, namespace: foo}
+spec:
+  accessLogging:
+  - disabled: true
+    match:
+      mode: SERVER
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  tracing:
+  - providers:
+    - name: "zipkin"
+    randomSamplingPercentage: 100.00
+    customTags:
+      "provider":
+        literal:
+          value: "zipkin"
+      "cluster_id":
+        environment:
+          name: ISTIO_META_CLUSTER_ID
+          defaultValue: Kubernetes
+      "user-agent":
+        header:
+          name: user-agent
+      "path":
+        formatter:
+          value: "%REQ(:PATH)%"
+---
+apiVersion: telemetry.istio.io/v1alpha1
+kind: Telemetry
+metadata: {name: foo-tracing, namespace: bar}
+spec:
+  selector:
+    matchLabels:
+      service.istio.io/canonical-name: foo
+  tracing:
+  - disableSpanReporting: true
+    match:
+      mode: CLIENT
+    useRequestIdForTraceSampling: false
+    enableIstioTags: true
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: namespace-metrics, namespace: istio-system}
+spec:
+  metrics:
+  - providers:
+    - name: prometheus
+    overrides:
+    - match:
+        metric: REQUEST_COUNT
+        mode: CLIENT_AND_SERVER
+      tagOverrides:
+        request_host:
+          value: "request.host"
+        destination_port:
+          value: "string(destination.port)"
+    - match:
+        metric: ALL_METRICS
+      tagOverrides:
+        grpc_response_status:
+          operation: REMOVE
+    - match:
+        metric: REQUEST_DURATION
+        mode: SERVER
+      disabled: true
+    - match:
+        customMetric: my_custom_metric
+      disabled: true
+    - tagOverrides:
+        request_method:
+          operation: UPSERT
+          value: "request.method"
+    reportingInterval: 5s
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: waypoint, namespace: default}
+spec:
+  targetRefs:
+  - kind: Gateway
+    group: gateway.networking.k8s.io
+    name: waypoint
+  tracing:
+  - randomSamplingPercentage: 10
+"#;
+
+    fn sample_docs() -> Vec<(PathBuf, serde_yaml::Value)> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            let entries =
+                std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+            for entry in entries {
+                let path = entry.expect("directory entry").path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path
+                    .extension()
+                    .is_some_and(|ext| ext == "yaml" || ext == "yml")
+                {
+                    out.push(path);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(Path::new(SAMPLES), &mut files);
+        files.sort();
+        assert!(!files.is_empty(), "no samples under {SAMPLES}");
+        let mut docs = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("sample file");
+            docs.extend(yaml_docs(&text).into_iter().map(|d| (file.clone(), d)));
+        }
+        docs
+    }
+
+    fn yaml_docs(text: &str) -> Vec<serde_yaml::Value> {
+        serde_yaml::Deserializer::from_str(text)
+            .map(|doc| serde_yaml::Value::deserialize(doc).expect("valid YAML"))
+            .filter(|doc| !doc.is_null())
+            .collect()
+    }
+
+    fn errors<T: DeserializeOwned + Validate>(spec: serde_yaml::Value) -> Vec<(String, String)> {
+        match serde_path_to_error::deserialize::<_, T>(spec) {
+            Err(e) => {
+                let path = e.path().to_string();
+                let field = if path == "." {
+                    "spec".to_owned()
+                } else {
+                    format!("spec.{path}")
+                };
+                vec![(field, e.inner().to_string())]
+            }
+            Ok(spec) => {
+                let mut cx = Ctx::new("default");
+                spec.validate(&mut cx);
+                cx.findings()
+                    .iter()
+                    .filter(|f| f.severity == Severity::Error)
+                    .map(|f| (f.field.clone(), f.message.clone()))
+                    .collect()
+            }
+        }
+    }
+
+    #[test]
+    fn samples_and_docs_load_cleanly() {
+        let mut checked = 0;
+        let docs = sample_docs().into_iter().chain(
+            yaml_docs(DOCS_YAML)
+                .into_iter()
+                .map(|d| (PathBuf::from("docs"), d)),
+        );
+        for (file, doc) in docs {
+            let api_version = doc.get("apiVersion").and_then(serde_yaml::Value::as_str);
+            let kind = doc.get("kind").and_then(serde_yaml::Value::as_str);
+            if !api_version.is_some_and(|v| v.starts_with("telemetry.istio.io/"))
+                || kind != Some("Telemetry")
+            {
+                continue;
+            }
+            checked += 1;
+            let spec = doc.get("spec").cloned().unwrap_or_default();
+            let errors = errors::<Telemetry>(spec);
+            assert!(errors.is_empty(), "{}: {errors:?}", file.display());
+        }
+        assert!(checked >= 8, "only {checked} Telemetry documents checked");
+    }
+
+    #[test]
+    fn typed_views() {
+        let t: Telemetry = serde_yaml::from_str(
+            "tracing: [{providers: [{name: otel-tracing}], randomSamplingPercentage: 0, \
+             customTags: {a: {header: {name: x-a, defaultValue: none}}}}]",
+        )
+        .expect("parses");
+        assert_eq!(t.tracing[0].random_sampling_percentage, Some(0.0));
+        assert_eq!(t.tracing[0].disable_span_reporting, None);
+        assert_eq!(
+            t.tracing[0].custom_tags["a"].source(),
+            Some(TagSource::Header {
+                name: "x-a",
+                default_value: "none"
+            })
+        );
+        let both = CustomTag {
+            literal: Some(LiteralTag { value: "a".into() }),
+            formatter: Some(FormatterTag { value: "b".into() }),
+            ..CustomTag::default()
+        };
+        assert_eq!(both.source(), None);
+
+        let m: MetricSelector = serde_yaml::from_str("mode: SERVER").expect("parses");
+        assert_eq!(m.istio_metric(), Some(IstioMetric::AllMetrics));
+        assert_eq!(
+            IstioMetric::TcpSentBytes.prometheus_names(),
+            ["istio_tcp_sent_bytes_total"]
+        );
+        let o: TagOverride = serde_yaml::from_str("value: request.host").expect("parses");
+        assert_eq!(o.operation, TagOperation::Upsert);
+    }
+
+    #[test]
+    fn broken_inputs_are_located() {
+        let cases: &[(&str, &str, &str)] = &[
+            // (spec, field, message fragment)
+            (
+                "tracing: [{randomSamplingPercentage: 150}]",
+                "spec.tracing[0].randomSamplingPercentage",
+                "must be in range [0.0, 100.0]",
+            ),
+            (
+                "tracing: [{randomSamplingPercentage: -1}]",
+                "spec.tracing[0].randomSamplingPercentage",
+                "range",
+            ),
+            (
+                "tracing: [{randomSamplingPercentage: .nan}]",
+                "spec.tracing[0].randomSamplingPercentage",
+                "range",
+            ),
+            (
+                "tracing: [{randomSamplingPercentage: all}]",
+                "spec.tracing[0].randomSamplingPercentage",
+                "invalid type",
+            ),
+            (
+                "tracing: [{providers: [{name: ''}]}]",
+                "spec.tracing[0].providers[0].name",
+                "may not be empty",
+            ),
+            (
+                "tracing: [{sampling: 10}]",
+                "spec.tracing[0].sampling",
+                "unknown field `sampling`",
+            ),
+            (
+                "tracing: [{match: {mode: BOTH}}]",
+                "spec.tracing[0].match.mode",
+                "unknown variant `BOTH`",
+            ),
+            (
+                "tracing: [{customTags: {a: {}}}]",
+                "spec.tracing[0].customTags.a",
+                "exactly one of literal, environment, header and formatter",
+            ),
+            (
+                "tracing: [{customTags: {a: {literal: {value: x}, header: {name: y}}}}]",
+                "spec.tracing[0].customTags.a",
+                "exactly one",
+            ),
+            (
+                "tracing: [{customTags: {a: {environment: {defaultValue: x}}}}]",
+                "spec.tracing[0].customTags.a.environment.name",
+                "may not be empty",
+            ),
+            (
+                "metrics: [{overrides: [{tagOverrides: {request_host: {operation: UPSERT}}}]}]",
+                "spec.metrics[0].overrides[0].tagOverrides.request_host.value",
+                "must be set when operation is UPSERT",
+            ),
+            (
+                "metrics: [{overrides: [{tagOverrides: {response_code: {operation: REMOVE, value: x}}}]}]",
+                "spec.metrics[0].overrides[0].tagOverrides.response_code.value",
+                "only be set when operation is UPSERT",
+            ),
+            (
+                "metrics: [{overrides: [{tagOverrides: {a: {operation: DELETE}}}]}]",
+                "spec.metrics[0].overrides[0].tagOverrides.a.operation",
+                "unknown variant `DELETE`",
+            ),
+            (
+                "metrics: [{overrides: [{match: {metric: REQUEST_BYTES}}]}]",
+                "spec.metrics[0].overrides[0].match.metric",
+                "unknown variant `REQUEST_BYTES`",
+            ),
+            (
+                "metrics: [{overrides: [{match: {metric: REQUEST_COUNT, customMetric: x}}]}]",
+                "spec.metrics[0].overrides[0].match",
+                "only one of metric and customMetric",
+            ),
+            (
+                "metrics: [{overrides: [{match: {customMetric: ''}}]}]",
+                "spec.metrics[0].overrides[0].match.customMetric",
+                "may not be empty",
+            ),
+            (
+                "metrics: [{providers: [{name: prometheus}, {}]}]",
+                "spec.metrics[0].providers[1].name",
+                "may not be empty",
+            ),
+            (
+                "metrics: [{reportingInterval: 0s}]",
+                "spec.metrics[0].reportingInterval",
+                "at least 1ms",
+            ),
+            (
+                "metrics: [{reportingInterval: often}]",
+                "spec.metrics[0].reportingInterval",
+                "invalid duration",
+            ),
+            (
+                "accessLogging: [{filter: {expression: ''}}]",
+                "spec.accessLogging[0].filter.expression",
+                "may not be empty",
+            ),
+            (
+                "accessLogging: [{providers: [{}]}]",
+                "spec.accessLogging[0].providers[0].name",
+                "may not be empty",
+            ),
+            (
+                "accessLogging: [{log_format: {}}]",
+                "spec.accessLogging[0].log_format",
+                "unknown field",
+            ),
+            (
+                "{selector: {matchLabels: {app: a}}, targetRefs: [{kind: Service, name: a}]}",
+                "spec.targetRefs",
+                "only one of selector, targetRef and targetRefs",
+            ),
+            (
+                "targetRef: {kind: Service, name: a, namespace: other}",
+                "spec.targetRef.namespace",
+                "cross namespace",
+            ),
+            (
+                "selector: {matchLabels: {'bad key': a}}",
+                "spec.selector.matchLabels.bad key",
+                "invalid label key",
+            ),
+        ];
+        for &(spec, field, fragment) in cases {
+            let value: serde_yaml::Value =
+                serde_yaml::from_str(spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
+            let found = errors::<Telemetry>(value);
+            assert!(
+                found
+                    .iter()
+                    .any(|(f, m)| f == field && m.contains(fragment)),
+                "{spec}: expected {field}: …{fragment}…, got {found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn multiple_tracing_entries_warn() {
+        let t: Telemetry = serde_yaml::from_str(
+            "tracing: [{providers: [{name: a}, {name: b}]}, {randomSamplingPercentage: 5}]",
+        )
+        .expect("parses");
+        let mut cx = Ctx::new("default");
+        t.validate(&mut cx);
+        let warned: Vec<_> = cx
+            .findings()
+            .iter()
+            .map(|f| (f.severity, f.field.as_str()))
+            .collect();
+        assert_eq!(
+            warned,
+            [
+                (Severity::Warning, "spec.tracing"),
+                (Severity::Warning, "spec.tracing[0].providers"),
+            ]
+        );
+    }
+}

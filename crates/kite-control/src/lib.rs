@@ -1,0 +1,230 @@
+//! Kite's control plane (Istio's Pilot and Galley): a config store fed by
+//! the HTTP API, a service registry derived from it, per-proxy translation
+//! into Envoy xDS, and the ADS server that pushes it.
+#![forbid(unsafe_code)]
+
+mod api;
+pub mod bootstrap;
+pub mod proxy;
+pub mod registry;
+pub mod store;
+pub mod translate;
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use kite_xds::{
+    Snapshot,
+    ads::{AdsServer, Connections, SnapshotSource},
+};
+use parking_lot::Mutex;
+use tokio::{net::TcpListener, sync::watch};
+use tracing::{debug, info};
+
+pub use crate::{proxy::Proxy, registry::Registry, store::Store};
+
+/// Coalesces bursts of changes (a multi-document apply, a scale-up) into one
+/// push.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Plaintext xDS (gRPC), Istio's 15010.
+    pub xds_addr: SocketAddr,
+    /// HTTP API and debug endpoints, Istio's 15014.
+    pub api_addr: SocketAddr,
+}
+
+/// Shared state of a running control plane.
+pub struct Control {
+    pub store: Store,
+    proxies: Mutex<HashMap<String, ProxyEntry>>,
+    connections: Mutex<Option<Arc<Connections>>>,
+    /// The store revision the proxies' snapshots were last computed from.
+    translated: std::sync::atomic::AtomicU64,
+}
+
+struct ProxyEntry {
+    proxy: Arc<Proxy>,
+    tx: watch::Sender<Arc<Snapshot>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("xDS server: {0}")]
+    Xds(String),
+}
+
+// === impl Control ===
+
+impl Default for Control {
+    fn default() -> Self {
+        Self {
+            store: Store::default(),
+            proxies: Mutex::default(),
+            connections: Mutex::default(),
+            translated: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl Control {
+    pub fn connections(&self) -> Arc<Connections> {
+        self.connections.lock().clone().unwrap_or_default()
+    }
+
+    fn snapshot_for(&self, proxy: &Proxy) -> Snapshot {
+        let config = self.store.current();
+        let registry = Registry::build(&config);
+        translate::snapshot(&config, &registry, proxy)
+    }
+
+    /// Recomputes every connected proxy's snapshot; streams push what
+    /// changed. Proxies whose streams are all gone are forgotten.
+    fn recompute(&self) {
+        let config = self.store.current();
+        let registry = Registry::build(&config);
+        let mut proxies = self.proxies.lock();
+        proxies.retain(|_, entry| entry.tx.receiver_count() > 0);
+        for entry in proxies.values() {
+            let mut snapshot = translate::snapshot(&config, &registry, &entry.proxy);
+            entry.tx.send_if_modified(|current| {
+                if **current == snapshot {
+                    false
+                } else {
+                    snapshot.generation = current.generation + 1;
+                    *current = Arc::new(std::mem::take(&mut snapshot));
+                    true
+                }
+            });
+        }
+        self.translated
+            .store(config.revision, std::sync::atomic::Ordering::Release);
+        debug!(
+            revision = config.revision,
+            proxies = proxies.len(),
+            "recomputed"
+        );
+    }
+
+    /// The store revision translation has caught up with.
+    pub fn translated_revision(&self) -> u64 {
+        self.translated.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The snapshot generation last published to a proxy.
+    pub fn published_generation(&self, node_id: &str) -> Option<u64> {
+        self.proxies
+            .lock()
+            .get(node_id)
+            .map(|e| e.tx.borrow().generation)
+    }
+
+    /// A connected proxy's resources, by node id or workload name.
+    fn dump(&self, which: &str) -> Option<serde_json::Value> {
+        let proxies = self.proxies.lock();
+        let entry = proxies
+            .values()
+            .find(|e| e.proxy.id == which || e.proxy.workload == which)?;
+        let snapshot = entry.tx.borrow().clone();
+        Some(translate::dump(&entry.proxy, &snapshot))
+    }
+}
+
+impl SnapshotSource for Control {
+    fn watch(&self, node: &Node) -> Result<watch::Receiver<Arc<Snapshot>>, String> {
+        let proxy = Proxy::from_node(node)?;
+        let mut proxies = self.proxies.lock();
+        if let Some(entry) = proxies.get(&proxy.id) {
+            return Ok(entry.tx.subscribe());
+        }
+        let snapshot = Arc::new(self.snapshot_for(&proxy));
+        let (tx, rx) = watch::channel(snapshot);
+        info!(proxy = %proxy.id, kind = ?proxy.kind, "new proxy");
+        proxies.insert(
+            proxy.id.clone(),
+            ProxyEntry {
+                proxy: Arc::new(proxy),
+                tx,
+            },
+        );
+        Ok(rx)
+    }
+}
+
+/// Serves xDS and the API until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    control: Arc<Control>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let bind = |addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { addr, source })
+    };
+    let xds_listener = bind(config.xds_addr).await?;
+    let api_listener = bind(config.api_addr).await?;
+    let ads = AdsServer::new(control.clone());
+    *control.connections.lock() = Some(ads.connections());
+    let grpc = ads.into_service();
+    info!(xds = %config.xds_addr, api = %config.api_addr, "control plane listening");
+
+    let mut changes = control.store.subscribe();
+    let translator = {
+        let control = control.clone();
+        async move {
+            while changes.changed().await.is_ok() {
+                tokio::time::sleep(DEBOUNCE).await;
+                changes.borrow_and_update();
+                control.recompute();
+            }
+        }
+    };
+    tokio::select! {
+        () = serve_grpc(xds_listener, grpc) => {}
+        () = api::serve(api_listener, control.clone()) => {}
+        () = translator => {}
+        () = shutdown => info!("control plane shutting down"),
+    }
+    Ok(())
+}
+
+async fn serve_grpc<S>(listener: TcpListener, svc: S)
+where
+    S: tower_service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(error) => {
+                debug!(%error, "xDS accept failed");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = hyper_util::service::TowerToHyperService::new(svc.clone());
+        tokio::spawn(async move {
+            let builder =
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+            if let Err(error) = builder
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await
+            {
+                debug!(%error, %peer, "xDS connection ended with an error");
+            }
+        });
+    }
+}

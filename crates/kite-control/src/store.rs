@@ -1,0 +1,176 @@
+//! The config store: every applied object with its resource version, one
+//! revision counter for the whole store, and a watch channel that tells the
+//! translators when anything changed.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use kite_config::{Diagnostic, Object, Severity, analyze};
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::watch;
+
+/// `(kind, namespace, name)`.
+pub type Key = (String, String, String);
+
+/// An immutable view of the store at one revision.
+#[derive(Debug, Default)]
+pub struct ConfigSnapshot {
+    pub revision: u64,
+    pub objects: BTreeMap<Key, Arc<Object>>,
+}
+
+pub struct Store {
+    state: Mutex<Arc<ConfigSnapshot>>,
+    tx: watch::Sender<Arc<ConfigSnapshot>>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Applied {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// `created`, `configured` or `unchanged`, as kubectl says.
+    pub action: &'static str,
+    pub resource_version: String,
+}
+
+/// Why a change was refused; the store is untouched.
+#[derive(Debug)]
+pub struct Rejected {
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+// === impl ConfigSnapshot ===
+
+impl ConfigSnapshot {
+    pub fn objects(&self) -> impl Iterator<Item = &Object> {
+        self.objects.values().map(|o| &**o)
+    }
+}
+
+// === impl Store ===
+
+impl Default for Store {
+    fn default() -> Self {
+        let initial = Arc::new(ConfigSnapshot::default());
+        let (tx, _) = watch::channel(initial.clone());
+        Self {
+            state: Mutex::new(initial),
+            tx,
+        }
+    }
+}
+
+impl Store {
+    pub fn current(&self) -> Arc<ConfigSnapshot> {
+        self.state.lock().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ConfigSnapshot>> {
+        self.tx.subscribe()
+    }
+
+    /// Applies `objects` all or nothing. Objects arrive validated (load
+    /// keeps invalid ones out); cross-object findings on the resulting
+    /// config are returned as warnings, never a reason to refuse, since the
+    /// order objects arrive in is the user's business.
+    pub fn apply(&self, objects: Vec<Object>) -> (Vec<Applied>, Vec<Diagnostic>) {
+        let mut state = self.state.lock();
+        let mut next = state.objects.clone();
+        let revision = state.revision + 1;
+        let mut applied = Vec::new();
+        for mut object in objects {
+            let key = object.key();
+            let action = match next.get(&key) {
+                Some(old) if same_content(old, &object) => {
+                    applied.push(applied_entry(&key, "unchanged", &old.meta.resource_version));
+                    continue;
+                }
+                Some(_) => "configured",
+                None => "created",
+            };
+            object.meta.resource_version = revision.to_string();
+            applied.push(applied_entry(&key, action, &object.meta.resource_version));
+            next.insert(key, Arc::new(object));
+        }
+        let changed = applied.iter().any(|a| a.action != "unchanged");
+        let warnings = findings_for(&next, &applied);
+        if changed {
+            self.commit(&mut state, revision, next);
+        }
+        (applied, warnings)
+    }
+
+    /// Deletes the named objects; returns those that existed.
+    pub fn delete(&self, keys: &[Key]) -> Vec<Key> {
+        let mut state = self.state.lock();
+        let mut next = state.objects.clone();
+        let deleted: Vec<Key> = keys
+            .iter()
+            .filter(|k| next.remove(*k).is_some())
+            .cloned()
+            .collect();
+        if !deleted.is_empty() {
+            let revision = state.revision + 1;
+            self.commit(&mut state, revision, next);
+        }
+        deleted
+    }
+
+    fn commit(
+        &self,
+        state: &mut Arc<ConfigSnapshot>,
+        revision: u64,
+        objects: BTreeMap<Key, Arc<Object>>,
+    ) {
+        let snapshot = Arc::new(ConfigSnapshot { revision, objects });
+        *state = snapshot.clone();
+        self.tx.send_replace(snapshot);
+        tracing::info!(revision, "config changed");
+    }
+}
+
+fn applied_entry(key: &Key, action: &'static str, version: &str) -> Applied {
+    Applied {
+        kind: key.0.clone(),
+        namespace: key.1.clone(),
+        name: key.2.clone(),
+        action,
+        resource_version: version.to_owned(),
+    }
+}
+
+fn same_content(a: &Object, b: &Object) -> bool {
+    a.api_version == b.api_version
+        && a.spec == b.spec
+        && a.meta.labels == b.meta.labels
+        && a.meta.annotations == b.meta.annotations
+}
+
+/// Analysis of the whole would-be config, keeping what concerns the objects
+/// just applied, downgraded to warnings.
+fn findings_for(objects: &BTreeMap<Key, Arc<Object>>, applied: &[Applied]) -> Vec<Diagnostic> {
+    let all: Vec<Object> = objects.values().map(|o| (**o).clone()).collect();
+    analyze::analyze(&all)
+        .into_iter()
+        .filter(|d| {
+            d.object.as_ref().is_some_and(|o| {
+                applied
+                    .iter()
+                    .any(|a| a.kind == o.kind && a.namespace == o.namespace && a.name == o.name)
+            })
+        })
+        .map(|mut d| {
+            if d.severity == Severity::Error {
+                d.severity = Severity::Warning;
+            }
+            d
+        })
+        .collect()
+}
+
+impl Rejected {
+    pub fn new(diagnostics: Vec<Diagnostic>) -> Self {
+        Self { diagnostics }
+    }
+}

@@ -1,0 +1,335 @@
+//! Outbound clusters (one per service port and DestinationRule subset) with
+//! their traffic policy, and the endpoints of the EDS ones.
+
+use std::collections::BTreeMap;
+
+use envoy_types::pb::{
+    envoy::config::{
+        cluster::v3::{
+            CircuitBreakers, Cluster, OutlierDetection as EnvoyOutlier,
+            circuit_breakers::Thresholds,
+            cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy},
+        },
+        core::v3::Locality,
+        endpoint::v3::{
+            ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+        },
+    },
+    google::protobuf::UInt32Value,
+};
+use kite_config::{
+    Object, Spec,
+    networking::{
+        ConnectionPoolSettings, DestinationRule, LoadBalancerSettings, OutlierDetection,
+        Resolution, SimpleLb, TrafficPolicy, expand_host, host_matches,
+    },
+};
+use kite_xds::{Snapshot, type_url};
+
+use super::{Ctx, ads, duration, outbound_cluster, socket_address};
+use crate::registry::{Endpoint as RegistryEndpoint, Origin, Service};
+
+/// Istio's default connect timeout.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Istio lifts Envoy's circuit-breaker defaults (1024) out of the way unless a
+/// DestinationRule sets them.
+const UNLIMITED: u32 = u32::MAX;
+
+/// The traffic policy in force for one service port and subset: the
+/// DestinationRule's top level, overridden field by field by its matching
+/// port-level settings, then by the subset's own policy.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Policy {
+    pub load_balancer: Option<LoadBalancerSettings>,
+    pub connection_pool: Option<ConnectionPoolSettings>,
+    pub outlier_detection: Option<OutlierDetection>,
+}
+
+pub(super) fn outbound(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
+    for service in cx.registry.services.values() {
+        if service.hostname.contains('*') {
+            continue;
+        }
+        let dr = destination_rule(cx, service);
+        for port in &service.ports {
+            let mut subsets: Vec<(String, kite_config::Labels)> =
+                vec![(String::new(), Default::default())];
+            if let Some((_, dr)) = dr {
+                subsets.extend(
+                    dr.subsets
+                        .iter()
+                        .map(|s| (s.name.clone(), s.labels.clone())),
+                );
+            }
+            for (subset, labels) in subsets {
+                let name = outbound_cluster(port.port, &subset, &service.hostname);
+                let policy = dr
+                    .map(|(_, dr)| effective_policy(dr, port.port, &subset))
+                    .unwrap_or_default();
+                let endpoints = cx.registry.endpoints(service, port, &labels);
+                let cluster = cluster(&name, service, &policy, &endpoints);
+                if matches!(
+                    cluster.cluster_discovery_type,
+                    Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::Eds as i32
+                ) {
+                    snapshot.insert(
+                        type_url::ENDPOINT,
+                        name.clone(),
+                        &assignment(&name, &endpoints),
+                    );
+                }
+                snapshot.insert(type_url::CLUSTER, name, &cluster);
+            }
+        }
+    }
+}
+
+/// The DestinationRule for `service`, Istio's lookup order: the proxy's
+/// namespace, the service's namespace, then the root namespace.
+pub(crate) fn destination_rule<'a>(
+    cx: &'a Ctx<'_>,
+    service: &Service,
+) -> Option<(&'a Object, &'a DestinationRule)> {
+    let candidates: Vec<(&Object, &DestinationRule)> = cx
+        .objects(|s| match s {
+            Spec::DestinationRule(dr) => Some(dr),
+            _ => None,
+        })
+        .filter(|(o, dr)| {
+            host_matches(&expand_host(&dr.host, &o.meta.namespace), &service.hostname)
+        })
+        .collect();
+    for ns in [
+        cx.proxy.namespace.as_str(),
+        service.namespace.as_str(),
+        "istio-system",
+    ] {
+        if let Some(found) = candidates.iter().find(|(o, _)| o.meta.namespace == ns) {
+            return Some(*found);
+        }
+    }
+    candidates.first().copied()
+}
+
+pub(crate) fn effective_policy(dr: &DestinationRule, port: u16, subset: &str) -> Policy {
+    let mut policy = Policy::default();
+    let mut overlay = |tp: &TrafficPolicy| {
+        if tp.load_balancer.is_some() {
+            policy.load_balancer = tp.load_balancer.clone();
+        }
+        if tp.connection_pool.is_some() {
+            policy.connection_pool = tp.connection_pool.clone();
+        }
+        if tp.outlier_detection.is_some() {
+            policy.outlier_detection = tp.outlier_detection.clone();
+        }
+        for pl in &tp.port_level_settings {
+            if pl
+                .port
+                .as_ref()
+                .is_some_and(|p| p.number == u32::from(port))
+            {
+                if pl.load_balancer.is_some() {
+                    policy.load_balancer = pl.load_balancer.clone();
+                }
+                if pl.connection_pool.is_some() {
+                    policy.connection_pool = pl.connection_pool.clone();
+                }
+                if pl.outlier_detection.is_some() {
+                    policy.outlier_detection = pl.outlier_detection.clone();
+                }
+            }
+        }
+    };
+    if let Some(tp) = &dr.traffic_policy {
+        overlay(tp);
+    }
+    if let Some(tp) = dr
+        .subsets
+        .iter()
+        .find(|s| s.name == subset)
+        .and_then(|s| s.traffic_policy.as_ref())
+    {
+        overlay(tp);
+    }
+    policy
+}
+
+fn cluster(
+    name: &str,
+    service: &Service,
+    policy: &Policy,
+    endpoints: &[RegistryEndpoint],
+) -> Cluster {
+    let mut cluster = Cluster {
+        name: name.to_owned(),
+        alt_stat_name: name.to_owned(),
+        connect_timeout: Some(duration(
+            policy
+                .connection_pool
+                .as_ref()
+                .and_then(|p| p.tcp.as_ref())
+                .and_then(|t| t.connect_timeout)
+                .map_or(CONNECT_TIMEOUT, |d| d.as_std()),
+        )),
+        circuit_breakers: Some(circuit_breakers(policy.connection_pool.as_ref())),
+        ..Default::default()
+    };
+    let dns = match &service.origin {
+        Origin::ServiceEntry {
+            resolution: Resolution::Dns,
+            ..
+        } => Some(DiscoveryType::StrictDns),
+        Origin::ServiceEntry {
+            resolution: Resolution::DnsRoundRobin,
+            ..
+        } => Some(DiscoveryType::LogicalDns),
+        _ => None,
+    };
+    match dns {
+        Some(kind) => {
+            // DNS services resolve their own host names (or their
+            // endpoints' addresses) rather than listing IPs.
+            cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(kind as i32));
+            let targets: Vec<RegistryEndpoint> = if endpoints.is_empty() {
+                let port = name
+                    .split('|')
+                    .nth(1)
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(80);
+                vec![RegistryEndpoint {
+                    address: service.hostname.clone(),
+                    port,
+                    locality: String::new(),
+                    weight: 1,
+                    labels: Default::default(),
+                    service_account: String::new(),
+                }]
+            } else {
+                endpoints.to_vec()
+            };
+            cluster.load_assignment = Some(assignment(name, &targets));
+        }
+        None => {
+            cluster.cluster_discovery_type =
+                Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
+            cluster.eds_cluster_config = Some(EdsClusterConfig {
+                eds_config: Some(ads()),
+                service_name: name.to_owned(),
+            });
+        }
+    }
+    let simple = policy.load_balancer.as_ref().and_then(|lb| lb.simple);
+    let hashed = policy
+        .load_balancer
+        .as_ref()
+        .and_then(|lb| lb.consistent_hash.as_ref());
+    cluster.lb_policy = match (simple, hashed) {
+        (_, Some(hash)) if hash.maglev.is_some() => LbPolicy::Maglev,
+        (_, Some(_)) => LbPolicy::RingHash,
+        (Some(SimpleLb::RoundRobin), _) => LbPolicy::RoundRobin,
+        (Some(SimpleLb::Random), _) => LbPolicy::Random,
+        _ => LbPolicy::LeastRequest,
+    } as i32;
+    if let Some(od) = &policy.outlier_detection {
+        cluster.outlier_detection = Some(outlier(od));
+    }
+    cluster
+}
+
+fn circuit_breakers(pool: Option<&ConnectionPoolSettings>) -> CircuitBreakers {
+    let limit = |v: Option<i32>| {
+        Some(UInt32Value {
+            value: v
+                .filter(|n| *n > 0)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(UNLIMITED),
+        })
+    };
+    let tcp = pool.and_then(|p| p.tcp.as_ref());
+    let http = pool.and_then(|p| p.http.as_ref());
+    CircuitBreakers {
+        thresholds: vec![Thresholds {
+            max_connections: limit(tcp.and_then(|t| t.max_connections)),
+            max_pending_requests: limit(http.and_then(|h| h.http1_max_pending_requests)),
+            max_requests: limit(http.and_then(|h| h.http2_max_requests)),
+            max_retries: limit(http.and_then(|h| h.max_retries)),
+            track_remaining: true,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn outlier(od: &OutlierDetection) -> EnvoyOutlier {
+    let count = |v: Option<u32>| v.map(|value| UInt32Value { value });
+    let consecutive_5xx = od
+        .consecutive_5xx_errors
+        .or(od.consecutive_errors.and_then(|n| u32::try_from(n).ok()));
+    let enforcing = |on: bool| {
+        Some(UInt32Value {
+            value: if on { 100 } else { 0 },
+        })
+    };
+    EnvoyOutlier {
+        consecutive_5xx: count(consecutive_5xx),
+        enforcing_consecutive_5xx: enforcing(consecutive_5xx.is_some_and(|n| n > 0)),
+        consecutive_gateway_failure: count(od.consecutive_gateway_errors),
+        enforcing_consecutive_gateway_failure: enforcing(
+            od.consecutive_gateway_errors.is_some_and(|n| n > 0),
+        ),
+        interval: od.interval.map(|d| duration(d.as_std())),
+        base_ejection_time: od.base_ejection_time.map(|d| duration(d.as_std())),
+        max_ejection_percent: od
+            .max_ejection_percent
+            .and_then(|n| u32::try_from(n).ok())
+            .map(|value| UInt32Value { value }),
+        split_external_local_origin_errors: od.split_external_local_origin_errors,
+        consecutive_local_origin_failure: count(od.consecutive_local_origin_failures),
+        // Istio leaves success-rate ejection off.
+        enforcing_success_rate: enforcing(false),
+        ..Default::default()
+    }
+}
+
+/// Endpoints grouped by locality, as Envoy balances across localities.
+pub(crate) fn assignment(name: &str, endpoints: &[RegistryEndpoint]) -> ClusterLoadAssignment {
+    let mut by_locality: BTreeMap<&str, Vec<&RegistryEndpoint>> = BTreeMap::new();
+    for e in endpoints {
+        by_locality.entry(e.locality.as_str()).or_default().push(e);
+    }
+    ClusterLoadAssignment {
+        cluster_name: name.to_owned(),
+        endpoints: by_locality
+            .into_iter()
+            .map(|(locality, eps)| {
+                let mut parts = locality.splitn(3, '/');
+                LocalityLbEndpoints {
+                    locality: Some(Locality {
+                        region: parts.next().unwrap_or_default().to_owned(),
+                        zone: parts.next().unwrap_or_default().to_owned(),
+                        sub_zone: parts.next().unwrap_or_default().to_owned(),
+                    }),
+                    load_balancing_weight: Some(UInt32Value {
+                        value: eps.iter().map(|e| e.weight).sum::<u32>().max(1),
+                    }),
+                    lb_endpoints: eps
+                        .into_iter()
+                        .map(|e| LbEndpoint {
+                            host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(
+                                Endpoint {
+                                    address: Some(socket_address(&e.address, e.port)),
+                                    ..Default::default()
+                                },
+                            )),
+                            load_balancing_weight: Some(UInt32Value { value: e.weight }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }
+            })
+            .collect(),
+        ..Default::default()
+    }
+}

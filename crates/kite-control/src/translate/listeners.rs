@@ -1,0 +1,293 @@
+//! Listeners: the sidecar's outbound HTTP proxy and its inbound listeners,
+//! and a gateway's listeners per Gateway server port.
+
+use std::collections::{BTreeMap, HashSet};
+
+use envoy_types::pb::{
+    envoy::{
+        config::{
+            cluster::v3::{
+                Cluster,
+                cluster::{ClusterDiscoveryType, DiscoveryType},
+            },
+            core::v3::{DataSource, data_source},
+            listener::v3::{Filter, FilterChain, Listener, filter::ConfigType},
+            route::v3::{
+                DirectResponseAction, Route, RouteAction, RouteConfiguration, RouteMatch,
+                VirtualHost, route::Action, route_action::ClusterSpecifier,
+                route_match::PathSpecifier,
+            },
+        },
+        extensions::filters::{
+            http::{cors::v3::Cors, fault::v3::HttpFault, router::v3::Router},
+            network::{
+                http_connection_manager::v3::{
+                    HttpConnectionManager, HttpFilter, Rds,
+                    http_connection_manager::{CodecType, RouteSpecifier},
+                    http_filter,
+                },
+                tcp_proxy::v3::{TcpProxy, tcp_proxy},
+            },
+        },
+    },
+    google::protobuf::BoolValue,
+};
+use kite_xds::{Snapshot, type_url};
+
+use super::{Ctx, ads, any, clusters, duration, inbound_cluster, routes, socket_address};
+use crate::registry::{Endpoint, TargetPort};
+
+/// The local-mode outbound listener: apps send absolute-form requests here
+/// through `HTTP_PROXY`.
+pub(crate) const OUTBOUND_PORT: u16 = 15001;
+const OUTBOUND_ROUTE: &str = "http_proxy";
+const HCM: &str = "envoy.filters.network.http_connection_manager";
+const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
+
+pub(super) fn sidecar(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
+    let mut vhosts = routes::sidecar_outbound(cx);
+    vhosts.push(unknown_host());
+    snapshot.insert(
+        type_url::ROUTE,
+        OUTBOUND_ROUTE,
+        &RouteConfiguration {
+            name: OUTBOUND_ROUTE.to_owned(),
+            virtual_hosts: vhosts,
+            validate_clusters: Some(BoolValue { value: false }),
+            ..Default::default()
+        },
+    );
+    snapshot.insert(
+        type_url::LISTENER,
+        "virtualOutbound",
+        &listener(
+            "virtualOutbound",
+            cx.proxy.ip,
+            OUTBOUND_PORT,
+            hcm("outbound_0.0.0.0_15001", OUTBOUND_ROUTE, false),
+        ),
+    );
+    inbound(cx, snapshot);
+}
+
+/// One listener per port the workload serves, on the workload's address,
+/// forwarding to the app on its own address and the same port.
+fn inbound(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
+    let mut ports: BTreeMap<u16, bool> = BTreeMap::new();
+    let workload = cx
+        .registry
+        .workload(&cx.proxy.namespace, &cx.proxy.workload);
+    for service in cx
+        .registry
+        .services_selecting(&cx.proxy.namespace, &cx.labels)
+    {
+        for port in &service.ports {
+            let target = match &port.target {
+                TargetPort::Number(n) => *n,
+                TargetPort::Name(name) => workload
+                    .and_then(|w| w.ports.get(name).copied())
+                    .unwrap_or(port.port),
+            };
+            let http =
+                port.protocol.is_http() || port.protocol == kite_config::k8s::Protocol::Unknown;
+            *ports.entry(target).or_insert(http) &= http;
+        }
+    }
+    for (port, http) in ports {
+        let cluster_name = inbound_cluster(port);
+        let cluster = Cluster {
+            name: cluster_name.clone(),
+            cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+            connect_timeout: Some(duration(std::time::Duration::from_secs(10))),
+            load_assignment: Some(clusters::assignment(
+                &cluster_name,
+                &[Endpoint {
+                    address: cx.proxy.app_ip.to_string(),
+                    port,
+                    locality: String::new(),
+                    weight: 1,
+                    labels: Default::default(),
+                    service_account: String::new(),
+                }],
+            )),
+            ..Default::default()
+        };
+        snapshot.insert(type_url::CLUSTER, cluster_name.clone(), &cluster);
+        let name = format!("{}_{port}", cx.proxy.ip);
+        let filter = if http {
+            snapshot.insert(
+                type_url::ROUTE,
+                cluster_name.clone(),
+                &RouteConfiguration {
+                    name: cluster_name.clone(),
+                    virtual_hosts: vec![VirtualHost {
+                        name: format!("inbound|http|{port}"),
+                        domains: vec!["*".to_owned()],
+                        routes: vec![Route {
+                            name: "default".to_owned(),
+                            r#match: Some(RouteMatch {
+                                path_specifier: Some(PathSpecifier::Prefix("/".to_owned())),
+                                ..Default::default()
+                            }),
+                            action: Some(Action::Route(RouteAction {
+                                cluster_specifier: Some(ClusterSpecifier::Cluster(
+                                    cluster_name.clone(),
+                                )),
+                                timeout: Some(duration(std::time::Duration::ZERO)),
+                                ..Default::default()
+                            })),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                    validate_clusters: Some(BoolValue { value: false }),
+                    ..Default::default()
+                },
+            );
+            hcm(&format!("inbound_{port}"), &cluster_name, false)
+        } else {
+            tcp(&format!("inbound_{port}"), &cluster_name)
+        };
+        snapshot.insert(
+            type_url::LISTENER,
+            name.clone(),
+            &listener(&name, cx.proxy.ip, port, filter),
+        );
+    }
+}
+
+pub(super) fn gateway(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
+    // Servers of every selected Gateway, grouped by port: one listener and
+    // one route table per port.
+    let mut by_port: BTreeMap<u16, Vec<(String, String, Vec<String>)>> = BTreeMap::new();
+    for (obj, gw) in cx.gateways() {
+        for server in &gw.servers {
+            let Some(port) = server.port.as_ref() else {
+                continue;
+            };
+            if !matches!(
+                port.protocol.to_ascii_uppercase().as_str(),
+                "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB"
+            ) {
+                continue;
+            }
+            let Ok(number) = u16::try_from(port.target_port.unwrap_or(port.number)) else {
+                continue;
+            };
+            by_port.entry(number).or_default().push((
+                obj.meta.name.clone(),
+                obj.meta.namespace.clone(),
+                server.hosts.clone(),
+            ));
+        }
+    }
+    for (port, servers) in by_port {
+        let route_name = format!("http.{port}");
+        let mut used = HashSet::new();
+        let vhosts: Vec<VirtualHost> = servers
+            .iter()
+            .flat_map(|(name, ns, hosts)| {
+                routes::gateway_vhosts(cx, name, ns, hosts, port, &mut used)
+            })
+            .collect();
+        snapshot.insert(
+            type_url::ROUTE,
+            route_name.clone(),
+            &RouteConfiguration {
+                name: route_name.clone(),
+                virtual_hosts: vhosts,
+                validate_clusters: Some(BoolValue { value: false }),
+                ..Default::default()
+            },
+        );
+        let name = format!("0.0.0.0_{port}");
+        snapshot.insert(
+            type_url::LISTENER,
+            name.clone(),
+            &listener(
+                &name,
+                cx.proxy.ip,
+                port,
+                hcm(&format!("outbound_{port}"), &route_name, true),
+            ),
+        );
+    }
+}
+
+/// Requests for hosts the registry does not know.
+fn unknown_host() -> VirtualHost {
+    VirtualHost {
+        name: "unknown_host".to_owned(),
+        domains: vec!["*".to_owned()],
+        routes: vec![Route {
+            name: "unknown_host".to_owned(),
+            r#match: Some(RouteMatch {
+                path_specifier: Some(PathSpecifier::Prefix("/".to_owned())),
+                ..Default::default()
+            }),
+            action: Some(Action::DirectResponse(DirectResponseAction {
+                status: 502,
+                body: Some(DataSource {
+                    specifier: Some(data_source::Specifier::InlineString(
+                        "kite: no service in the mesh registry has this host (passthrough to hosts outside the registry is not supported yet)\n".to_owned(),
+                    )),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn listener(name: &str, ip: std::net::IpAddr, port: u16, filter: Filter) -> Listener {
+    Listener {
+        name: name.to_owned(),
+        address: Some(socket_address(ip, port)),
+        filter_chains: vec![FilterChain {
+            filters: vec![filter],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn hcm(stat_prefix: &str, route: &str, edge: bool) -> Filter {
+    let filter = |name: &str, config: envoy_types::pb::google::protobuf::Any| HttpFilter {
+        name: name.to_owned(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(config)),
+        ..Default::default()
+    };
+    let manager = HttpConnectionManager {
+        stat_prefix: stat_prefix.to_owned(),
+        codec_type: CodecType::Auto as i32,
+        route_specifier: Some(RouteSpecifier::Rds(Rds {
+            config_source: Some(ads()),
+            route_config_name: route.to_owned(),
+        })),
+        http_filters: vec![
+            filter(routes::FAULT_FILTER, any(&HttpFault::default())),
+            filter(routes::CORS_FILTER, any(&Cors {})),
+            filter("envoy.filters.http.router", any(&Router::default())),
+        ],
+        // A gateway is the edge: the client's address is the remote one.
+        use_remote_address: Some(BoolValue { value: edge }),
+        ..Default::default()
+    };
+    Filter {
+        name: HCM.to_owned(),
+        config_type: Some(ConfigType::TypedConfig(any(&manager))),
+    }
+}
+
+fn tcp(stat_prefix: &str, cluster: &str) -> Filter {
+    Filter {
+        name: TCP_PROXY.to_owned(),
+        config_type: Some(ConfigType::TypedConfig(any(&TcpProxy {
+            stat_prefix: stat_prefix.to_owned(),
+            cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.to_owned())),
+            ..Default::default()
+        }))),
+    }
+}

@@ -1,0 +1,337 @@
+//! The state-of-the-world aggregated discovery server. Each stream follows
+//! the xDS protocol: the first request names the node; a request whose nonce
+//! matches the last response ACKs (no `error_detail`) or NACKs it; a changed
+//! snapshot is pushed per type, in warming order, only where it changed.
+
+use std::{
+    collections::BTreeMap,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::SystemTime,
+};
+
+use envoy_types::pb::envoy::{
+    config::core::v3::{ControlPlane, Node},
+    service::discovery::v3::{
+        DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+        aggregated_discovery_service_server::{
+            AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+        },
+    },
+};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::{Snapshot, snapshot::version_of, type_url};
+
+/// Where a stream gets the snapshots of the proxy it serves.
+pub trait SnapshotSource: Send + Sync + 'static {
+    /// Resolves `node` to its snapshot channel, or refuses it with a reason
+    /// the proxy will see.
+    fn watch(&self, node: &Node) -> Result<watch::Receiver<Arc<Snapshot>>, String>;
+}
+
+/// The ADS gRPC service, plus what every stream has ACKed and NACKed.
+pub struct AdsServer<S> {
+    source: Arc<S>,
+    connections: Arc<Connections>,
+    next_id: AtomicU64,
+}
+
+/// Per-stream state, readable by debug endpoints.
+#[derive(Debug, Default)]
+pub struct Connections {
+    streams: Mutex<BTreeMap<u64, Connection>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Connection {
+    pub id: u64,
+    pub node_id: String,
+    pub cluster: String,
+    pub connected_at: SystemTime,
+    /// The generation of the last snapshot this stream has acted on.
+    pub generation: u64,
+    pub types: BTreeMap<String, TypeStatus>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct TypeStatus {
+    pub sent_version: String,
+    pub sent_nonce: String,
+    pub acked_version: String,
+    pub resource_names: Vec<String>,
+    pub pushes: u64,
+    pub acks: u64,
+    pub nacks: u64,
+    pub last_nack: Option<Nack>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Nack {
+    pub version: String,
+    pub message: String,
+    pub at: SystemTime,
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, Status>> + Send>>;
+type DeltaStream = Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
+
+/// What one stream last sent and was asked for, per type.
+#[derive(Default)]
+struct Subscription {
+    names: Vec<String>,
+    sent_version: Option<String>,
+    sent_nonce: String,
+}
+
+// === impl AdsServer ===
+
+impl<S: SnapshotSource> AdsServer<S> {
+    pub fn new(source: Arc<S>) -> Self {
+        Self {
+            source,
+            connections: Arc::default(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    pub fn connections(&self) -> Arc<Connections> {
+        self.connections.clone()
+    }
+
+    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
+        AggregatedDiscoveryServiceServer::new(self)
+            .max_decoding_message_size(16 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+}
+
+#[tonic::async_trait]
+impl<S: SnapshotSource> AggregatedDiscoveryService for AdsServer<S> {
+    type StreamAggregatedResourcesStream = ResponseStream;
+    type DeltaAggregatedResourcesStream = DeltaStream;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<ResponseStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("stream closed before the first request"))?;
+        let node = first
+            .node
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("the first request must carry a node"))?;
+        let snapshots = self.source.watch(&node).map_err(|reason| {
+            Status::failed_precondition(format!("proxy {}: {reason}", node.id))
+        })?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.connections.streams.lock().insert(
+            id,
+            Connection {
+                id,
+                node_id: node.id.clone(),
+                cluster: node.cluster.clone(),
+                connected_at: SystemTime::now(),
+                generation: 0,
+                types: BTreeMap::new(),
+            },
+        );
+        let (tx, rx) = mpsc::channel(16);
+        let stream = Stream_ {
+            id,
+            connections: self.connections.clone(),
+            tx,
+            snapshots,
+            subscriptions: BTreeMap::new(),
+            nonce: 0,
+        };
+        let span = info_span!("ads", id, node = %node.id);
+        tokio::spawn(stream.run(first, inbound).instrument(span));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<DeltaStream>, Status> {
+        Err(Status::unimplemented(
+            "Kite serves state-of-the-world ADS; configure api_type: GRPC",
+        ))
+    }
+}
+
+// === impl Connections ===
+
+impl Connections {
+    pub fn list(&self) -> Vec<Connection> {
+        self.streams.lock().values().cloned().collect()
+    }
+
+    fn update(&self, id: u64, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
+        if let Some(conn) = self.streams.lock().get_mut(&id) {
+            f(conn.types.entry(type_url.to_owned()).or_default());
+        }
+    }
+
+    fn set_generation(&self, id: u64, generation: u64) {
+        if let Some(conn) = self.streams.lock().get_mut(&id) {
+            conn.generation = generation;
+        }
+    }
+
+    fn remove(&self, id: u64) {
+        self.streams.lock().remove(&id);
+    }
+}
+
+/// One ADS stream's task.
+struct Stream_ {
+    id: u64,
+    connections: Arc<Connections>,
+    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    subscriptions: BTreeMap<String, Subscription>,
+    nonce: u64,
+}
+
+impl Stream_ {
+    async fn run(mut self, first: DiscoveryRequest, mut inbound: Streaming<DiscoveryRequest>) {
+        info!("proxy connected");
+        let generation = self.snapshots.borrow().generation;
+        self.connections.set_generation(self.id, generation);
+        let mut next = Some(first);
+        loop {
+            if let Some(req) = next.take()
+                && self.on_request(req).await.is_err()
+            {
+                break;
+            }
+            tokio::select! {
+                msg = inbound.message() => match msg {
+                    Ok(Some(req)) => next = Some(req),
+                    Ok(None) => break,
+                    Err(status) => {
+                        debug!(%status, "stream error");
+                        break;
+                    }
+                },
+                changed = self.snapshots.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    if self.push_changed().await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        self.connections.remove(self.id);
+        info!("proxy disconnected");
+    }
+
+    async fn on_request(&mut self, req: DiscoveryRequest) -> Result<(), Closed> {
+        let type_url = req.type_url.clone();
+        let sub = self.subscriptions.entry(type_url.clone()).or_default();
+        let initial = req.response_nonce.is_empty();
+        if !initial && req.response_nonce != sub.sent_nonce {
+            debug!(kind = type_url::short(&type_url), nonce = %req.response_nonce, "stale nonce; ignored");
+            return Ok(());
+        }
+        let names_changed = sub.names != req.resource_names;
+        sub.names = req.resource_names.clone();
+        let names = sub.names.clone();
+        if let Some(error) = &req.error_detail {
+            warn!(
+                kind = type_url::short(&type_url),
+                version = %req.version_info,
+                message = %error.message,
+                "proxy rejected config (NACK)"
+            );
+            let nack = Nack {
+                version: sub.sent_version.clone().unwrap_or_default(),
+                message: error.message.clone(),
+                at: SystemTime::now(),
+            };
+            self.connections.update(self.id, &type_url, |s| {
+                s.nacks += 1;
+                s.last_nack = Some(nack);
+                s.resource_names = names;
+            });
+            // The proxy keeps its last good config; resending the same
+            // content would only be rejected again.
+            return Ok(());
+        }
+        if !initial {
+            let version = req.version_info.clone();
+            debug!(kind = type_url::short(&type_url), %version, "ACK");
+            self.connections.update(self.id, &type_url, |s| {
+                s.acks += 1;
+                s.acked_version = version;
+                s.resource_names = names;
+            });
+        }
+        if initial || names_changed {
+            self.send(&type_url, true).await?;
+        }
+        Ok(())
+    }
+
+    async fn push_changed(&mut self) -> Result<(), Closed> {
+        let generation = self.snapshots.borrow().generation;
+        for kind in type_url::PUSH_ORDER {
+            if self.subscriptions.contains_key(kind) {
+                self.send(kind, false).await?;
+            }
+        }
+        self.connections.set_generation(self.id, generation);
+        Ok(())
+    }
+
+    /// Sends the type's current resources, unless `force` is false and the
+    /// proxy already has exactly these.
+    async fn send(&mut self, kind: &str, force: bool) -> Result<(), Closed> {
+        let snapshot = self.snapshots.borrow_and_update().clone();
+        let Some(sub) = self.subscriptions.get_mut(kind) else {
+            return Ok(());
+        };
+        let selected = snapshot.select(kind, &sub.names);
+        let version = version_of(&selected);
+        if !force && sub.sent_version.as_deref() == Some(version.as_str()) {
+            return Ok(());
+        }
+        self.nonce += 1;
+        let nonce = self.nonce.to_string();
+        sub.sent_version = Some(version.clone());
+        sub.sent_nonce = nonce.clone();
+        let count = selected.len();
+        let response = DiscoveryResponse {
+            version_info: version.clone(),
+            resources: selected.into_iter().map(|(_, any)| any).collect(),
+            type_url: kind.to_owned(),
+            nonce: nonce.clone(),
+            control_plane: Some(ControlPlane {
+                identifier: "kite".to_owned(),
+            }),
+            ..Default::default()
+        };
+        debug!(kind = type_url::short(kind), %version, %nonce, count, "push");
+        self.connections.update(self.id, kind, |s| {
+            s.pushes += 1;
+            s.sent_version = version;
+            s.sent_nonce = nonce;
+        });
+        self.tx.send(Ok(response)).await.map_err(|_| Closed)
+    }
+}
+
+struct Closed;

@@ -1,0 +1,265 @@
+//! `kite control`, and the commands that talk to it: `apply`, `delete`,
+//! `get`, `proxy-status`.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use kite_config::{Kind, load_paths};
+use serde_json::Value;
+
+#[derive(clap::Args)]
+pub(crate) struct ControlArgs {
+    /// Plaintext xDS (ADS over gRPC)
+    #[arg(long, env = "KITE_XDS_ADDR", default_value = "127.0.0.1:15010")]
+    xds: SocketAddr,
+    /// HTTP API and debug endpoints
+    #[arg(long, env = "KITE_API_ADDR", default_value = "127.0.0.1:15014")]
+    api: SocketAddr,
+    /// Configuration to load at start (files or directories)
+    #[arg(short = 'f', long = "filename")]
+    files: Vec<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct Target {
+    /// The control plane's API address
+    #[arg(
+        long,
+        env = "KITE_CONTROL_PLANE",
+        default_value = "http://127.0.0.1:15014",
+        global = true
+    )]
+    control_plane: String,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct FilesArgs {
+    /// Files or directories (`-` for standard input)
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct GetArgs {
+    /// Kind, short name or plural (vs, dr, gw, se, svc, …); omit for all
+    kind: Option<String>,
+    /// Namespace (default: all)
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// Output: table or json
+    #[arg(short, long, default_value = "table", value_parser = ["table", "json"])]
+    output: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    target: Target,
+}
+
+pub(crate) async fn control(args: ControlArgs) -> anyhow::Result<ExitCode> {
+    let control = Arc::new(kite_control::Control::default());
+    if !args.files.is_empty() {
+        let loaded = load_paths(&args.files)?;
+        for d in &loaded.diagnostics {
+            eprintln!("{d}");
+        }
+        if loaded.has_errors() {
+            bail!("the initial configuration has errors; nothing was started");
+        }
+        control.store.apply(loaded.objects);
+    }
+    let config = kite_control::Config {
+        xds_addr: args.xds,
+        api_addr: args.api,
+    };
+    kite_control::run(config, control, crate::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn apply(args: FilesArgs, delete: bool) -> anyhow::Result<ExitCode> {
+    // Validate locally first so mistakes are reported with the user's own
+    // file names before anything is sent.
+    let loaded = load_paths(&args.files)?;
+    let mut failed = false;
+    for d in &loaded.diagnostics {
+        if d.severity >= kite_config::Severity::Warning {
+            eprintln!("{d}");
+        }
+        failed |= d.is_error();
+    }
+    if failed && !delete {
+        eprintln!("Error: invalid configuration; nothing was applied");
+        return Ok(ExitCode::FAILURE);
+    }
+    let body: String = loaded
+        .objects
+        .iter()
+        .map(|o| serde_json::to_string(&o.to_json()).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n---\n");
+    let endpoint = if delete {
+        "/apis/delete"
+    } else {
+        "/apis/apply"
+    };
+    let (status, reply) = request(&args.target.control_plane, "POST", endpoint, Some(body)).await?;
+    if !status.is_success() {
+        print_diagnostics(&reply);
+        bail!(
+            "{}",
+            reply["error"]
+                .as_str()
+                .unwrap_or("the control plane refused the request")
+        );
+    }
+    if delete {
+        for entry in reply["deleted"].as_array().into_iter().flatten() {
+            println!("{} deleted", object_label(entry));
+        }
+        for entry in reply["notFound"].as_array().into_iter().flatten() {
+            println!("{} not found", object_label(entry));
+        }
+    } else {
+        for entry in reply["applied"].as_array().into_iter().flatten() {
+            println!(
+                "{} {}",
+                object_label(entry),
+                entry["action"].as_str().unwrap_or_default()
+            );
+        }
+        print_diagnostics(&reply);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
+    let mut query = Vec::new();
+    if let Some(kind) = &args.kind {
+        let kind = Kind::from_cli(kind)
+            .map(|k| k.name().to_owned())
+            .unwrap_or_else(|| kind.clone());
+        query.push(format!("kind={kind}"));
+    }
+    if let Some(ns) = &args.namespace {
+        query.push(format!("namespace={ns}"));
+    }
+    let path = format!("/apis/objects?{}", query.join("&"));
+    let (status, reply) = request(&args.target.control_plane, "GET", &path, None).await?;
+    if !status.is_success() {
+        bail!("{}", reply["error"].as_str().unwrap_or("request failed"));
+    }
+    if args.output == "json" {
+        println!("{}", serde_json::to_string_pretty(&reply["items"])?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<22} {:<16} {:<32} VERSION", "KIND", "NAMESPACE", "NAME");
+    for item in reply["items"].as_array().into_iter().flatten() {
+        println!(
+            "{:<22} {:<16} {:<32} {}",
+            item["kind"].as_str().unwrap_or_default(),
+            item["metadata"]["namespace"].as_str().unwrap_or_default(),
+            item["metadata"]["name"].as_str().unwrap_or_default(),
+            item["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default(),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Like `istioctl proxy-status`: every connected proxy and what it ACKed.
+pub(crate) async fn proxy_status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let (_, reply) = request(
+        &args.target.control_plane,
+        "GET",
+        "/debug/connections",
+        None,
+    )
+    .await?;
+    println!(
+        "{:<70} {:<28} {:<28} {:<28} {:<28}",
+        "NAME", "CDS", "EDS", "LDS", "RDS"
+    );
+    for proxy in reply["proxies"].as_array().into_iter().flatten() {
+        let state = |t: &str| {
+            let s = &proxy["types"][t];
+            match (
+                s["ackedVersion"].as_str(),
+                s["sentVersion"].as_str(),
+                s["lastNack"].is_null(),
+            ) {
+                (_, _, false) => format!("NACKED ({})", s["nacks"]),
+                (Some(a), Some(sent), _) if !a.is_empty() && a == sent => format!("SYNCED {a}"),
+                (_, Some(_), _) => "STALE".to_owned(),
+                _ => "NOT SENT".to_owned(),
+            }
+        };
+        println!(
+            "{:<70} {:<28} {:<28} {:<28} {:<28}",
+            proxy["node"].as_str().unwrap_or_default(),
+            state("CDS"),
+            state("EDS"),
+            state("LDS"),
+            state("RDS")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn object_label(entry: &Value) -> String {
+    format!(
+        "{}/{} ({})",
+        entry["namespace"].as_str().unwrap_or_default(),
+        entry["name"].as_str().unwrap_or_default(),
+        entry["kind"].as_str().unwrap_or_default()
+    )
+}
+
+fn print_diagnostics(reply: &Value) {
+    for d in reply["diagnostics"].as_array().into_iter().flatten() {
+        if let Some(text) = d["text"].as_str() {
+            eprintln!("{text}");
+        }
+    }
+}
+
+/// One JSON request to the control plane's API.
+async fn request(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+) -> anyhow::Result<(http::StatusCode, Value)> {
+    let authority = base
+        .strip_prefix("http://")
+        .unwrap_or(base)
+        .trim_end_matches('/');
+    let stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .with_context(|| {
+            format!("cannot reach the control plane at {base} (is `kite control` running?)")
+        })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, authority)
+        .header(http::header::CONTENT_TYPE, "application/yaml")
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+    let rsp = sender.send_request(req).await?;
+    let status = rsp.status();
+    let bytes = rsp.into_body().collect().await?.to_bytes();
+    let value = serde_json::from_slice(&bytes).with_context(|| {
+        format!("the control plane answered {status} with a body that is not JSON")
+    })?;
+    Ok((status, value))
+}

@@ -1,0 +1,237 @@
+//! Kite's control plane driving real Envoy sidecars and an Envoy ingress
+//! gateway for BookInfo: every push ACKed, and Istio's sample routing files
+//! taking effect as the Istio docs describe, applied and deleted live.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use support::{Mesh, get, sample, send};
+
+const PROXIES: usize = 7;
+
+fn version_of(page: &str) -> &'static str {
+    if page.contains("gap-x-1 text-red-500") {
+        "v3"
+    } else if page.contains("gap-x-1 text-black-500") {
+        "v2"
+    } else {
+        "v1"
+    }
+}
+
+async fn page(gw: SocketAddr, cookie: Option<&str>) -> String {
+    let headers: Vec<(&str, &str)> = cookie.map(|c| ("cookie", c)).into_iter().collect();
+    let r = get(gw, "/productpage", &headers).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    assert!(
+        text.contains("<title>Simple Bookstore App</title>"),
+        "{text}"
+    );
+    text
+}
+
+/// Versions of reviews seen over `n` page loads.
+async fn versions(gw: SocketAddr, cookie: Option<&str>, n: usize) -> [usize; 3] {
+    let mut seen = [0; 3];
+    for _ in 0..n {
+        match version_of(&page(gw, cookie).await) {
+            "v1" => seen[0] += 1,
+            "v2" => seen[1] += 1,
+            _ => seen[2] += 1,
+        }
+    }
+    seen
+}
+
+async fn login(gw: SocketAddr, user: &str) -> String {
+    let referer = format!("http://{gw}/productpage");
+    let r = send(
+        gw,
+        "POST",
+        "/login",
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("referer", &referer),
+        ],
+        Bytes::from(format!("username={user}&passwd=x")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 302, "{}", r.text());
+    let cookie = r.headers["set-cookie"].to_str().unwrap();
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_follows_kite_config() {
+    let mut mesh = Mesh::start("envoy-xds").await;
+    mesh.apply(&[&sample("bookinfo/platform/kube/bookinfo.yaml")]);
+    for (app, version, sa) in [
+        ("details", "v1", "bookinfo-details"),
+        ("ratings", "v1", "bookinfo-ratings"),
+        ("reviews", "v1", "bookinfo-reviews"),
+        ("reviews", "v2", "bookinfo-reviews"),
+        ("reviews", "v3", "bookinfo-reviews"),
+        ("productpage", "v1", "bookinfo-productpage"),
+    ] {
+        mesh.add_pod(app, version, sa).await;
+    }
+    let gw_ip = mesh.add_gateway();
+    mesh.apply(&[
+        &sample("bookinfo/networking/bookinfo-gateway.yaml"),
+        &sample("bookinfo/networking/destination-rule-all.yaml"),
+    ]);
+    let gw = SocketAddr::new(gw_ip, 8080);
+    mesh.wait_tcp(gw).await;
+    mesh.synced(PROXIES).await;
+
+    // Baseline: the page through the gateway, every reviews version in turn.
+    let text = page(gw, None).await;
+    assert!(
+        text.contains("Book Details") && text.contains("Book Reviews"),
+        "{text}"
+    );
+    let seen = versions(gw, None, 30).await;
+    assert!(
+        seen.iter().all(|n| *n > 0),
+        "all of v1, v2, v3 expected: {seen:?}"
+    );
+    // The gateway VirtualService exposes only BookInfo's paths.
+    assert_eq!(get(gw, "/health", &[]).await.unwrap().status, 404);
+
+    // virtual-service-all-v1: everyone gets v1.
+    mesh.apply(&[&sample("bookinfo/networking/virtual-service-all-v1.yaml")]);
+    mesh.synced(PROXIES).await;
+    assert_eq!(versions(gw, None, 20).await, [20, 0, 0]);
+
+    // virtual-service-reviews-test-v2: jason gets v2, others v1.
+    mesh.apply(&[&sample(
+        "bookinfo/networking/virtual-service-reviews-test-v2.yaml",
+    )]);
+    mesh.synced(PROXIES).await;
+    let jason = login(gw, "jason").await;
+    let text = page(gw, Some(&jason)).await;
+    assert!(
+        text.contains("jason") && text.contains("Sign out"),
+        "{text}"
+    );
+    assert_eq!(versions(gw, Some(&jason), 10).await, [0, 10, 0]);
+    assert_eq!(versions(gw, None, 10).await, [10, 0, 0]);
+    let bob = login(gw, "bob").await;
+    assert_eq!(versions(gw, Some(&bob), 5).await, [5, 0, 0]);
+
+    // virtual-service-ratings-test-abort: jason's ratings calls fail with 500.
+    mesh.apply(&[&sample(
+        "bookinfo/networking/virtual-service-ratings-test-abort.yaml",
+    )]);
+    mesh.synced(PROXIES).await;
+    let text = page(gw, Some(&jason)).await;
+    assert_eq!(
+        version_of(&text),
+        "v1",
+        "reviews v2 renders no stars when ratings fail"
+    );
+    assert!(
+        text.contains("Ratings service is currently unavailable"),
+        "{text}"
+    );
+    assert!(
+        !page(gw, None)
+            .await
+            .contains("Ratings service is currently unavailable")
+    );
+    mesh.delete(&[&sample(
+        "bookinfo/networking/virtual-service-ratings-test-abort.yaml",
+    )]);
+
+    // virtual-service-reviews-50-v3: about half red, the rest v1.
+    mesh.apply(&[&sample(
+        "bookinfo/networking/virtual-service-reviews-50-v3.yaml",
+    )]);
+    mesh.synced(PROXIES).await;
+    let seen = versions(gw, None, 60).await;
+    assert_eq!(seen[1], 0, "{seen:?}");
+    assert!(
+        (15..=45).contains(&seen[2]),
+        "≈50 % v3 expected (binomial, n=60): {seen:?}"
+    );
+
+    // A rewrite and a timeout of our own, through productpage's sidecar as
+    // the app would send them.
+    let pp = mesh.pods.iter().find(|p| p.app == "productpage").unwrap();
+    let proxy = SocketAddr::new(pp.pod_ip, 15001);
+    let extra = mesh.dir.join("rewrite-timeout.yaml");
+    std::fs::write(
+        &extra,
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: ratings
+spec:
+  hosts: [ratings]
+  http:
+  - match:
+    - uri:
+        prefix: /v2/ratings
+    rewrite:
+      uri: /ratings
+    route:
+    - destination: {host: ratings, subset: v1}
+  - route:
+    - destination: {host: ratings, subset: v1}
+    fault:
+      delay:
+        fixedDelay: 2s
+        percentage: {value: 100}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews, subset: v2}
+    timeout: 0.5s
+",
+    )
+    .unwrap();
+    mesh.apply(&[extra.to_str().unwrap()]);
+    mesh.synced(PROXIES).await;
+    let r = get(proxy, "http://ratings:9080/v2/ratings/0", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.text(),
+        r#"{"id":0,"ratings":{"Reviewer1":5,"Reviewer2":4}}"#
+    );
+    let r = get(proxy, "http://reviews:9080/reviews/0", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (504, "upstream request timeout")
+    );
+    let text = page(gw, None).await;
+    assert!(text.contains("Error fetching product reviews"), "{text}");
+
+    // Deleting the routing reverts to Istio's defaults: all versions again.
+    mesh.delete(&[extra.to_str().unwrap()]);
+    mesh.delete(&[
+        &sample("bookinfo/networking/virtual-service-reviews-50-v3.yaml"),
+        &sample("bookinfo/networking/virtual-service-all-v1.yaml"),
+    ]);
+    mesh.synced(PROXIES).await;
+    let seen = versions(gw, None, 30).await;
+    assert!(
+        seen.iter().all(|n| *n > 0),
+        "all versions after delete: {seen:?}"
+    );
+    mesh.synced(PROXIES).await;
+}

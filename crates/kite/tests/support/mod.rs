@@ -1,0 +1,426 @@
+//! A local mesh for end-to-end tests: `kite control`, Envoy proxies driven
+//! by it, BookInfo apps, all as real processes on loopback addresses of
+//! their own.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use kite_control::{bootstrap::Bootstrap, proxy::ProxyKind};
+use serde_json::Value;
+
+pub const SAMPLES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/istio-samples/samples"
+);
+
+pub fn sample(rel: &str) -> String {
+    format!("{SAMPLES}/{rel}")
+}
+
+/// A child process, killed when dropped; its output goes to a log file that
+/// is printed if the test fails.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("----- {} ({}) -----", self.name, self.log.display());
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+pub fn spawn(name: &str, dir: &Path, cmd: &mut Command) -> Proc {
+    let log = dir.join(format!("{name}.log"));
+    let file = std::fs::File::create(&log).unwrap();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+    Proc {
+        name: name.to_owned(),
+        child,
+        log,
+    }
+}
+
+pub fn kite() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kite"));
+    cmd.env_remove("HTTP_PROXY").env_remove("http_proxy");
+    cmd
+}
+
+/// Envoy from `$ENVOY`, else the repository's `.venv` (what `.ci/run`
+/// installs), else PATH.
+pub fn envoy_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("ENVOY") {
+        return PathBuf::from(p);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/envoy");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("envoy")
+}
+
+/// One pod: a sidecar on `pod_ip`, its app on `app_ip`, both port 9080.
+pub struct Pod {
+    pub name: String,
+    pub app: String,
+    pub version: String,
+    pub service_account: String,
+    pub pod_ip: IpAddr,
+    pub app_ip: IpAddr,
+}
+
+pub struct Mesh {
+    pub dir: PathBuf,
+    pub api: SocketAddr,
+    pub xds: SocketAddr,
+    net: u8,
+    next_host: u8,
+    pub procs: Vec<Proc>,
+    pub pods: Vec<Pod>,
+    pub gateway: Option<IpAddr>,
+}
+
+impl Mesh {
+    /// Starts a control plane on a loopback /24 of this test's own.
+    pub async fn start(test: &str) -> Mesh {
+        let net = u8::try_from(std::process::id() % 200).unwrap() + 20;
+        let dir = std::env::temp_dir().join(format!("kite-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cp = IpAddr::V4(Ipv4Addr::new(127, 61, net, 250));
+        let api = SocketAddr::new(cp, 15014);
+        let xds = SocketAddr::new(cp, 15010);
+        let control = spawn(
+            "control",
+            &dir,
+            kite()
+                .args([
+                    "control",
+                    "--xds",
+                    &xds.to_string(),
+                    "--api",
+                    &api.to_string(),
+                ])
+                .env("KITE_LOG", "info"),
+        );
+        let mut mesh = Mesh {
+            dir,
+            api,
+            xds,
+            net,
+            next_host: 1,
+            procs: vec![control],
+            pods: Vec::new(),
+            gateway: None,
+        };
+        mesh.wait_http(api, "/ready").await;
+        mesh
+    }
+
+    fn ip(&mut self) -> IpAddr {
+        let ip = IpAddr::V4(Ipv4Addr::new(127, 61, self.net, self.next_host));
+        self.next_host += 1;
+        ip
+    }
+
+    /// `kite apply -f <paths>` against this mesh; panics with kite's output
+    /// on failure.
+    pub fn apply(&self, paths: &[&str]) -> String {
+        self.kite_ctl("apply", paths)
+    }
+
+    pub fn delete(&self, paths: &[&str]) -> String {
+        self.kite_ctl("delete", paths)
+    }
+
+    fn kite_ctl(&self, verb: &str, paths: &[&str]) -> String {
+        let mut cmd = kite();
+        cmd.arg(verb)
+            .env("KITE_CONTROL_PLANE", format!("http://{}", self.api));
+        for p in paths {
+            cmd.args(["-f", p]);
+        }
+        let out = cmd.output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "kite {verb} {paths:?} failed:\n{text}"
+        );
+        text
+    }
+
+    /// Registers a pod (as a WorkloadEntry), starts its Envoy sidecar and
+    /// then its BookInfo app, pointed at the sidecar through HTTP_PROXY.
+    pub async fn add_pod(&mut self, app: &str, version: &str, service_account: &str) {
+        let pod_ip = self.ip();
+        let app_ip = self.ip();
+        let name = format!("{app}-{version}-pod{}", self.pods.len());
+        let we = format!(
+            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  address: {pod_ip}\n  labels:\n    app: {app}\n    version: {version}\n  serviceAccount: {service_account}\n"
+        );
+        let path = self.dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, we).unwrap();
+        self.apply(&[path.to_str().unwrap()]);
+        let labels: BTreeMap<String, String> = [("app", app), ("version", version)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        self.start_envoy(
+            &name,
+            ProxyKind::Sidecar,
+            pod_ip,
+            Some(app_ip),
+            labels,
+            service_account,
+        );
+        self.wait_tcp(SocketAddr::new(pod_ip, 15001)).await;
+        let app_proc = spawn(
+            &format!("{name}-app"),
+            &self.dir.clone(),
+            kite()
+                .args([
+                    "bookinfo",
+                    app,
+                    "--version",
+                    version,
+                    "--listen",
+                    &format!("{app_ip}:9080"),
+                ])
+                .env("HOSTNAME", &name)
+                .env("HTTP_PROXY", format!("http://{pod_ip}:15001")),
+        );
+        self.procs.push(app_proc);
+        self.wait_http(SocketAddr::new(app_ip, 9080), "/health")
+            .await;
+        self.pods.push(Pod {
+            name,
+            app: app.to_owned(),
+            version: version.to_owned(),
+            service_account: service_account.to_owned(),
+            pod_ip,
+            app_ip,
+        });
+    }
+
+    /// An Envoy ingress gateway labelled as Istio's (`istio: ingressgateway`).
+    pub fn add_gateway(&mut self) -> IpAddr {
+        let ip = self.ip();
+        let labels = [("istio", "ingressgateway"), ("app", "istio-ingressgateway")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        self.start_envoy(
+            "istio-ingressgateway-0",
+            ProxyKind::Router,
+            ip,
+            None,
+            labels,
+            "istio-ingressgateway",
+        );
+        self.gateway = Some(ip);
+        ip
+    }
+
+    fn start_envoy(
+        &mut self,
+        name: &str,
+        kind: ProxyKind,
+        ip: IpAddr,
+        app_ip: Option<IpAddr>,
+        labels: BTreeMap<String, String>,
+        service_account: &str,
+    ) {
+        let namespace = if kind == ProxyKind::Router {
+            "istio-system"
+        } else {
+            "default"
+        };
+        let boot = Bootstrap {
+            kind,
+            ip,
+            pod: name.to_owned(),
+            namespace: namespace.to_owned(),
+            labels,
+            service_account: service_account.to_owned(),
+            app_ip,
+            xds: self.xds,
+            admin: SocketAddr::new(ip, 15000),
+        };
+        let path = self.dir.join(format!("{name}-envoy.json"));
+        std::fs::write(&path, boot.to_json().to_string()).unwrap();
+        let envoy = spawn(
+            &format!("{name}-envoy"),
+            &self.dir.clone(),
+            Command::new(envoy_bin()).args([
+                "-c",
+                path.to_str().unwrap(),
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warning",
+            ]),
+        );
+        self.procs.push(envoy);
+    }
+
+    pub async fn wait_tcp(&self, addr: SocketAddr) {
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("nothing listens on {addr} after 10 s");
+    }
+
+    pub async fn wait_http(&self, addr: SocketAddr, path: &str) {
+        for _ in 0..200 {
+            if let Ok(r) = get(addr, path, &[]).await
+                && r.status == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("http://{addr}{path} is not answering 200 after 10 s");
+    }
+
+    /// Waits until every connected proxy has ACKed the latest version of
+    /// every type it was sent, and returns the connection list. Panics on a
+    /// NACK.
+    pub async fn synced(&self, proxies: usize) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..100 {
+            let r = get(self.api, "/debug/connections", &[]).await.unwrap();
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            let list = v["proxies"].as_array().cloned().unwrap_or_default();
+            for p in &list {
+                for (kind, s) in p["types"].as_object().into_iter().flatten() {
+                    assert!(
+                        s["lastNack"].is_null(),
+                        "{} NACKed {kind}: {}",
+                        p["node"],
+                        s["lastNack"]
+                    );
+                }
+            }
+            let caught_up = v["revision"] == v["translatedRevision"];
+            let all_acked = caught_up
+                && list.len() == proxies
+                && list
+                    .iter()
+                    .all(|p| p["generation"] == p["publishedGeneration"])
+                && list.iter().all(|p| {
+                    p["types"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .all(|(_, s)| s["ackedVersion"] == s["sentVersion"])
+                });
+            if all_acked {
+                return v;
+            }
+            last = v;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("proxies did not all ACK within 10 s: {last:#}");
+    }
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Resp> {
+    send(addr, "GET", path, headers, Bytes::new()).await
+}
+
+/// One HTTP/1.1 exchange on a new connection. `target` may be absolute-form
+/// (for a proxy) or a path.
+pub async fn send(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> std::io::Result<Resp> {
+    let io = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| io(&e))?;
+        tokio::spawn(conn);
+        let mut req = http::Request::builder().method(method).uri(target);
+        let has_host = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host"));
+        if !has_host {
+            let host = target
+                .strip_prefix("http://")
+                .and_then(|t| t.split('/').next())
+                .map(str::to_owned)
+                .unwrap_or_else(|| addr.to_string());
+            req = req.header("host", host);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let rsp = sender
+            .send_request(req.body(Full::new(body)).map_err(|e| io(&e))?)
+            .await
+            .map_err(|e| io(&e))?;
+        let status = rsp.status().as_u16();
+        let headers = rsp.headers().clone();
+        let body = rsp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| io(&e))?
+            .to_bytes();
+        Ok(Resp {
+            status,
+            headers,
+            body,
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(60), exchange)
+        .await
+        .map_err(|_| io(&"timed out after 60 s"))?
+}
