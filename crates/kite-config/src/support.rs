@@ -23,12 +23,12 @@ pub fn honoured(kind: Kind) -> &'static [&'static str] {
         | Kind::Deployment
         | Kind::Pod
         | Kind::Secret => &["*"],
-        Kind::VirtualService
-        | Kind::DestinationRule
-        | Kind::Gateway
-        | Kind::ServiceEntry
-        | Kind::Sidecar
-        | Kind::WorkloadEntry
+        Kind::VirtualService => VIRTUAL_SERVICE,
+        Kind::DestinationRule => &DESTINATION_RULE,
+        Kind::Gateway => GATEWAY,
+        Kind::ServiceEntry => SERVICE_ENTRY,
+        Kind::WorkloadEntry => WORKLOAD_ENTRY,
+        Kind::Sidecar
         | Kind::WorkloadGroup
         | Kind::PeerAuthentication
         | Kind::RequestAuthentication
@@ -36,6 +36,133 @@ pub fn honoured(kind: Kind) -> &'static [&'static str] {
         | Kind::Telemetry => &[],
     }
 }
+
+/// What the control plane translates for sidecars and gateways (HTTP).
+const VIRTUAL_SERVICE: &[&str] = &[
+    "spec.hosts",
+    "spec.gateways",
+    "spec.http[].name",
+    "spec.http[].match[].name",
+    "spec.http[].match[].uri.*",
+    "spec.http[].match[].scheme.*",
+    "spec.http[].match[].method.*",
+    "spec.http[].match[].authority.*",
+    "spec.http[].match[].headers.{}.*",
+    "spec.http[].match[].withoutHeaders.{}.*",
+    "spec.http[].match[].queryParams.{}.*",
+    "spec.http[].match[].ignoreUriCase",
+    "spec.http[].match[].port",
+    "spec.http[].match[].sourceLabels.*",
+    "spec.http[].match[].sourceNamespace",
+    "spec.http[].match[].gateways",
+    "spec.http[].route[].destination.*",
+    "spec.http[].route[].weight",
+    "spec.http[].route[].headers.*",
+    "spec.http[].redirect.uri",
+    "spec.http[].redirect.authority",
+    "spec.http[].redirect.port",
+    "spec.http[].redirect.scheme",
+    "spec.http[].redirect.redirectCode",
+    "spec.http[].directResponse.*",
+    "spec.http[].rewrite.*",
+    "spec.http[].timeout",
+    "spec.http[].retries.attempts",
+    "spec.http[].retries.perTryTimeout",
+    "spec.http[].retries.retryOn",
+    "spec.http[].fault.delay.fixedDelay",
+    "spec.http[].fault.delay.percentage.*",
+    "spec.http[].fault.delay.percent",
+    "spec.http[].fault.abort.httpStatus",
+    "spec.http[].fault.abort.grpcStatus",
+    "spec.http[].fault.abort.percentage.*",
+    "spec.http[].fault.abort.percent",
+    "spec.http[].mirror.*",
+    "spec.http[].mirrorPercentage.*",
+    "spec.http[].mirrorPercent",
+    "spec.http[].mirrors[].*",
+    "spec.http[].corsPolicy.allowOrigins[].*",
+    "spec.http[].corsPolicy.allowOrigin",
+    "spec.http[].corsPolicy.allowMethods",
+    "spec.http[].corsPolicy.allowHeaders",
+    "spec.http[].corsPolicy.exposeHeaders",
+    "spec.http[].corsPolicy.maxAge",
+    "spec.http[].corsPolicy.allowCredentials",
+    "spec.http[].headers.*",
+];
+
+const TRAFFIC_POLICY: [&str; 17] = [
+    "loadBalancer.simple",
+    "loadBalancer.consistentHash.httpHeaderName",
+    "loadBalancer.consistentHash.httpCookie.*",
+    "loadBalancer.consistentHash.useSourceIp",
+    "loadBalancer.consistentHash.httpQueryParameterName",
+    "loadBalancer.consistentHash.maglev.*",
+    "connectionPool.tcp.maxConnections",
+    "connectionPool.tcp.connectTimeout",
+    "connectionPool.http.http1MaxPendingRequests",
+    "connectionPool.http.http2MaxRequests",
+    "connectionPool.http.maxRetries",
+    "outlierDetection.consecutive5xxErrors",
+    "outlierDetection.consecutiveErrors",
+    "outlierDetection.consecutiveGatewayErrors",
+    "outlierDetection.interval",
+    "outlierDetection.baseEjectionTime",
+    "outlierDetection.maxEjectionPercent",
+];
+
+/// The traffic policy fields under the top level, each port and each subset.
+static DESTINATION_RULE: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    let prefixes = [
+        "spec.trafficPolicy.",
+        "spec.trafficPolicy.portLevelSettings[].",
+        "spec.subsets[].trafficPolicy.",
+        "spec.subsets[].trafficPolicy.portLevelSettings[].",
+    ];
+    let mut out = vec![
+        "spec.host",
+        "spec.subsets[].name",
+        "spec.subsets[].labels.*",
+        "spec.trafficPolicy.portLevelSettings[].port.*",
+        "spec.subsets[].trafficPolicy.portLevelSettings[].port.*",
+    ];
+    for prefix in prefixes {
+        for field in TRAFFIC_POLICY {
+            // Built once per process; the patterns live as long as it does.
+            out.push(Box::leak(format!("{prefix}{field}").into_boxed_str()));
+        }
+    }
+    out
+});
+
+const GATEWAY: &[&str] = &[
+    "spec.selector.*",
+    "spec.servers[].port.*",
+    "spec.servers[].hosts",
+    "spec.servers[].name",
+];
+
+const SERVICE_ENTRY: &[&str] = &[
+    "spec.hosts",
+    "spec.ports[].*",
+    "spec.location",
+    "spec.resolution",
+    "spec.endpoints[].address",
+    "spec.endpoints[].ports.*",
+    "spec.endpoints[].labels.*",
+    "spec.endpoints[].locality",
+    "spec.endpoints[].weight",
+    "spec.endpoints[].serviceAccount",
+    "spec.workloadSelector.labels.*",
+];
+
+const WORKLOAD_ENTRY: &[&str] = &[
+    "spec.address",
+    "spec.ports.*",
+    "spec.labels.*",
+    "spec.serviceAccount",
+    "spec.locality",
+    "spec.weight",
+];
 
 /// Adds a warning for each field of `body` that Kite does not honour yet,
 /// once per field pattern.
@@ -114,7 +241,11 @@ fn visit(
         return;
     }
     let exact = patterns.contains(&pattern);
-    let scalar = !matches!(value, Value::Object(_) | Value::Array(_));
+    let is_scalar = |v: &Value| !matches!(v, Value::Object(_) | Value::Array(_));
+    let scalar = match value {
+        Value::Array(items) => items.iter().all(is_scalar),
+        other => is_scalar(other),
+    };
     if exact && scalar {
         return;
     }

@@ -689,13 +689,12 @@ fn header_ops(ops: Option<&HeaderOperations>) -> (Vec<HeaderValueOption>, Vec<St
 fn http_fault(fault: &networking::HttpFaultInjection) -> HttpFault {
     HttpFault {
         delay: fault.delay.as_ref().and_then(|d| {
-            let fixed = d.fixed_delay.or(d.exponential_delay)?;
+            let fixed = d.fixed_delay?;
             Some(FaultDelay {
                 fault_delay_secifier: Some(FaultDelaySecifier::FixedDelay(duration(
                     fixed.as_std(),
                 ))),
                 percentage: Some(fraction(d.percentage())),
-                ..Default::default()
             })
         }),
         abort: fault.abort.as_ref().and_then(|a| {

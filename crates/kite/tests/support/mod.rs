@@ -1,7 +1,7 @@
 //! A local mesh for end-to-end tests: `kite control`, Envoy proxies driven
 //! by it, BookInfo apps, all as real processes on loopback addresses of
 //! their own.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
     collections::BTreeMap,
@@ -128,7 +128,7 @@ impl Mesh {
                 ])
                 .env("KITE_LOG", "info"),
         );
-        let mut mesh = Mesh {
+        let mesh = Mesh {
             dir,
             api,
             xds,
