@@ -12,6 +12,15 @@ use std::{
 };
 
 fn main() -> ExitCode {
+    // Tasks name paths relative to the workspace, wherever cargo was run.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if let Err(e) = std::env::set_current_dir(&root) {
+        eprintln!(
+            "xtask: cannot enter the workspace root {}: {e}",
+            root.display()
+        );
+        return ExitCode::FAILURE;
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(task) = args.first() else {
         eprintln!("usage: cargo xtask <test|demo|fmt|check-fmt|clippy> [args]");
@@ -24,6 +33,7 @@ fn main() -> ExitCode {
         "clippy" => clippy(),
         "test" => check_fmt()
             .and_then(|()| clippy())
+            .and_then(|()| install_envoy())
             .and_then(|()| test(rest)),
         "demo" => demo(rest),
         other => Err(format!("unknown task {other:?}")),
