@@ -103,6 +103,43 @@ async fn envoy_follows_kite_config() {
     // The gateway VirtualService exposes only BookInfo's paths.
     assert_eq!(get(gw, "/health", &[]).await.unwrap().status, 404);
 
+    // The debug API and `kite proxy-status` list every connected Envoy with
+    // the versions it ACKed.
+    let status = mesh.kite_out(&["proxy-status"]);
+    assert_eq!(status.matches("SYNCED").count(), PROXIES * 4, "{status}");
+    assert!(
+        status.contains("router~") && status.contains("sidecar~"),
+        "{status}"
+    );
+
+    // An invalid object is refused, by `kite apply` and by the API itself,
+    // and what is being served stays as it was.
+    let broken = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus/typo-field.yaml");
+    let refused = mesh.kite_fails(&["apply", "-f", broken]);
+    assert!(
+        refused.contains("spec.subsets[0].lables: unknown field `lables`"),
+        "{refused}"
+    );
+    let before = mesh.revision().await;
+    let r = send(
+        mesh.api,
+        "POST",
+        "/apis/apply?file=typo-field.yaml",
+        &[],
+        Bytes::from(std::fs::read_to_string(broken).unwrap()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("unknown field `lables`"), "{}", r.text());
+    assert_eq!(mesh.revision().await, before);
+    let listed = mesh.kite_out(&["get", "destinationrules"]);
+    assert!(
+        listed.contains("DestinationRule") && listed.contains("reviews"),
+        "{listed}"
+    );
+    assert!(page(gw, None).await.contains("Book Reviews"));
+
     // virtual-service-all-v1: everyone gets v1.
     mesh.apply(&[&sample("bookinfo/networking/virtual-service-all-v1.yaml")]);
     mesh.synced(PROXIES).await;

@@ -158,6 +158,41 @@ impl Mesh {
         self.kite_ctl("delete", paths)
     }
 
+    /// Runs `kite <args>` against this mesh; panics unless it succeeds.
+    pub fn kite_out(&self, args: &[&str]) -> String {
+        let (ok, text) = self.kite_run(args);
+        assert!(ok, "kite {args:?} failed:\n{text}");
+        text
+    }
+
+    /// Runs `kite <args>` against this mesh; panics unless it fails.
+    pub fn kite_fails(&self, args: &[&str]) -> String {
+        let (ok, text) = self.kite_run(args);
+        assert!(!ok, "kite {args:?} should have failed:\n{text}");
+        text
+    }
+
+    fn kite_run(&self, args: &[&str]) -> (bool, String) {
+        let out = kite()
+            .args(args)
+            .env("KITE_CONTROL_PLANE", format!("http://{}", self.api))
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    /// The store's revision, from the debug API.
+    pub async fn revision(&self) -> u64 {
+        let r = get(self.api, "/debug/connections", &[]).await.unwrap();
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        v["revision"].as_u64().unwrap()
+    }
+
     fn kite_ctl(&self, verb: &str, paths: &[&str]) -> String {
         let mut cmd = kite();
         cmd.arg(verb)
