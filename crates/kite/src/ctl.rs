@@ -111,6 +111,14 @@ pub(crate) async fn apply(args: FilesArgs, delete: bool) -> anyhow::Result<ExitC
         "/apis/apply"
     };
     let (status, reply) = request(&args.target.control_plane, "POST", endpoint, Some(body)).await?;
+    // The control plane saw the objects re-serialized; point its findings
+    // back at the user's own files.
+    let sources: std::collections::HashMap<String, String> = loaded
+        .objects
+        .iter()
+        .map(|o| (o.object_ref().to_string(), o.source.to_string()))
+        .collect();
+    let print_diagnostics = |reply: &Value| print_diagnostics(reply, &sources);
     if !status.is_success() {
         print_diagnostics(&reply);
         bail!(
@@ -223,11 +231,26 @@ fn object_label(entry: &Value) -> String {
     )
 }
 
-fn print_diagnostics(reply: &Value) {
+fn print_diagnostics(reply: &Value, sources: &std::collections::HashMap<String, String>) {
     for d in reply["diagnostics"].as_array().into_iter().flatten() {
-        if let Some(text) = d["text"].as_str() {
-            eprintln!("{text}");
-        }
+        let object = d["object"].as_str().unwrap_or_default();
+        let Some(source) = sources.get(object) else {
+            eprintln!("{}", d["text"].as_str().unwrap_or_default());
+            continue;
+        };
+        let field = d["field"].as_str().unwrap_or_default();
+        eprintln!(
+            "{} [{}] ({object} {source}){}{} {}",
+            d["level"].as_str().unwrap_or_default(),
+            d["code"].as_str().unwrap_or_default(),
+            if field.is_empty() { "" } else { " " },
+            if field.is_empty() {
+                String::new()
+            } else {
+                format!("{field}:")
+            },
+            d["message"].as_str().unwrap_or_default()
+        );
     }
 }
 
