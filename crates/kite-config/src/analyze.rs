@@ -382,7 +382,16 @@ impl<'a> World<'a> {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        for (host, objs) in mesh_hosts.iter().filter(|(_, v)| v.len() > 1) {
+        // The same object given twice is a duplicate (reported at load), not
+        // a conflict.
+        let distinct = |objs: &Vec<&Object>| {
+            objs.iter()
+                .map(|o| (&o.meta.namespace, &o.meta.name))
+                .collect::<BTreeSet<_>>()
+                .len()
+                > 1
+        };
+        for (host, objs) in mesh_hosts.iter().filter(|(_, v)| distinct(v)) {
             for o in objs {
                 out.push(diag(
                     o,
@@ -396,7 +405,7 @@ impl<'a> World<'a> {
                 ));
             }
         }
-        for ((_, host), objs) in dr_hosts.iter().filter(|(_, v)| v.len() > 1) {
+        for ((_, host), objs) in dr_hosts.iter().filter(|(_, v)| distinct(v)) {
             for o in objs {
                 out.push(diag(
                     o,
@@ -407,7 +416,7 @@ impl<'a> World<'a> {
                 ));
             }
         }
-        for ((kind, ns), objs) in ns_wide.iter().filter(|(_, v)| v.len() > 1) {
+        for ((kind, ns), objs) in ns_wide.iter().filter(|(_, v)| distinct(v)) {
             let (severity, code) = if *kind == "Sidecar" {
                 (Severity::Error, codes::MULTIPLE_SIDECARS_WITHOUT_SELECTOR)
             } else {

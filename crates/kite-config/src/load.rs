@@ -57,7 +57,7 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, LoadError> {
                     path: "-".into(),
                     source,
                 })?;
-            loaded.extend(load_str("-", &text));
+            loaded.extend(load_one("-", &text));
             continue;
         }
         let files = config_files(path)?;
@@ -72,9 +72,10 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, LoadError> {
                 path: name.clone(),
                 source,
             })?;
-            loaded.extend(load_str(&name, &text));
+            loaded.extend(load_one(&name, &text));
         }
     }
+    flag_duplicates(&mut loaded);
     Ok(loaded)
 }
 
@@ -109,6 +110,12 @@ fn config_files(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
 
 /// Loads every document of one file's text.
 pub fn load_str(file: &str, text: &str) -> Loaded {
+    let mut loaded = load_one(file, text);
+    flag_duplicates(&mut loaded);
+    loaded
+}
+
+fn load_one(file: &str, text: &str) -> Loaded {
     let mut loaded = Loaded::default();
     let mut index = 0;
     for (line, chunk) in documents(text) {
@@ -135,7 +142,6 @@ pub fn load_str(file: &str, text: &str) -> Loaded {
         index += 1;
         load_value(&mut loaded, source, value);
     }
-    flag_duplicates(&mut loaded);
     loaded
 }
 

@@ -90,7 +90,7 @@ const VIRTUAL_SERVICE: &[&str] = &[
     "spec.http[].headers.*",
 ];
 
-const TRAFFIC_POLICY: [&str; 17] = [
+const TRAFFIC_POLICY: &[&str] = &[
     "loadBalancer.simple",
     "loadBalancer.consistentHash.httpHeaderName",
     "loadBalancer.consistentHash.httpCookie.*",
@@ -108,6 +108,30 @@ const TRAFFIC_POLICY: [&str; 17] = [
     "outlierDetection.interval",
     "outlierDetection.baseEjectionTime",
     "outlierDetection.maxEjectionPercent",
+    "tls.mode",
+    "tls.clientCertificate",
+    "tls.privateKey",
+    "tls.caCertificates",
+    "tls.sni",
+    "tls.subjectAltNames",
+    "tls.insecureSkipVerify",
+];
+
+/// Values of honoured fields that Kite does not act on yet: (kind, pattern
+/// suffix, value, what is missing).
+const UNHONOURED_VALUES: &[(Kind, &str, &str, &str)] = &[
+    (
+        Kind::DestinationRule,
+        "tls.mode",
+        "ISTIO_MUTUAL",
+        "mesh mutual TLS (ISTIO_MUTUAL) needs workload identities, which Kite does not issue yet; traffic stays plaintext",
+    ),
+    (
+        Kind::DestinationRule,
+        "loadBalancer.simple",
+        "PASSTHROUGH",
+        "PASSTHROUGH load balancing is not honoured yet; LEAST_REQUEST is used",
+    ),
 ];
 
 /// The traffic policy fields under the top level, each port and each subset.
@@ -126,7 +150,7 @@ static DESTINATION_RULE: std::sync::LazyLock<Vec<&'static str>> = std::sync::Laz
         "spec.subsets[].trafficPolicy.portLevelSettings[].port.*",
     ];
     for prefix in prefixes {
-        for field in TRAFFIC_POLICY {
+        for field in TRAFFIC_POLICY.iter() {
             // Built once per process; the patterns live as long as it does.
             out.push(Box::leak(format!("{prefix}{field}").into_boxed_str()));
         }
@@ -173,6 +197,21 @@ pub(crate) fn check(kind: Kind, body: &Value, cx: &mut Ctx<'_>) {
     }
     let mut unhonoured: Vec<(String, String)> = Vec::new();
     walk(body, "", "", patterns, &mut unhonoured);
+    let mut values = Vec::new();
+    scalars(body, "", &mut values);
+    for (field, value) in values {
+        let normalized = normalize(&field);
+        for (k, suffix, bad, why) in UNHONOURED_VALUES {
+            if *k == kind && normalized.ends_with(suffix) && value == *bad {
+                cx.push(
+                    Severity::Warning,
+                    codes::NOT_HONOURED,
+                    field.clone(),
+                    (*why).to_owned(),
+                );
+            }
+        }
+    }
     let mut seen = std::collections::HashSet::new();
     for (pattern, field) in unhonoured {
         if seen.insert(pattern) {
@@ -184,6 +223,47 @@ pub(crate) fn check(kind: Kind, body: &Value, cx: &mut Ctx<'_>) {
             );
         }
     }
+}
+
+/// Every scalar string in `value` with its concrete path.
+fn scalars(value: &Value, path: &str, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                scalars(v, &p, out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                scalars(v, &format!("{path}[{i}]"), out);
+            }
+        }
+        Value::String(s) => out.push((path.to_owned(), s.clone())),
+        _ => {}
+    }
+}
+
+/// `a[3].b` → `a[].b`.
+fn normalize(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut in_index = false;
+    for c in path.chars() {
+        match c {
+            '[' => {
+                in_index = true;
+                out.push_str("[]");
+            }
+            ']' => in_index = false,
+            _ if in_index => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn walk(

@@ -172,3 +172,6 @@ pub(crate) fn outbound_cluster(port: u16, subset: &str, host: &str) -> String {
 pub(crate) fn inbound_cluster(port: u16) -> String {
     format!("inbound|{port}||")
 }
+
+#[cfg(test)]
+mod tests;

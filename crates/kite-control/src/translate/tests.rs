@@ -1,0 +1,185 @@
+use envoy_types::pb::envoy::config::{
+    cluster::v3::{Cluster, cluster::LbPolicy},
+    listener::v3::Listener,
+    route::v3::{RouteConfiguration, route::Action, route_action::ClusterSpecifier},
+};
+use kite_config::{Labels, load_str};
+use kite_xds::type_url;
+
+use super::snapshot;
+use crate::{
+    proxy::{Proxy, ProxyKind},
+    registry::Registry,
+    store::Store,
+};
+
+const CONFIG: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: productpage}
+spec:
+  selector: {app: productpage}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v2-a}
+spec: {address: 127.9.0.2, labels: {app: reviews, version: v2}, serviceAccount: bookinfo-reviews, locality: us-east/a}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: productpage-v1-a}
+spec: {address: 127.9.0.1, labels: {app: productpage, version: v1}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+    tls: {mode: SIMPLE, sni: reviews.example, caCertificates: /etc/ca.pem}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}, trafficPolicy: {loadBalancer: {simple: RANDOM}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{headers: {end-user: {exact: jason}}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - route:
+    - {destination: {host: reviews, subset: v1}, weight: 90}
+    - {destination: {host: reviews, subset: v2}, weight: 10}
+"#;
+
+fn proxy() -> Proxy {
+    Proxy {
+        id: "sidecar~127.9.0.1~productpage-v1-a.default~default.svc.cluster.local".into(),
+        kind: ProxyKind::Sidecar,
+        ip: "127.9.0.1".parse().unwrap(),
+        workload: "productpage-v1-a".into(),
+        namespace: "default".into(),
+        labels: Labels::new(),
+        service_account: "default".into(),
+        app_ip: "127.9.1.1".parse().unwrap(),
+    }
+}
+
+fn built() -> kite_xds::Snapshot {
+    let loaded = load_str("test.yaml", CONFIG);
+    assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
+    let store = Store::default();
+    store.apply(loaded.objects);
+    let config = store.current();
+    snapshot(&config, &Registry::build(&config), &proxy())
+}
+
+#[test]
+fn clusters_follow_istio_naming_and_policy() {
+    let snap = built();
+    let clusters: std::collections::BTreeMap<String, Cluster> =
+        snap.decode(type_url::CLUSTER).into_iter().collect();
+    let names: Vec<&str> = clusters.keys().map(String::as_str).collect();
+    assert!(
+        names.contains(&"outbound|9080||reviews.default.svc.cluster.local"),
+        "{names:?}"
+    );
+    assert!(names.contains(&"outbound|9080|v1|reviews.default.svc.cluster.local"));
+    assert!(
+        names.contains(&"inbound|9080||"),
+        "productpage serves 9080: {names:?}"
+    );
+    let v1 = &clusters["outbound|9080|v1|reviews.default.svc.cluster.local"];
+    let v2 = &clusters["outbound|9080|v2|reviews.default.svc.cluster.local"];
+    assert_eq!(v1.lb_policy, LbPolicy::RoundRobin as i32);
+    assert_eq!(
+        v2.lb_policy,
+        LbPolicy::Random as i32,
+        "subset policy overrides"
+    );
+    assert!(v1.transport_socket.is_some(), "SIMPLE TLS originates TLS");
+    let product = &clusters["outbound|9080||productpage.default.svc.cluster.local"];
+    assert!(product.transport_socket.is_none());
+    // Endpoints per subset come from workload labels, with locality.
+    let eps: std::collections::BTreeMap<
+        String,
+        envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment,
+    > = snap.decode(type_url::ENDPOINT).into_iter().collect();
+    let v2_eps = &eps["outbound|9080|v2|reviews.default.svc.cluster.local"];
+    assert_eq!(v2_eps.endpoints.len(), 1);
+    assert_eq!(
+        v2_eps.endpoints[0].locality.as_ref().unwrap().region,
+        "us-east"
+    );
+    assert!(
+        eps["outbound|9080|v1|reviews.default.svc.cluster.local"]
+            .endpoints
+            .is_empty()
+    );
+}
+
+#[test]
+fn routes_follow_the_virtual_service() {
+    let snap = built();
+    let (_, rc): (String, RouteConfiguration) = snap
+        .decode(type_url::ROUTE)
+        .into_iter()
+        .find(|(n, _)| n == "http_proxy")
+        .unwrap();
+    let vhost = rc
+        .virtual_hosts
+        .iter()
+        .find(|v| v.name == "reviews.default.svc.cluster.local:9080")
+        .unwrap();
+    assert!(vhost.domains.contains(&"reviews:9080".to_owned()));
+    assert_eq!(vhost.routes.len(), 2);
+    let header = &vhost.routes[0].r#match.as_ref().unwrap().headers[0];
+    assert_eq!(header.name, "end-user");
+    let Some(Action::Route(first)) = &vhost.routes[0].action else {
+        panic!()
+    };
+    assert_eq!(
+        first.cluster_specifier,
+        Some(ClusterSpecifier::Cluster(
+            "outbound|9080|v2|reviews.default.svc.cluster.local".into()
+        ))
+    );
+    let Some(Action::Route(second)) = &vhost.routes[1].action else {
+        panic!()
+    };
+    let Some(ClusterSpecifier::WeightedClusters(w)) = &second.cluster_specifier else {
+        panic!()
+    };
+    let weights: Vec<u32> = w
+        .clusters
+        .iter()
+        .map(|c| c.weight.as_ref().unwrap().value)
+        .collect();
+    assert_eq!(weights, [90, 10]);
+    // Istio's defaults: no timeout, two retries on connection-level failures.
+    assert_eq!(second.timeout.as_ref().unwrap().seconds, 0);
+    let retry = second.retry_policy.as_ref().unwrap();
+    assert_eq!(retry.num_retries.as_ref().unwrap().value, 2);
+    assert!(retry.retry_on.contains("connect-failure"));
+    // Services without a VirtualService get the default route.
+    let pp = rc
+        .virtual_hosts
+        .iter()
+        .find(|v| v.name == "productpage.default.svc.cluster.local:9080")
+        .unwrap();
+    assert_eq!(pp.routes[0].name, "default");
+    let listeners: Vec<(String, Listener)> = snap.decode(type_url::LISTENER);
+    let names: Vec<&str> = listeners.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["127.9.0.1_9080", "virtualOutbound"]);
+}
