@@ -38,6 +38,41 @@ impl Bootstrap {
         )
     }
 
+    /// The node Kite's own proxy announces: the same id and metadata as the
+    /// Envoy bootstrap carries.
+    pub fn node(&self) -> envoy_types::pb::envoy::config::core::v3::Node {
+        use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
+        fn to_pb(v: &Value) -> PbValue {
+            let kind = match v {
+                Value::String(s) => Kind::StringValue(s.clone()),
+                Value::Bool(b) => Kind::BoolValue(*b),
+                Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+                Value::Object(m) => Kind::StructValue(Struct {
+                    fields: m.iter().map(|(k, v)| (k.clone(), to_pb(v))).collect(),
+                }),
+                Value::Array(a) => Kind::ListValue(envoy_types::pb::google::protobuf::ListValue {
+                    values: a.iter().map(to_pb).collect(),
+                }),
+                Value::Null => Kind::NullValue(0),
+            };
+            PbValue { kind: Some(kind) }
+        }
+        let json = self.to_json();
+        let metadata = match to_pb(&json["node"]["metadata"]).kind {
+            Some(Kind::StructValue(s)) => Some(s),
+            _ => None,
+        };
+        envoy_types::pb::envoy::config::core::v3::Node {
+            id: self.node_id(),
+            cluster: json["node"]["cluster"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            metadata,
+            ..Default::default()
+        }
+    }
+
     /// The bootstrap as JSON, which Envoy reads like YAML.
     pub fn to_json(&self) -> Value {
         let mut metadata = json!({

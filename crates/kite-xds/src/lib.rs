@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ads;
+pub mod client;
 mod snapshot;
 
 pub use envoy_types::pb;

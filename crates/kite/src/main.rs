@@ -3,6 +3,7 @@
 
 mod analyze;
 mod ctl;
+mod proxy;
 mod up;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
@@ -40,6 +41,8 @@ enum Command {
     Get(ctl::GetArgs),
     /// Connected proxies and the config versions they ACKed, like istioctl proxy-status
     ProxyStatus(ctl::StatusArgs),
+    /// Run Kite's proxy as a sidecar or, with --gateway, an ingress gateway
+    Proxy(proxy::Args),
 }
 
 #[derive(clap::Args)]
@@ -81,6 +84,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Delete(args) => runtime()?.block_on(ctl::apply(args, true)),
         Command::Get(args) => runtime()?.block_on(ctl::get(args)),
         Command::ProxyStatus(args) => runtime()?.block_on(ctl::proxy_status(args)),
+        Command::Proxy(args) => runtime()?.block_on(proxy::run(args)),
     }
 }
 

@@ -94,7 +94,15 @@ pub struct Pod {
     pub app_ip: IpAddr,
 }
 
+/// Which proxy runs beside each workload and as the gateway.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Sidecar {
+    Envoy,
+    Kite,
+}
+
 pub struct Mesh {
+    pub sidecar: Sidecar,
     pub dir: PathBuf,
     pub api: SocketAddr,
     pub xds: SocketAddr,
@@ -107,8 +115,10 @@ pub struct Mesh {
 
 impl Mesh {
     /// Starts a control plane on a loopback /24 of this test's own.
-    pub async fn start(test: &str) -> Mesh {
-        let net = u8::try_from(std::process::id() % 200).unwrap() + 20;
+    pub async fn start(test: &str, sidecar: Sidecar) -> Mesh {
+        let net = u8::try_from(std::process::id() % 100).unwrap() * 2
+            + 20
+            + u8::from(sidecar == Sidecar::Kite);
         let dir = std::env::temp_dir().join(format!("kite-{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -129,6 +139,7 @@ impl Mesh {
                 .env("KITE_LOG", "info"),
         );
         let mesh = Mesh {
+            sidecar,
             dir,
             api,
             xds,
@@ -310,22 +321,58 @@ impl Mesh {
             xds: self.xds,
             admin: SocketAddr::new(ip, 15000),
         };
-        let path = self.dir.join(format!("{name}-envoy.json"));
-        std::fs::write(&path, boot.to_json().to_string()).unwrap();
-        let envoy = spawn(
-            &format!("{name}-envoy"),
-            &self.dir.clone(),
-            Command::new(envoy_bin()).args([
-                "-c",
-                path.to_str().unwrap(),
-                "--disable-hot-restart",
-                "--concurrency",
-                "1",
-                "--log-level",
-                "warning",
-            ]),
-        );
-        self.procs.push(envoy);
+        let proxy = match self.sidecar {
+            Sidecar::Envoy => {
+                let path = self.dir.join(format!("{name}-envoy.json"));
+                std::fs::write(&path, boot.to_json().to_string()).unwrap();
+                spawn(
+                    &format!("{name}-envoy"),
+                    &self.dir.clone(),
+                    Command::new(envoy_bin()).args([
+                        "-c",
+                        path.to_str().unwrap(),
+                        "--disable-hot-restart",
+                        "--concurrency",
+                        "1",
+                        "--log-level",
+                        "warning",
+                    ]),
+                )
+            }
+            Sidecar::Kite => {
+                let labels: Vec<String> = boot
+                    .labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                let mut cmd = kite();
+                cmd.args([
+                    "proxy",
+                    "--ip",
+                    &ip.to_string(),
+                    "--pod",
+                    name,
+                    "--namespace",
+                    namespace,
+                ])
+                .args([
+                    "--labels",
+                    &labels.join(","),
+                    "--service-account",
+                    service_account,
+                ])
+                .args(["--xds", &self.xds.to_string()])
+                .env("KITE_LOG", "info");
+                if let Some(app) = app_ip {
+                    cmd.args(["--app-ip", &app.to_string()]);
+                }
+                if kind == ProxyKind::Router {
+                    cmd.arg("--gateway");
+                }
+                spawn(&format!("{name}-kite-proxy"), &self.dir.clone(), &mut cmd)
+            }
+        };
+        self.procs.push(proxy);
     }
 
     pub async fn wait_tcp(&self, addr: SocketAddr) {

@@ -1,6 +1,7 @@
-//! Kite's control plane driving real Envoy sidecars and an Envoy ingress
-//! gateway for BookInfo: every push ACKed, and Istio's sample routing files
-//! taking effect as the Istio docs describe, applied and deleted live.
+//! Kite's control plane driving BookInfo's sidecars and ingress gateway, once
+//! with real Envoys (the conformance oracle) and once with Kite's own proxy:
+//! every push ACKed, and Istio's sample routing files taking effect as the
+//! Istio docs describe, applied and deleted live. Both must agree.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -8,7 +9,7 @@ mod support;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use support::{Mesh, get, sample, send};
+use support::{Mesh, Sidecar, get, sample, send};
 
 const PROXIES: usize = 7;
 
@@ -68,7 +69,16 @@ async fn login(gw: SocketAddr, user: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_follows_kite_config() {
-    let mut mesh = Mesh::start("envoy-xds").await;
+    scenario(Sidecar::Envoy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kite_proxy_follows_kite_config() {
+    scenario(Sidecar::Kite).await;
+}
+
+async fn scenario(sidecar: Sidecar) {
+    let mut mesh = Mesh::start(&format!("{sidecar:?}-xds").to_lowercase(), sidecar).await;
     mesh.apply(&[&sample("bookinfo/platform/kube/bookinfo.yaml")]);
     for (app, version, sa) in [
         ("details", "v1", "bookinfo-details"),

@@ -1,0 +1,76 @@
+//! Kite's data plane: a sidecar and gateway proxy configured only over xDS
+//! by the control plane. Config arrives through `state` (converted at the
+//! boundary in `config`), listeners follow it (`listeners`), HTTP requests
+//! are routed by `router` to per-cluster runtimes in `upstream`, TCP by
+//! `tcp`; `admin` exposes readiness and what the proxy holds.
+#![forbid(unsafe_code)]
+
+mod admin;
+pub mod config;
+mod listeners;
+mod router;
+pub mod state;
+mod tcp;
+mod upstream;
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use tracing::info;
+
+pub struct Config {
+    pub node: Node,
+    /// The control plane's xDS address, `http://host:port`.
+    pub xds: String,
+    /// Admin endpoint (Envoy's 15000).
+    pub admin: SocketAddr,
+    /// Readiness endpoint (Istio's 15021, `/healthz/ready`).
+    pub ready: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Runs the proxy until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
+    let (applier, state, connected) = state::Applier::new();
+    let upstreams = Arc::new(upstream::Upstreams::default());
+    let shared = Arc::new(router::Shared {
+        state: state.clone(),
+        upstreams: upstreams.clone(),
+    });
+    let admin = Arc::new(admin::Admin {
+        state: state.clone(),
+        connected,
+        applier: applier.clone(),
+        upstreams,
+    });
+    let bind = |addr| async move {
+        admin::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { addr, source })
+    };
+    let admin_listener = bind(config.admin).await?;
+    let ready_listener = bind(config.ready).await?;
+    info!(node = %config.node.id, xds = %config.xds, admin = %config.admin, "proxy starting");
+    let xds = tokio::spawn(kite_xds::client::run(
+        config.xds.clone(),
+        config.node.clone(),
+        applier,
+    ));
+    let listeners = tokio::spawn(listeners::manage(state, shared));
+    let admin_task = tokio::spawn(admin::serve(admin_listener, admin.clone()));
+    let ready_task = tokio::spawn(admin::serve(ready_listener, admin));
+    shutdown.await;
+    info!("proxy shutting down");
+    for t in [xds, listeners, admin_task, ready_task] {
+        t.abort();
+    }
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! Keeps the bound listeners in step with the config: binds new ones,
+//! closes removed or changed ones (connections already accepted finish on
+//! their own), and runs an HTTP or TCP accept loop per listener.
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+
+use hyper::service::service_fn;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::{
+    config::{HttpManager, Listener, ListenerKind},
+    router::{self, Shared},
+    state::State,
+};
+
+struct Running {
+    config: Arc<Listener>,
+    task: JoinHandle<()>,
+}
+
+/// Runs until the state channel closes.
+pub(crate) async fn manage(mut state: watch::Receiver<Arc<State>>, shared: Arc<Shared>) {
+    let mut running: HashMap<String, Running> = HashMap::new();
+    loop {
+        let current = state.borrow_and_update().clone();
+        running.retain(|name, r| {
+            let keep = current
+                .listeners
+                .get(name)
+                .is_some_and(|l| Arc::ptr_eq(l, &r.config) || same(l, &r.config));
+            if !keep {
+                info!(listener = %name, "closing listener");
+                r.task.abort();
+            }
+            keep
+        });
+        for (name, l) in &current.listeners {
+            if running.contains_key(name) {
+                continue;
+            }
+            match bind(l.addr).await {
+                Ok(listener) => {
+                    info!(listener = %name, addr = %l.addr, "listening");
+                    let task = tokio::spawn(accept_loop(listener, l.clone(), shared.clone()));
+                    running.insert(
+                        name.clone(),
+                        Running {
+                            config: l.clone(),
+                            task,
+                        },
+                    );
+                }
+                Err(e) => {
+                    warn!(listener = %name, addr = %l.addr, error = %e, "cannot bind; will retry on the next update")
+                }
+            }
+        }
+        // Keep the upstream runtimes of removed clusters from piling up.
+        shared
+            .upstreams
+            .retain(|c| current.clusters.contains_key(c));
+        if state.changed().await.is_err() {
+            break;
+        }
+    }
+    for r in running.values() {
+        r.task.abort();
+    }
+}
+
+fn same(a: &Listener, b: &Listener) -> bool {
+    format!("{a:?}") == format!("{b:?}")
+}
+
+async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    // A listener closed a moment ago may still hold the port.
+    let mut last = None;
+    for _ in 0..20 {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                last = Some(e);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("bind failed")))
+}
+
+async fn accept_loop(listener: TcpListener, config: Arc<Listener>, shared: Arc<Shared>) {
+    let mut id = 0u64;
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                debug!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        id += 1;
+        let span = info_span!("conn", listener = %config.name, id, %peer);
+        match &config.kind {
+            ListenerKind::Http(hcm) => {
+                let hcm = Arc::new(hcm.clone());
+                tokio::spawn(serve_http(stream, peer, hcm, shared.clone()).instrument(span));
+            }
+            ListenerKind::Tcp { cluster, .. } => {
+                tokio::spawn(
+                    crate::tcp::proxy(stream, cluster.clone(), shared.clone()).instrument(span),
+                );
+            }
+        }
+    }
+}
+
+async fn serve_http(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    hcm: Arc<HttpManager>,
+    shared: Arc<Shared>,
+) {
+    let svc = service_fn(move |req| {
+        let shared = shared.clone();
+        let hcm = hcm.clone();
+        async move { Ok::<_, std::convert::Infallible>(router::handle(shared, hcm, peer, req).await) }
+    });
+    // HTTP/1.1 (including absolute-form proxy requests) and h2c.
+    if let Err(e) = auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(stream), svc)
+        .await
+    {
+        debug!(error = %e, "connection ended with an error");
+    }
+}

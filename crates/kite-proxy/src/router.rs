@@ -1,0 +1,773 @@
+//! HTTP routing with Envoy's semantics for what the control plane emits:
+//! virtual host by authority, first matching route, faults, weighted
+//! clusters, rewrites, header manipulation, mirrors, timeouts and retries.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header,
+};
+use http_body_util::{BodyExt, Full, Limited, combinators::BoxBody};
+use hyper::body::Incoming;
+use tokio::{sync::watch, time::Instant};
+use tracing::{debug, info};
+
+use crate::{
+    config::{
+        Action, HashOn, HeaderMatch, HeaderOps, HttpManager, PathMatch, Redirect, RetryPolicy,
+        Route, RouteAction, RouteConfig, StrMatch, VirtualHost,
+    },
+    state::State,
+    upstream::{ClusterRuntime, Outcome, Upstreams, hash_key},
+};
+
+pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Requests are buffered so they can be retried and mirrored; beyond this a
+/// request is refused rather than held in memory.
+const MAX_BUFFERED_BODY: usize = 16 << 20;
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+];
+
+/// What every HTTP listener shares.
+pub(crate) struct Shared {
+    pub(crate) state: watch::Receiver<Arc<State>>,
+    pub(crate) upstreams: Arc<Upstreams>,
+}
+
+/// Envoy's response flags, for the access log.
+#[derive(Clone, Copy, Debug)]
+enum Flag {
+    None,
+    NoRoute,
+    NoCluster,
+    NoHealthyUpstream,
+    ConnectFailure,
+    Timeout,
+    Overflow,
+    FaultAbort,
+    Reset,
+}
+
+impl Flag {
+    fn code(self) -> &'static str {
+        match self {
+            Flag::None => "-",
+            Flag::NoRoute => "NR",
+            Flag::NoCluster => "NC",
+            Flag::NoHealthyUpstream => "UH",
+            Flag::ConnectFailure => "UF",
+            Flag::Timeout => "UT",
+            Flag::Overflow => "UO",
+            Flag::FaultAbort => "FI",
+            Flag::Reset => "UR",
+        }
+    }
+}
+
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    hcm: Arc<HttpManager>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "/".into());
+    let authority = authority(&req);
+    let (rsp, flag, cluster) = route_request(&shared, &hcm, peer, req, &authority).await;
+    info!(
+        target: "kite::access",
+        method = %method,
+        authority = %authority,
+        path = %path,
+        status = rsp.status().as_u16(),
+        flags = flag.code(),
+        cluster = cluster.as_deref().unwrap_or("-"),
+        duration_ms = start.elapsed().as_millis() as u64,
+        listener = %hcm.stat_prefix,
+        "request"
+    );
+    rsp
+}
+
+fn authority<B>(req: &Request<B>) -> String {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
+async fn route_request(
+    shared: &Shared,
+    hcm: &HttpManager,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    authority: &str,
+) -> (Response<Body>, Flag, Option<String>) {
+    let state = shared.state.borrow().clone();
+    let Some(rc) = state.routes.get(&hcm.route_config) else {
+        return (local(StatusCode::NOT_FOUND, ""), Flag::NoRoute, None);
+    };
+    let Some(route) = select(rc, authority, &req) else {
+        return (local(StatusCode::NOT_FOUND, ""), Flag::NoRoute, None);
+    };
+    let route = route.clone();
+    let (mut parts, body) = req.into_parts();
+    prepare_headers(&mut parts.headers, hcm, peer);
+    if let Some(fault) = &route.fault {
+        if let Some((delay, ppm)) = fault.delay
+            && chance(ppm)
+        {
+            tokio::time::sleep(delay).await;
+        }
+        if let Some((status, ppm)) = fault.abort
+            && chance(ppm)
+        {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            return (local(status, "fault filter abort"), Flag::FaultAbort, None);
+        }
+    }
+    match &route.action {
+        Action::Direct { status, body } => {
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+            let mut rsp = local(status, body);
+            apply_ops(rsp.headers_mut(), &route.response_headers);
+            (rsp, Flag::None, None)
+        }
+        Action::Redirect(r) => (redirect(r, &parts.uri, authority), Flag::None, None),
+        Action::Route(action) => {
+            let body = match Limited::new(body, MAX_BUFFERED_BODY).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    return (
+                        local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+                        Flag::None,
+                        None,
+                    );
+                }
+            };
+            forward(shared, &state, &route, action, parts, body, authority, peer).await
+        }
+    }
+}
+
+/// First virtual host whose domains admit the authority (exact, then the
+/// longest wildcard suffix, then prefix, then `*`), then its first matching
+/// route.
+fn select<'a, B>(rc: &'a RouteConfig, authority: &str, req: &Request<B>) -> Option<&'a Route> {
+    let vhost = pick_vhost(&rc.vhosts, authority)?;
+    vhost.routes.iter().find(|r| matches(r, req, authority))
+}
+
+fn pick_vhost<'a>(vhosts: &'a [VirtualHost], host: &str) -> Option<&'a VirtualHost> {
+    let mut best: Option<(&VirtualHost, usize, u8)> = None;
+    for vh in vhosts {
+        for d in &vh.domains {
+            let (rank, len) = if d == host {
+                (3, d.len())
+            } else if let Some(suffix) = d.strip_prefix('*').filter(|s| !s.is_empty()) {
+                if host.ends_with(suffix) && host.len() > suffix.len() {
+                    (2, suffix.len())
+                } else {
+                    continue;
+                }
+            } else if let Some(prefix) = d.strip_suffix('*').filter(|p| !p.is_empty()) {
+                if host.starts_with(prefix) && host.len() > prefix.len() {
+                    (1, prefix.len())
+                } else {
+                    continue;
+                }
+            } else if d == "*" {
+                (0, 0)
+            } else {
+                continue;
+            };
+            if best.is_none_or(|(_, l, r)| (rank, len) > (r, l)) {
+                best = Some((vh, len, rank));
+            }
+        }
+    }
+    best.map(|(vh, _, _)| vh)
+}
+
+fn matches<B>(route: &Route, req: &Request<B>, authority: &str) -> bool {
+    let m = &route.matcher;
+    let path = req.uri().path();
+    let ok = match &m.path {
+        PathMatch::Prefix(p) if m.case_sensitive => path.starts_with(p.as_str()),
+        PathMatch::Prefix(p) => path
+            .to_ascii_lowercase()
+            .starts_with(&p.to_ascii_lowercase()),
+        PathMatch::Exact(p) if m.case_sensitive => path == p,
+        PathMatch::Exact(p) => path.eq_ignore_ascii_case(p),
+        PathMatch::Regex(r) => r.is_match(path),
+    };
+    if !ok {
+        return false;
+    }
+    if !m.headers.iter().all(|h| header_matches(h, req, authority)) {
+        return false;
+    }
+    let query: Vec<(String, String)> = req
+        .uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    m.query.iter().all(|(name, matcher)| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .is_some_and(|(_, v)| matcher.as_ref().is_none_or(|sm| str_matches(sm, v)))
+    })
+}
+
+fn header_matches<B>(h: &HeaderMatch, req: &Request<B>, authority: &str) -> bool {
+    let value: Option<String> = match h.name.as_str() {
+        ":method" => Some(req.method().as_str().to_owned()),
+        ":authority" => Some(authority.to_owned()),
+        ":path" => req.uri().path_and_query().map(|p| p.to_string()),
+        ":scheme" => Some(req.uri().scheme_str().unwrap_or("http").to_owned()),
+        name => {
+            let values: Vec<&str> = req
+                .headers()
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            (!values.is_empty()).then(|| values.join(","))
+        }
+    };
+    let hit = match (&value, &h.matcher) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(v), Some(sm)) => str_matches(sm, v),
+    };
+    hit != h.invert
+}
+
+fn str_matches(m: &StrMatch, v: &str) -> bool {
+    match m {
+        StrMatch::Exact(s) => v == s,
+        StrMatch::Prefix(s) => v.starts_with(s.as_str()),
+        StrMatch::Suffix(s) => v.ends_with(s.as_str()),
+        StrMatch::Contains(s) => v.contains(s.as_str()),
+        StrMatch::Regex(r) => r.is_match(v),
+    }
+}
+
+/// Headers Envoy's connection manager sets on every request.
+fn prepare_headers(headers: &mut HeaderMap, hcm: &HttpManager, peer: SocketAddr) {
+    strip_hop_by_hop(headers);
+    if !headers.contains_key("x-request-id")
+        && let Ok(v) = HeaderValue::from_str(&uuid_v4())
+    {
+        headers.insert(HeaderName::from_static("x-request-id"), v);
+    }
+    if hcm.use_remote_address {
+        let ip = peer.ip().to_string();
+        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(existing) => format!("{existing}, {ip}"),
+            None => ip,
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+        }
+    }
+    headers
+        .entry(HeaderName::from_static("x-forwarded-proto"))
+        .or_insert(HeaderValue::from_static("http"));
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect();
+    for h in HOP_BY_HOP.iter().map(|s| s.to_string()).chain(named) {
+        headers.remove(h.as_str());
+    }
+}
+
+fn uuid_v4() -> String {
+    let mut b = fastrand::u128(..).to_be_bytes();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+fn chance(ppm: u32) -> bool {
+    ppm >= 1_000_000 || fastrand::u32(..1_000_000) < ppm
+}
+
+fn apply_ops(headers: &mut HeaderMap, ops: &HeaderOps) {
+    for name in &ops.remove {
+        headers.remove(name);
+    }
+    for (name, value, overwrite) in &ops.add {
+        if *overwrite {
+            headers.insert(name.clone(), value.clone());
+        } else {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+}
+
+fn redirect(r: &Redirect, uri: &Uri, authority: &str) -> Response<Body> {
+    let scheme = if r.scheme.is_empty() {
+        uri.scheme_str().unwrap_or("http")
+    } else {
+        &r.scheme
+    };
+    let mut host = if r.host.is_empty() {
+        authority.to_owned()
+    } else {
+        r.host.clone()
+    };
+    if r.port != 0 {
+        let bare = host
+            .rsplit_once(':')
+            .map_or(host.as_str(), |(h, _)| h)
+            .to_owned();
+        host = format!("{bare}:{}", r.port);
+    }
+    let path = if r.path.is_empty() {
+        uri.path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "/".into())
+    } else {
+        r.path.clone()
+    };
+    let mut rsp = local(
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::MOVED_PERMANENTLY),
+        "",
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("{scheme}://{host}{path}")) {
+        rsp.headers_mut().insert(header::LOCATION, v);
+    }
+    rsp
+}
+
+pub(crate) fn local(status: StatusCode, body: &str) -> Response<Body> {
+    let mut rsp = Response::new(full(Bytes::from(body.to_owned())));
+    *rsp.status_mut() = status;
+    if !body.is_empty() {
+        rsp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    rsp
+}
+
+fn full(b: Bytes) -> Body {
+    Full::new(b).map_err(|never| match never {}).boxed()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    shared: &Shared,
+    state: &State,
+    route: &Route,
+    action: &RouteAction,
+    parts: http::request::Parts,
+    body: Bytes,
+    authority: &str,
+    peer: SocketAddr,
+) -> (Response<Body>, Flag, Option<String>) {
+    let Some(target) = pick_weighted(action) else {
+        return (
+            local(StatusCode::SERVICE_UNAVAILABLE, ""),
+            Flag::NoCluster,
+            None,
+        );
+    };
+    let cluster_name = target.name.clone();
+    let Some(cluster) = state.clusters.get(&cluster_name) else {
+        return (
+            local(StatusCode::SERVICE_UNAVAILABLE, ""),
+            Flag::NoCluster,
+            Some(cluster_name),
+        );
+    };
+    let rt = shared.upstreams.get(cluster);
+    let endpoints = state.cluster_endpoints(cluster);
+    let mut headers = parts.headers.clone();
+    apply_ops(&mut headers, &route.request_headers);
+    apply_ops(&mut headers, &target.request_headers);
+    let host = action
+        .host_rewrite
+        .clone()
+        .unwrap_or_else(|| authority.to_owned());
+    if let Ok(v) = HeaderValue::from_str(&host) {
+        headers.insert(header::HOST, v);
+    }
+    let path = rewrite_path(route, action, &parts.uri);
+    let hash = hash_of(action, &parts.headers, peer);
+    for (mirror, ppm) in &action.mirrors {
+        if chance(*ppm) {
+            mirror_request(
+                shared,
+                state,
+                mirror,
+                &parts.method,
+                &path,
+                &headers,
+                &host,
+                body.clone(),
+            );
+        }
+    }
+    let attempt_all = attempts(
+        &rt,
+        &endpoints,
+        action.retry.as_ref(),
+        &parts.method,
+        &path,
+        &headers,
+        &body,
+        hash,
+    );
+    let result = match action.timeout {
+        Some(t) => match tokio::time::timeout(t, attempt_all).await {
+            Ok(r) => r,
+            Err(_) => {
+                rt.stats.upstream_rq_timeout.fetch_add(1, Ordering::Relaxed);
+                Err((
+                    local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
+                    Flag::Timeout,
+                ))
+            }
+        },
+        None => attempt_all.await,
+    };
+    match result {
+        Ok(rsp) => {
+            let (mut p, b) = rsp.into_parts();
+            strip_hop_by_hop(&mut p.headers);
+            apply_ops(&mut p.headers, &target.response_headers);
+            apply_ops(&mut p.headers, &route.response_headers);
+            (
+                Response::from_parts(p, b.boxed()),
+                Flag::None,
+                Some(cluster_name),
+            )
+        }
+        Err((rsp, flag)) => (rsp, flag, Some(cluster_name)),
+    }
+}
+
+fn pick_weighted(action: &RouteAction) -> Option<&crate::config::WeightedCluster> {
+    let total: u64 = action.clusters.iter().map(|c| u64::from(c.weight)).sum();
+    if total == 0 {
+        return action.clusters.first();
+    }
+    let mut pick = fastrand::u64(..total);
+    for c in &action.clusters {
+        if pick < u64::from(c.weight) {
+            return Some(c);
+        }
+        pick -= u64::from(c.weight);
+    }
+    action.clusters.last()
+}
+
+/// Envoy's rewrites: `prefix_rewrite` replaces what a prefix route matched
+/// (or the whole path of an exact or regex route); a regex rewrite
+/// substitutes every match in the path.
+fn rewrite_path(route: &Route, action: &RouteAction, uri: &Uri) -> String {
+    let path = uri.path();
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    if let Some((re, sub)) = &action.regex_rewrite {
+        return format!("{}{query}", re.replace_all(path, sub.as_str()));
+    }
+    let Some(new) = &action.prefix_rewrite else {
+        return format!("{path}{query}");
+    };
+    let rewritten = match &route.matcher.path {
+        PathMatch::Prefix(p) if path.len() >= p.len() => format!("{new}{}", &path[p.len()..]),
+        _ => new.clone(),
+    };
+    format!("{rewritten}{query}")
+}
+
+fn hash_of(action: &RouteAction, headers: &HeaderMap, peer: SocketAddr) -> Option<u64> {
+    action.hash.iter().find_map(|h| match h {
+        HashOn::Header(name) => headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(hash_key),
+        HashOn::Cookie(name) => headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| hash_key(v)),
+        HashOn::SourceIp => Some(hash_key(&peer.ip().to_string())),
+        HashOn::Query(_) => None,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn mirror_request(
+    shared: &Shared,
+    state: &State,
+    cluster: &str,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    host: &str,
+    body: Bytes,
+) {
+    let Some(cluster) = state.clusters.get(cluster) else {
+        return;
+    };
+    let rt = shared.upstreams.get(cluster);
+    let endpoints = state.cluster_endpoints(cluster);
+    let Some(addr) = rt.pick(&endpoints, &[], None) else {
+        return;
+    };
+    let mut headers = headers.clone();
+    let shadow = match host.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => format!("{h}-shadow:{p}"),
+        _ => format!("{host}-shadow"),
+    };
+    if let Ok(v) = HeaderValue::from_str(&shadow) {
+        headers.insert(header::HOST, v);
+    }
+    let Ok(req) = build(method, addr, path, &headers, body) else {
+        return;
+    };
+    // Fire and forget: the primary response never waits on the copy.
+    tokio::spawn(async move {
+        let _guard = rt.start(addr);
+        if let Ok(rsp) = rt.client.request(req).await {
+            let _ = rsp.into_body().collect().await;
+        }
+    });
+}
+
+fn build(
+    method: &Method,
+    addr: SocketAddr,
+    path: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, http::Error> {
+    let uri: Uri = format!("http://{addr}{path}").parse()?;
+    let mut req = Request::builder()
+        .method(method.clone())
+        .uri(uri)
+        .body(Full::new(body))?;
+    *req.headers_mut() = headers.clone();
+    Ok(req)
+}
+
+/// Tries the request, retrying per the route's policy on other hosts where
+/// possible, each try bounded by the per-try timeout.
+#[allow(clippy::too_many_arguments)]
+async fn attempts(
+    rt: &Arc<ClusterRuntime>,
+    endpoints: &[crate::config::Endpoint],
+    policy: Option<&RetryPolicy>,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+    hash: Option<u64>,
+) -> Result<Response<Incoming>, (Response<Body>, Flag)> {
+    let retries = policy.map_or(0, |p| p.num_retries);
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut last: Option<(Response<Body>, Flag)> = None;
+    for attempt in 0..=retries {
+        if attempt > 0 {
+            // Envoy's retry budget: at most max_retries retries in flight.
+            if rt.active_retries.load(Ordering::Relaxed) >= rt.config.limits.max_retries {
+                rt.stats
+                    .upstream_rq_retry_overflow
+                    .fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            rt.stats.upstream_rq_retry.fetch_add(1, Ordering::Relaxed);
+            // Fully jittered exponential back-off from 25 ms, capped at 250 ms.
+            let cap = (25u64 << (attempt - 1).min(4)).min(250);
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(..=cap))).await;
+        }
+        let exclude: &[SocketAddr] = if policy.is_some_and(|p| p.other_hosts) {
+            &tried
+        } else {
+            &[]
+        };
+        let Some(addr) = rt.pick(endpoints, exclude, hash) else {
+            return Err((
+                local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
+                Flag::NoHealthyUpstream,
+            ));
+        };
+        tried.push(addr);
+        if rt.active.load(Ordering::Relaxed)
+            >= rt.config.limits.max_requests.min(
+                rt.config
+                    .limits
+                    .max_connections
+                    .saturating_add(rt.config.limits.max_pending),
+            )
+        {
+            rt.stats
+                .upstream_rq_pending_overflow
+                .fetch_add(1, Ordering::Relaxed);
+            return Err((
+                local(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+                ),
+                Flag::Overflow,
+            ));
+        }
+        let req = match build(method, addr, path, headers, body.clone()) {
+            Ok(r) => r,
+            Err(_) => return Err((local(StatusCode::BAD_REQUEST, "bad request"), Flag::None)),
+        };
+        rt.stats.upstream_rq_total.fetch_add(1, Ordering::Relaxed);
+        rt.active.fetch_add(1, Ordering::Relaxed);
+        let retrying = attempt > 0;
+        if retrying {
+            rt.active_retries.fetch_add(1, Ordering::Relaxed);
+        }
+        let guard = rt.start(addr);
+        let send = rt.client.request(req);
+        let result = match policy.and_then(|p| p.per_try_timeout) {
+            Some(t) => tokio::time::timeout(t, send).await.map_err(|_| ()),
+            None => Ok(send.await),
+        };
+        drop(guard);
+        rt.active.fetch_sub(1, Ordering::Relaxed);
+        if retrying {
+            rt.active_retries.fetch_sub(1, Ordering::Relaxed);
+        }
+        let (outcome, retry_ok) = match &result {
+            Ok(Ok(rsp)) => {
+                let code = rsp.status().as_u16();
+                (
+                    Outcome::Status(code),
+                    policy.is_some_and(|p| status_retriable(p, code, rsp.headers())),
+                )
+            }
+            Ok(Err(e)) if e.is_connect() => (
+                Outcome::ConnectFailure,
+                policy.is_some_and(|p| {
+                    p.on_connect_failure || p.on_5xx || p.on_gateway_error || p.on_reset
+                }),
+            ),
+            Ok(Err(_)) => (
+                Outcome::Reset,
+                policy.is_some_and(|p| p.on_reset || p.on_5xx || p.on_refused_stream),
+            ),
+            Err(()) => (
+                Outcome::Timeout,
+                policy.is_some_and(|p| p.on_5xx || p.on_gateway_error || p.on_reset),
+            ),
+        };
+        rt.record(addr, outcome, endpoints.len());
+        match result {
+            Ok(Ok(rsp)) if !retry_ok || attempt == retries => return Ok(rsp),
+            Ok(Ok(rsp)) => {
+                debug!(status = rsp.status().as_u16(), %addr, "retrying");
+                let _ = rsp.into_body().collect().await;
+                last = None;
+            }
+            Ok(Err(e)) => {
+                debug!(error = %e, %addr, "upstream attempt failed");
+                last = Some(if e.is_connect() {
+                    (
+                        local(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+                        ),
+                        Flag::ConnectFailure,
+                    )
+                } else {
+                    (
+                        local(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+                        ),
+                        Flag::Reset,
+                    )
+                });
+                if !retry_ok {
+                    break;
+                }
+            }
+            Err(()) => {
+                last = Some((
+                    local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
+                    Flag::Timeout,
+                ));
+                if !retry_ok {
+                    break;
+                }
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        (
+            local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
+            Flag::NoHealthyUpstream,
+        )
+    }))
+}
+
+fn status_retriable(p: &RetryPolicy, code: u16, headers: &HeaderMap) -> bool {
+    (p.on_5xx && code >= 500)
+        || (p.on_gateway_error && matches!(code, 502..=504))
+        || (p.on_retriable_4xx && code == 409)
+        || (p.on_status_codes && p.status_codes.contains(&code))
+        || headers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u32>().ok())
+            .is_some_and(|g| p.grpc.contains(&g))
+}

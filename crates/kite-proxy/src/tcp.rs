@@ -1,0 +1,40 @@
+//! L4 proxying: accept, pick an endpoint, copy bytes both ways.
+
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use crate::router::Shared;
+
+pub(crate) async fn proxy(mut downstream: TcpStream, cluster: String, shared: Arc<Shared>) {
+    let state = shared.state.borrow().clone();
+    let Some(c) = state.clusters.get(&cluster) else {
+        debug!(%cluster, "no such cluster; closing");
+        return;
+    };
+    let rt = shared.upstreams.get(c);
+    let endpoints = state.cluster_endpoints(c);
+    let Some(addr) = rt.pick(&endpoints, &[], None) else {
+        debug!(%cluster, "no endpoint; closing");
+        return;
+    };
+    let _guard = rt.start(addr);
+    let upstream = tokio::time::timeout(c.connect_timeout, TcpStream::connect(addr)).await;
+    let mut upstream = match upstream {
+        Ok(Ok(s)) => s,
+        _ => {
+            rt.record(
+                addr,
+                crate::upstream::Outcome::ConnectFailure,
+                endpoints.len(),
+            );
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    match tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
+        Ok((up, down)) => debug!(sent = up, received = down, "tcp connection closed"),
+        Err(e) => debug!(error = %e, "tcp connection failed"),
+    }
+}

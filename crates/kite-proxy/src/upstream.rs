@@ -1,0 +1,323 @@
+//! Per-cluster runtime: connection pools, load balancing, circuit breakers
+//! and outlier detection. A runtime outlives config pushes as long as its
+//! cluster's definition is unchanged, so its pools and counters carry over.
+
+use std::{
+    collections::HashMap,
+    hash::{DefaultHasher, Hash, Hasher},
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    },
+};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use crate::config::{Cluster, Endpoint, Lb};
+
+pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+#[derive(Default)]
+pub(crate) struct Upstreams {
+    runtimes: Mutex<HashMap<String, Arc<ClusterRuntime>>>,
+}
+
+pub(crate) struct ClusterRuntime {
+    pub(crate) config: Arc<Cluster>,
+    pub(crate) client: HttpClient,
+    endpoint_state: Mutex<HashMap<SocketAddr, Arc<EndpointState>>>,
+    rr: AtomicUsize,
+    /// Requests in flight, for `max_requests` / `max_connections`.
+    pub(crate) active: AtomicU32,
+    /// Retries in flight, for `max_retries`.
+    pub(crate) active_retries: AtomicU32,
+    pub(crate) stats: ClusterStats,
+}
+
+#[derive(Default)]
+pub(crate) struct EndpointState {
+    active: AtomicU32,
+    outlier: Mutex<OutlierState>,
+    pub(crate) requests: AtomicU64,
+}
+
+#[derive(Default)]
+struct OutlierState {
+    consecutive_5xx: u32,
+    consecutive_gateway: u32,
+    ejected_until: Option<Instant>,
+    ejections: u32,
+}
+
+/// Envoy's counter names, rendered by the admin `/stats` endpoint.
+#[derive(Default)]
+pub(crate) struct ClusterStats {
+    pub(crate) upstream_rq_total: AtomicU64,
+    pub(crate) upstream_rq_2xx: AtomicU64,
+    pub(crate) upstream_rq_3xx: AtomicU64,
+    pub(crate) upstream_rq_4xx: AtomicU64,
+    pub(crate) upstream_rq_5xx: AtomicU64,
+    pub(crate) upstream_rq_timeout: AtomicU64,
+    pub(crate) upstream_rq_per_try_timeout: AtomicU64,
+    pub(crate) upstream_rq_retry: AtomicU64,
+    pub(crate) upstream_rq_retry_overflow: AtomicU64,
+    pub(crate) upstream_rq_pending_overflow: AtomicU64,
+    pub(crate) upstream_cx_connect_fail: AtomicU64,
+    pub(crate) outlier_detection_ejections_enforced_total: AtomicU64,
+}
+
+/// What became of one attempt, for outlier detection.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Outcome {
+    Status(u16),
+    ConnectFailure,
+    Reset,
+    Timeout,
+}
+
+// === impl Upstreams ===
+
+impl Upstreams {
+    /// The runtime for `cluster`, replaced when its definition changed.
+    pub(crate) fn get(&self, cluster: &Arc<Cluster>) -> Arc<ClusterRuntime> {
+        let mut runtimes = self.runtimes.lock();
+        if let Some(rt) = runtimes.get(&cluster.name)
+            && (rt.config == *cluster || *rt.config == **cluster)
+        {
+            return rt.clone();
+        }
+        let rt = Arc::new(ClusterRuntime::new(cluster.clone()));
+        runtimes.insert(cluster.name.clone(), rt.clone());
+        rt
+    }
+
+    pub(crate) fn all(&self) -> Vec<Arc<ClusterRuntime>> {
+        let mut v: Vec<_> = self.runtimes.lock().values().cloned().collect();
+        v.sort_by(|a, b| a.config.name.cmp(&b.config.name));
+        v
+    }
+
+    /// Forgets runtimes of clusters no longer configured.
+    pub(crate) fn retain(&self, live: impl Fn(&str) -> bool) {
+        self.runtimes.lock().retain(|name, _| live(name));
+    }
+}
+
+// === impl ClusterRuntime ===
+
+impl ClusterRuntime {
+    fn new(config: Arc<Cluster>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .set_host(false)
+            .build(connector);
+        Self {
+            config,
+            client,
+            endpoint_state: Mutex::default(),
+            rr: AtomicUsize::new(0),
+            active: AtomicU32::new(0),
+            active_retries: AtomicU32::new(0),
+            stats: ClusterStats::default(),
+        }
+    }
+
+    pub(crate) fn endpoint(&self, addr: SocketAddr) -> Arc<EndpointState> {
+        self.endpoint_state.lock().entry(addr).or_default().clone()
+    }
+
+    /// Picks an endpoint, avoiding `exclude` (hosts already tried) and
+    /// ejected hosts where others remain.
+    pub(crate) fn pick(
+        &self,
+        endpoints: &[Endpoint],
+        exclude: &[SocketAddr],
+        hash: Option<u64>,
+    ) -> Option<SocketAddr> {
+        let now = Instant::now();
+        let healthy: Vec<&Endpoint> = endpoints
+            .iter()
+            .filter(|e| {
+                self.endpoint(e.addr)
+                    .outlier
+                    .lock()
+                    .ejected_until
+                    .is_none_or(|t| t <= now)
+            })
+            .collect();
+        // With every host ejected, Envoy balances across all of them.
+        let pool: Vec<&Endpoint> = if healthy.is_empty() {
+            endpoints.iter().collect()
+        } else {
+            healthy
+        };
+        let fresh: Vec<&Endpoint> = pool
+            .iter()
+            .copied()
+            .filter(|e| !exclude.contains(&e.addr))
+            .collect();
+        let candidates = if fresh.is_empty() { pool } else { fresh };
+        if candidates.is_empty() {
+            return None;
+        }
+        if let Some(h) = hash {
+            // Rendezvous hashing: stable per key, and only keys of a removed
+            // host move.
+            return candidates
+                .iter()
+                .max_by_key(|e| {
+                    let mut s = DefaultHasher::new();
+                    (h, e.addr).hash(&mut s);
+                    s.finish()
+                })
+                .map(|e| e.addr);
+        }
+        let chosen = match self.config.lb {
+            Lb::RoundRobin => {
+                candidates[self.rr.fetch_add(1, Ordering::Relaxed) % candidates.len()]
+            }
+            Lb::Random | Lb::Hash => candidates[weighted_index(&candidates)],
+            Lb::LeastRequest => {
+                // Power of two choices, Envoy's default for LEAST_REQUEST.
+                let a = candidates[weighted_index(&candidates)];
+                let b = candidates[weighted_index(&candidates)];
+                let load = |e: &Endpoint| self.endpoint(e.addr).active.load(Ordering::Relaxed);
+                if load(b) < load(a) { b } else { a }
+            }
+        };
+        Some(chosen.addr)
+    }
+
+    /// Marks a request in flight on `addr` until the guard drops.
+    pub(crate) fn start(&self, addr: SocketAddr) -> ActiveGuard {
+        let ep = self.endpoint(addr);
+        ep.active.fetch_add(1, Ordering::Relaxed);
+        ep.requests.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard { ep }
+    }
+
+    /// Records an attempt's outcome: counters and outlier detection.
+    pub(crate) fn record(&self, addr: SocketAddr, outcome: Outcome, endpoint_count: usize) {
+        let s = &self.stats;
+        match outcome {
+            Outcome::Status(code) => {
+                let counter = match code {
+                    200..=299 => &s.upstream_rq_2xx,
+                    300..=399 => &s.upstream_rq_3xx,
+                    400..=499 => &s.upstream_rq_4xx,
+                    _ => &s.upstream_rq_5xx,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::ConnectFailure => {
+                s.upstream_cx_connect_fail.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Timeout => {
+                s.upstream_rq_per_try_timeout
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Reset => {}
+        }
+        let Some(od) = self.config.outlier else {
+            return;
+        };
+        let ep = self.endpoint(addr);
+        let mut o = ep.outlier.lock();
+        // Locally originated failures count as 503s, as Envoy does unless
+        // split_external_local_origin_errors is set.
+        let (is_5xx, is_gateway) = match outcome {
+            Outcome::Status(c) => (c >= 500, matches!(c, 502..=504)),
+            _ => (true, true),
+        };
+        o.consecutive_5xx = if is_5xx { o.consecutive_5xx + 1 } else { 0 };
+        o.consecutive_gateway = if is_gateway {
+            o.consecutive_gateway + 1
+        } else {
+            0
+        };
+        let tripped = od
+            .consecutive_5xx
+            .is_some_and(|n| n > 0 && o.consecutive_5xx >= n)
+            || od
+                .consecutive_gateway
+                .is_some_and(|n| n > 0 && o.consecutive_gateway >= n);
+        if !tripped || o.ejected_until.is_some_and(|t| t > Instant::now()) {
+            return;
+        }
+        drop(o);
+        let now = Instant::now();
+        let ejected = self
+            .endpoint_state
+            .lock()
+            .values()
+            .filter(|e| e.outlier.lock().ejected_until.is_some_and(|t| t > now))
+            .count();
+        let max = (endpoint_count * od.max_ejection_percent as usize)
+            .div_ceil(100)
+            .max(1);
+        if ejected >= max {
+            return;
+        }
+        let mut o = ep.outlier.lock();
+        o.ejections += 1;
+        o.ejected_until = Some(now + od.base_ejection * o.ejections);
+        o.consecutive_5xx = 0;
+        o.consecutive_gateway = 0;
+        s.outlier_detection_ejections_enforced_total
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(cluster = %self.config.name, endpoint = %addr, until = ?o.ejected_until, "outlier ejected");
+    }
+
+    pub(crate) fn is_ejected(&self, addr: SocketAddr) -> bool {
+        self.endpoint(addr)
+            .outlier
+            .lock()
+            .ejected_until
+            .is_some_and(|t| t > Instant::now())
+    }
+
+    pub(crate) fn endpoint_requests(&self, addr: SocketAddr) -> u64 {
+        self.endpoint(addr).requests.load(Ordering::Relaxed)
+    }
+}
+
+pub(crate) struct ActiveGuard {
+    ep: Arc<EndpointState>,
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.ep.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn weighted_index(candidates: &[&Endpoint]) -> usize {
+    let total: u64 = candidates.iter().map(|e| u64::from(e.weight.max(1))).sum();
+    let mut pick = fastrand::u64(..total.max(1));
+    for (i, e) in candidates.iter().enumerate() {
+        let w = u64::from(e.weight.max(1));
+        if pick < w {
+            return i;
+        }
+        pick -= w;
+    }
+    candidates.len() - 1
+}
+
+/// A stable hash of a request's hash key (header value, cookie, address).
+pub(crate) fn hash_key(key: &str) -> u64 {
+    let mut s = DefaultHasher::new();
+    key.hash(&mut s);
+    s.finish()
+}

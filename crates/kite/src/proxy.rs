@@ -1,0 +1,85 @@
+//! `kite proxy`: Kite's sidecar (or, with `--gateway`, ingress gateway).
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    process::ExitCode,
+};
+
+use anyhow::Context as _;
+use kite_control::{bootstrap::Bootstrap, proxy::ProxyKind};
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// The workload's (pod's) address; listeners bind here
+    #[arg(long, default_value = "127.0.0.1")]
+    pub(crate) ip: IpAddr,
+    /// The pod name (part of the node id)
+    #[arg(long)]
+    pub(crate) pod: String,
+    #[arg(long, default_value = "default")]
+    pub(crate) namespace: String,
+    /// Workload labels, `k=v,k=v`
+    #[arg(long, value_parser = parse_labels, default_value = "")]
+    pub(crate) labels: BTreeMap<String, String>,
+    #[arg(long, default_value = "default")]
+    pub(crate) service_account: String,
+    /// Where the app listens (local mode); inbound traffic is forwarded there
+    #[arg(long)]
+    pub(crate) app_ip: Option<IpAddr>,
+    /// The control plane's xDS address
+    #[arg(long, env = "KITE_XDS_ADDR", default_value = "127.0.0.1:15010")]
+    pub(crate) xds: SocketAddr,
+    /// Run as a gateway (Istio's `router` node type) instead of a sidecar
+    #[arg(long)]
+    pub(crate) gateway: bool,
+    #[arg(long, default_value_t = 15000)]
+    pub(crate) admin_port: u16,
+    #[arg(long, default_value_t = 15021)]
+    pub(crate) ready_port: u16,
+}
+
+pub(crate) fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
+    s.split(',')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .ok_or_else(|| format!("label {kv:?} is not key=value"))
+        })
+        .collect()
+}
+
+impl Args {
+    pub(crate) fn bootstrap(&self) -> Bootstrap {
+        Bootstrap {
+            kind: if self.gateway {
+                ProxyKind::Router
+            } else {
+                ProxyKind::Sidecar
+            },
+            ip: self.ip,
+            pod: self.pod.clone(),
+            namespace: self.namespace.clone(),
+            labels: self.labels.clone(),
+            service_account: self.service_account.clone(),
+            app_ip: self.app_ip,
+            xds: self.xds,
+            admin: SocketAddr::new(self.ip, self.admin_port),
+        }
+    }
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let boot = args.bootstrap();
+    let config = kite_proxy::Config {
+        node: boot.node(),
+        xds: format!("http://{}", args.xds),
+        admin: SocketAddr::new(args.ip, args.admin_port),
+        ready: SocketAddr::new(args.ip, args.ready_port),
+    };
+    kite_proxy::run(config, crate::shutdown_signal())
+        .await
+        .context("kite proxy")?;
+    Ok(ExitCode::SUCCESS)
+}
