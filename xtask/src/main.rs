@@ -77,7 +77,7 @@ fn install_envoy() -> Result<(), String> {
 }
 
 fn demo(rest: &[String]) -> Result<(), String> {
-    let mut args = vec!["run", "--release", "--locked", "-p", "kite", "--", "up"];
+    let mut args = vec!["run", "--locked", "-p", "kite", "--", "up"];
     args.extend(rest.iter().map(String::as_str));
     cargo(&args)
 }

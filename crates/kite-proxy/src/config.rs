@@ -885,6 +885,7 @@ pub fn endpoints(la: &ClusterLoadAssignment, resource: &str) -> Result<Vec<Endpo
         let locality = group
             .locality
             .as_ref()
+            .filter(|l| !(l.region.is_empty() && l.zone.is_empty() && l.sub_zone.is_empty()))
             .map(|l| format!("{}/{}/{}", l.region, l.zone, l.sub_zone))
             .unwrap_or_default();
         for e in &group.lb_endpoints {

@@ -211,7 +211,7 @@ pub(crate) async fn proxy_status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             }
         };
         println!(
-            "{:<70} {:<28} {:<28} {:<28} {:<28}",
+            "{:<width$} {:<26} {:<26} {:<26} {:<26}",
             proxy["node"].as_str().unwrap_or_default(),
             state("CDS"),
             state("EDS"),
@@ -255,7 +255,7 @@ fn print_diagnostics(reply: &Value, sources: &std::collections::HashMap<String, 
 }
 
 /// One JSON request to the control plane's API.
-async fn request(
+pub(crate) async fn request(
     base: &str,
     method: &str,
     path: &str,

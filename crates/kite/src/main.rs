@@ -76,9 +76,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Bookinfo(args) => runtime()?
             .block_on(bookinfo(args))
             .map(|()| ExitCode::SUCCESS),
-        Command::Up(args) => runtime()?
-            .block_on(up::run(args))
-            .map(|()| ExitCode::SUCCESS),
+        Command::Up(args) => runtime()?.block_on(up::run(args)),
         Command::Control(args) => runtime()?.block_on(ctl::control(args)),
         Command::Apply(args) => runtime()?.block_on(ctl::apply(args, false)),
         Command::Delete(args) => runtime()?.block_on(ctl::apply(args, true)),

@@ -1,116 +1,239 @@
-//! `kite up`: BookInfo on this machine. Each workload runs as a process on a
-//! loopback address of its own, like a pod IP, so all of them use port 9080.
+//! `kite up`: a mesh on this machine. The control plane, then for each
+//! Deployment replica a sidecar and its app, each pod on a loopback address
+//! of its own (the sidecar owns the pod IP, the app listens on a second
+//! address as a pod's app listens on localhost), then the ingress gateway.
+//! With no manifests it runs Istio's BookInfo.
 
 use std::{
+    collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    path::PathBuf,
-    process::Stdio,
+    path::{Path, PathBuf},
+    process::{ExitCode, Stdio},
     time::Duration,
 };
 
 use anyhow::{Context as _, bail};
 use kite_bookinfo::Client;
+use kite_config::{Object, Spec, k8s::Container, load_paths, load_str};
+use kite_control::{bootstrap::Bootstrap, proxy::ProxyKind};
 use tokio::process::{Child, Command};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
+    /// Manifests to run (files or directories); default: Istio's BookInfo
+    /// (bookinfo.yaml, bookinfo-gateway.yaml, destination-rule-all.yaml)
+    manifests: Vec<PathBuf>,
     /// Directory for logs and state
     #[arg(long, default_value_os_t = crate::default_state_dir())]
     state_dir: PathBuf,
-    /// The reviews version productpage talks to (v1: no stars, v2: black, v3: red)
-    #[arg(long, default_value = "v2", value_parser = ["v1", "v2", "v3"])]
-    reviews_version: String,
+    /// The proxy beside each workload and at the gateway
+    #[arg(long, default_value = "kite", value_parser = ["kite", "envoy"])]
+    sidecar: String,
+    /// Address of the ingress gateway (it listens on the ports its Gateway servers name)
+    #[arg(long, default_value = "127.0.0.1")]
+    gateway_ip: Ipv4Addr,
+    /// Address of the control plane (xDS on 15010, API on 15014)
+    #[arg(long, default_value = "127.0.0.1")]
+    control_ip: Ipv4Addr,
+    /// Pods get addresses in 127.<N>.0.0/16, their apps in 127.<N+1>.0.0/16
+    #[arg(long, default_value_t = 10)]
+    pod_net: u8,
 }
 
-struct Workload {
+const BOOKINFO: [(&str, &str); 3] = [
+    (
+        "bookinfo.yaml",
+        include_str!("../assets/bookinfo/bookinfo.yaml"),
+    ),
+    (
+        "bookinfo-gateway.yaml",
+        include_str!("../assets/bookinfo/bookinfo-gateway.yaml"),
+    ),
+    (
+        "destination-rule-all.yaml",
+        include_str!("../assets/bookinfo/destination-rule-all.yaml"),
+    ),
+];
+
+/// Annotation naming the local command that stands in for a container
+/// image Kite has no built-in app for; `$PORT` and `$HOST` are set.
+const COMMAND_ANNOTATION: &str = "kite.io/command";
+
+struct Pod {
     name: String,
-    service: &'static str,
-    version: String,
+    namespace: String,
     ip: Ipv4Addr,
-    env: Vec<(&'static str, String)>,
+    app_ip: Ipv4Addr,
+    port: u16,
 }
 
-struct Running {
-    workload: Workload,
+struct Proc {
+    name: String,
     child: Child,
     log: PathBuf,
 }
 
-const PORT: u16 = 9080;
-
-pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let logs = args.state_dir.join("logs");
     std::fs::create_dir_all(&logs)
         .with_context(|| format!("creating the log directory {}", logs.display()))?;
+    let objects = manifests(&args.manifests)?;
     let exe = std::env::current_exe().context("locating the kite binary")?;
-    let mut running = Vec::new();
-    let result = async {
-        for workload in workloads(&args.reviews_version) {
-            let started = start(&exe, &logs, workload)?;
-            let addr = SocketAddr::new(IpAddr::V4(started.workload.ip), PORT);
-            running.push(started);
-            let Some(last) = running.last_mut() else {
-                unreachable!()
-            };
-            wait_ready(last, addr).await?;
-        }
-        print_table(&running);
-        wait_for_stop(&mut running).await
+    let mut procs: Vec<Proc> = Vec::new();
+    let result = bring_up(&args, &objects, &exe, &logs, &mut procs).await;
+    let outcome = match result {
+        Ok(()) => wait_for_stop(&mut procs).await,
+        Err(e) => Err(e),
+    };
+    // Apps first, then their sidecars and the gateway, the control plane
+    // last, so every proxy can finish what it carries.
+    for p in procs.iter_mut().rev() {
+        terminate(p).await;
     }
-    .await;
-    for r in &mut running {
-        let _ = r.child.start_kill();
-    }
-    for r in &mut running {
-        let _ = r.child.wait().await;
-    }
-    eprintln!("stopped {} workloads", running.len());
-    result
+    eprintln!("stopped {} processes", procs.len());
+    outcome.map(|()| ExitCode::SUCCESS)
 }
 
-fn workloads(reviews_version: &str) -> Vec<Workload> {
-    let ip = |last| Ipv4Addr::new(127, 10, 0, last);
-    let (productpage, details, ratings, reviews) = (ip(1), ip(2), ip(3), ip(4));
-    let pod = |deployment: &str| format!("{deployment}-{}", pod_suffix());
-    let reviews_name = format!("reviews-{reviews_version}");
-    vec![
-        Workload {
-            name: "details-v1".into(),
-            service: "details",
-            version: "v1".into(),
-            ip: details,
-            env: vec![("HOSTNAME", pod("details-v1"))],
-        },
-        Workload {
-            name: "ratings-v1".into(),
-            service: "ratings",
-            version: "v1".into(),
-            ip: ratings,
-            env: vec![("HOSTNAME", pod("ratings-v1"))],
-        },
-        Workload {
-            name: reviews_name.clone(),
-            service: "reviews",
-            version: reviews_version.into(),
-            ip: reviews,
-            env: vec![
-                ("HOSTNAME", pod(&reviews_name)),
-                ("RATINGS_HOSTNAME", ratings.to_string()),
-            ],
-        },
-        Workload {
-            name: "productpage-v1".into(),
-            service: "productpage",
-            version: "v1".into(),
-            ip: productpage,
-            env: vec![
-                ("HOSTNAME", pod("productpage-v1")),
-                ("DETAILS_HOSTNAME", details.to_string()),
-                ("REVIEWS_HOSTNAME", reviews.to_string()),
-                ("RATINGS_HOSTNAME", ratings.to_string()),
-            ],
-        },
-    ]
+fn manifests(paths: &[PathBuf]) -> anyhow::Result<Vec<Object>> {
+    let loaded = if paths.is_empty() {
+        let mut all = kite_config::Loaded::default();
+        for (name, text) in BOOKINFO {
+            all.extend(load_str(name, text));
+        }
+        all
+    } else {
+        load_paths(paths)?
+    };
+    for d in loaded.diagnostics.iter().filter(|d| d.is_error()) {
+        eprintln!("{d}");
+    }
+    if loaded.has_errors() {
+        bail!("the manifests have errors; nothing was started");
+    }
+    Ok(loaded.objects)
+}
+
+async fn bring_up(
+    args: &Args,
+    objects: &[Object],
+    exe: &Path,
+    logs: &Path,
+    procs: &mut Vec<Proc>,
+) -> anyhow::Result<()> {
+    let xds = SocketAddr::new(IpAddr::V4(args.control_ip), 15010);
+    let api = SocketAddr::new(IpAddr::V4(args.control_ip), 15014);
+    let mut control = Command::new(exe);
+    control.args([
+        "control",
+        "--xds",
+        &xds.to_string(),
+        "--api",
+        &api.to_string(),
+    ]);
+    procs.push(start("control", control, logs)?);
+    wait_http(procs.last_mut(), &format!("http://{api}/ready")).await?;
+    let api_url = format!("http://{api}");
+    apply(&api_url, objects).await?;
+
+    let mut pods = Vec::new();
+    let mut index = 0u32;
+    for object in objects {
+        let Spec::Deployment(deploy) = &object.spec else {
+            continue;
+        };
+        let template = &deploy.template;
+        let Some(container) = template.spec.containers.first() else {
+            continue;
+        };
+        for _ in 0..deploy.replicas() {
+            index += 1;
+            let (ip, app_ip) = pod_addresses(args.pod_net, index)?;
+            let name = format!("{}-{}", object.meta.name, pod_suffix());
+            let port = container
+                .ports
+                .first()
+                .and_then(|p| u16::try_from(p.container_port).ok())
+                .unwrap_or(9080);
+            let pod = Pod {
+                name,
+                namespace: object.meta.namespace.clone(),
+                ip,
+                app_ip,
+                port,
+            };
+            let labels = &template.metadata.labels;
+            let sa = template.spec.service_account();
+            register(&api_url, &pod, labels, sa).await?;
+            let boot = Bootstrap {
+                kind: ProxyKind::Sidecar,
+                ip: IpAddr::V4(ip),
+                pod: pod.name.clone(),
+                namespace: pod.namespace.clone(),
+                labels: labels.clone(),
+                service_account: sa.to_owned(),
+                app_ip: Some(IpAddr::V4(app_ip)),
+                xds,
+                admin: SocketAddr::new(IpAddr::V4(ip), 15000),
+            };
+            procs.push(start_proxy(
+                args,
+                exe,
+                &boot,
+                logs,
+                &format!("{}.proxy", pod.name),
+            )?);
+            wait_proxy_ready(args, procs.last_mut(), ip).await?;
+            let app = app_command(exe, object, container, &template.metadata.annotations, &pod)?;
+            procs.push(start(&format!("{}.app", pod.name), app, logs)?);
+            wait_tcp(procs.last_mut(), SocketAddr::new(IpAddr::V4(app_ip), port)).await?;
+            pods.push(pod);
+        }
+    }
+
+    let gw = Bootstrap {
+        kind: ProxyKind::Router,
+        ip: IpAddr::V4(args.gateway_ip),
+        pod: format!("istio-ingressgateway-{}", pod_suffix()),
+        namespace: "istio-system".into(),
+        labels: [("istio", "ingressgateway"), ("app", "istio-ingressgateway")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        service_account: "istio-ingressgateway-service-account".into(),
+        app_ip: None,
+        xds,
+        admin: SocketAddr::new(IpAddr::V4(args.gateway_ip), 15000),
+    };
+    procs.push(start_proxy(
+        args,
+        exe,
+        &gw,
+        logs,
+        "istio-ingressgateway.proxy",
+    )?);
+    wait_proxy_ready(args, procs.last_mut(), args.gateway_ip).await?;
+    let ports = gateway_ports(objects);
+    for port in &ports {
+        wait_tcp(
+            procs.last_mut(),
+            SocketAddr::new(IpAddr::V4(args.gateway_ip), *port),
+        )
+        .await?;
+    }
+    print_table(args, &pods, &gw, &ports, logs);
+    Ok(())
+}
+
+/// Pod addresses in 127.<net>.0.0/16 and app addresses in the /16 after.
+fn pod_addresses(net: u8, index: u32) -> anyhow::Result<(Ipv4Addr, Ipv4Addr)> {
+    let (hi, lo) = (index / 250, index % 250 + 1);
+    let hi = u8::try_from(hi).context("more than 62,500 pods")?;
+    let lo = u8::try_from(lo).context("address overflow")?;
+    let app_net = net.checked_add(1).context("--pod-net must be below 255")?;
+    Ok((
+        Ipv4Addr::new(127, net, hi, lo),
+        Ipv4Addr::new(127, app_net, hi, lo),
+    ))
 }
 
 /// A Kubernetes-like `<replicaset hash>-<pod id>` suffix.
@@ -124,61 +247,227 @@ fn pod_suffix() -> String {
     format!("{}-{}", pick(10), pick(5))
 }
 
-fn start(exe: &PathBuf, logs: &std::path::Path, workload: Workload) -> anyhow::Result<Running> {
-    let log = logs.join(format!("{}.log", workload.name));
+async fn apply(api: &str, objects: &[Object]) -> anyhow::Result<()> {
+    let body = objects
+        .iter()
+        .map(|o| serde_json::to_string(&o.to_json()).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n---\n");
+    let (status, reply) =
+        crate::ctl::request(api, "POST", "/apis/apply?file=manifests", Some(body)).await?;
+    if !status.is_success() {
+        bail!("the control plane refused the manifests: {reply}");
+    }
+    Ok(())
+}
+
+/// Each replica is a WorkloadEntry: how the registry learns pod addresses.
+async fn register(
+    api: &str,
+    pod: &Pod,
+    labels: &BTreeMap<String, String>,
+    sa: &str,
+) -> anyhow::Result<()> {
+    let we = serde_json::json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "WorkloadEntry",
+        "metadata": {"name": pod.name, "namespace": pod.namespace},
+        "spec": {"address": pod.ip.to_string(), "labels": labels, "serviceAccount": sa},
+    });
+    let (status, reply) = crate::ctl::request(
+        api,
+        "POST",
+        "/apis/apply?file=kite-up",
+        Some(we.to_string()),
+    )
+    .await?;
+    if !status.is_success() {
+        bail!("registering {}: {reply}", pod.name);
+    }
+    Ok(())
+}
+
+fn start(name: &str, mut cmd: Command, logs: &Path) -> anyhow::Result<Proc> {
+    let log = logs.join(format!("{name}.log"));
     let file =
         std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("bookinfo")
-        .arg(workload.service)
-        .arg("--version")
-        .arg(&workload.version)
-        .arg("--listen")
-        .arg(SocketAddr::new(IpAddr::V4(workload.ip), PORT).to_string())
-        .stdin(Stdio::null())
+    cmd.stdin(Stdio::null())
         .stdout(
             file.try_clone()
                 .context("duplicating the log file handle")?,
         )
         .stderr(file)
         .kill_on_drop(true);
-    // The demo's apps reach each other directly; a proxy from the user's
-    // shell must not capture them.
-    for var in [
-        "HTTP_PROXY",
-        "http_proxy",
-        "NO_PROXY",
-        "no_proxy",
-        "SERVICE_VERSION",
-        "BOOKINFO_LISTEN",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.envs(workload.env.iter().map(|(k, v)| (k, v)));
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("starting {}", workload.name))?;
-    Ok(Running {
-        workload,
+    let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+    Ok(Proc {
+        name: name.to_owned(),
         child,
         log,
     })
 }
 
-async fn wait_ready(r: &mut Running, addr: SocketAddr) -> anyhow::Result<()> {
-    let client = Client::default();
-    let url = format!("http://{addr}/health");
-    for _ in 0..200 {
-        if let Some(status) = r.child.try_wait()? {
-            bail!(
-                "{} exited with {status} before it was ready; its log {} says:\n{}",
-                r.workload.name,
-                r.log.display(),
-                std::fs::read_to_string(&r.log).unwrap_or_default()
-            );
+fn envoy_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("ENVOY") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(".venv/bin/envoy");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("envoy")
+}
+
+fn start_proxy(
+    args: &Args,
+    exe: &Path,
+    boot: &Bootstrap,
+    logs: &Path,
+    name: &str,
+) -> anyhow::Result<Proc> {
+    let cmd = if args.sidecar == "envoy" {
+        let path = logs.join(format!("{name}.bootstrap.json"));
+        std::fs::write(&path, boot.to_json().to_string())
+            .with_context(|| format!("writing {}", path.display()))?;
+        let mut cmd = Command::new(envoy_binary());
+        cmd.arg("-c").arg(&path).args([
+            "--disable-hot-restart",
+            "--concurrency",
+            "1",
+            "--log-level",
+            "warning",
+        ]);
+        cmd
+    } else {
+        let labels: Vec<String> = boot
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let mut cmd = Command::new(exe);
+        cmd.args(["proxy", "--ip", &boot.ip.to_string(), "--pod", &boot.pod])
+            .args([
+                "--namespace",
+                &boot.namespace,
+                "--labels",
+                &labels.join(","),
+            ])
+            .args([
+                "--service-account",
+                &boot.service_account,
+                "--xds",
+                &boot.xds.to_string(),
+            ]);
+        if let Some(app) = boot.app_ip {
+            cmd.args(["--app-ip", &app.to_string()]);
         }
+        if boot.kind == ProxyKind::Router {
+            cmd.arg("--gateway");
+        }
+        cmd
+    };
+    start(name, cmd, logs)
+}
+
+/// The app a container stands for: BookInfo's images map to the built-in
+/// services; anything else runs the command its pod annotation names.
+fn app_command(
+    exe: &Path,
+    deployment: &Object,
+    container: &Container,
+    annotations: &BTreeMap<String, String>,
+    pod: &Pod,
+) -> anyhow::Result<Command> {
+    let listen = SocketAddr::new(IpAddr::V4(pod.app_ip), pod.port).to_string();
+    let mut cmd = if let Some((service, version)) = bookinfo_image(&container.image) {
+        let mut cmd = Command::new(exe);
+        cmd.args([
+            "bookinfo",
+            &service,
+            "--version",
+            &version,
+            "--listen",
+            &listen,
+        ]);
+        cmd
+    } else if let Some(command) = annotations.get(COMMAND_ANNOTATION) {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", command])
+            .env("PORT", pod.port.to_string())
+            .env("HOST", pod.app_ip.to_string());
+        cmd
+    } else {
+        bail!(
+            "Deployment {}/{}: no built-in app for image {:?}; add the annotation {COMMAND_ANNOTATION} to its pod template with a local command to run instead",
+            deployment.meta.namespace,
+            deployment.meta.name,
+            container.image
+        );
+    };
+    for env in &container.env {
+        if let Some(value) = &env.value {
+            cmd.env(&env.name, value);
+        }
+    }
+    // The local mesh captures the app's outbound traffic through its
+    // sidecar's HTTP proxy.
+    cmd.env("HOSTNAME", &pod.name)
+        .env("HTTP_PROXY", format!("http://{}:15001", pod.ip))
+        .env_remove("http_proxy")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .env_remove("SERVICE_VERSION")
+        .env_remove("BOOKINFO_LISTEN");
+    Ok(cmd)
+}
+
+/// `…/examples-bookinfo-reviews-v2:1.20.3` → (`reviews`, `v2`).
+fn bookinfo_image(image: &str) -> Option<(String, String)> {
+    let rest = image.split("examples-bookinfo-").nth(1)?;
+    let name = rest.split(':').next()?;
+    let (service, version) = name.split_once('-')?;
+    matches!(service, "productpage" | "details" | "reviews" | "ratings")
+        .then(|| (service.to_owned(), version.to_owned()))
+}
+
+fn gateway_ports(objects: &[Object]) -> Vec<u16> {
+    let mut ports: Vec<u16> = objects
+        .iter()
+        .filter_map(|o| match &o.spec {
+            Spec::Gateway(g) => Some(g),
+            _ => None,
+        })
+        .flat_map(|g| g.servers.iter())
+        .filter(|s| {
+            s.port
+                .as_ref()
+                .is_some_and(|p| p.protocol.eq_ignore_ascii_case("http"))
+        })
+        .filter_map(|s| s.port.as_ref().and_then(|p| u16::try_from(p.number).ok()))
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+async fn wait_proxy_ready(
+    args: &Args,
+    proc: Option<&mut Proc>,
+    ip: Ipv4Addr,
+) -> anyhow::Result<()> {
+    let url = if args.sidecar == "envoy" {
+        format!("http://{ip}:15000/ready")
+    } else {
+        format!("http://{ip}:15021/healthz/ready")
+    };
+    wait_http(proc, &url).await
+}
+
+async fn wait_http(mut proc: Option<&mut Proc>, url: &str) -> anyhow::Result<()> {
+    let client = Client::default();
+    for _ in 0..300 {
+        exited(proc.as_deref_mut())?;
         if let Ok(reply) = client
-            .get(&url, Default::default(), Duration::from_secs(1))
+            .get(url, Default::default(), Duration::from_secs(1))
             .await
             && reply.status.is_success()
         {
@@ -187,41 +476,81 @@ async fn wait_ready(r: &mut Running, addr: SocketAddr) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     bail!(
-        "{} did not become ready on {addr} within 10 s; see {}",
-        r.workload.name,
-        r.log.display()
+        "{url} did not become ready within 15 s{}",
+        log_hint(proc.as_deref())
     )
 }
 
-fn print_table(running: &[Running]) {
-    println!(
-        "{:<34} {:<12} {:<8} {:<18} LOG",
-        "WORKLOAD", "SERVICE", "VERSION", "ADDRESS"
-    );
-    for r in running {
-        let w = &r.workload;
-        let host = w
-            .env
-            .iter()
-            .find(|(k, _)| *k == "HOSTNAME")
-            .map_or(w.name.as_str(), |(_, v)| v.as_str());
-        println!(
-            "{:<34} {:<12} {:<8} {:<18} {}",
-            host,
-            w.service,
-            w.version,
-            format!("{}:{PORT}", w.ip),
-            r.log.display()
+async fn wait_tcp(mut proc: Option<&mut Proc>, addr: SocketAddr) -> anyhow::Result<()> {
+    for _ in 0..300 {
+        exited(proc.as_deref_mut())?;
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!(
+        "nothing listens on {addr} after 15 s{}",
+        log_hint(proc.as_deref())
+    )
+}
+
+fn exited(proc: Option<&mut Proc>) -> anyhow::Result<()> {
+    let Some(p) = proc else { return Ok(()) };
+    if let Some(status) = p.child.try_wait()? {
+        bail!(
+            "{} exited with {status} before it was ready; its log {} says:\n{}",
+            p.name,
+            p.log.display(),
+            std::fs::read_to_string(&p.log).unwrap_or_default()
         );
     }
+    Ok(())
+}
+
+fn log_hint(proc: Option<&Proc>) -> String {
+    proc.map(|p| format!("; see {}", p.log.display()))
+        .unwrap_or_default()
+}
+
+fn print_table(args: &Args, pods: &[Pod], gw: &Bootstrap, ports: &[u16], logs: &Path) {
+    println!(
+        "{:<38} {:<13} {:<16} {:<16} {:<8}",
+        "POD", "NAMESPACE", "POD IP", "APP", "SIDECAR"
+    );
+    for p in pods {
+        println!(
+            "{:<38} {:<13} {:<16} {:<16} {:<8}",
+            p.name,
+            p.namespace,
+            p.ip,
+            format!("{}:{}", p.app_ip, p.port),
+            args.sidecar
+        );
+    }
+    println!(
+        "{:<38} {:<13} {:<16} {:<16} {:<8}",
+        gw.pod, gw.namespace, gw.ip, "-", args.sidecar
+    );
     println!();
-    println!("BookInfo is up: http://127.10.0.1:{PORT}/productpage");
+    println!("Logs: {}", logs.display());
+    println!(
+        "Control plane: http://{}:15014 (kite get, kite apply, kite proxy-status)",
+        args.control_ip
+    );
+    match ports.first() {
+        Some(port) => println!(
+            "BookInfo is up: http://{}:{port}/productpage",
+            args.gateway_ip
+        ),
+        None => println!("The mesh is up (no HTTP Gateway server is configured)."),
+    }
     println!("Press Ctrl-C to stop.");
 }
 
-/// Returns when the user stops the demo, or with an error when a workload
+/// Returns when the user stops the mesh, or with an error when a process
 /// dies on its own.
-async fn wait_for_stop(running: &mut [Running]) -> anyhow::Result<()> {
+async fn wait_for_stop(procs: &mut [Proc]) -> anyhow::Result<()> {
     let mut check = tokio::time::interval(Duration::from_millis(500));
     let stop = crate::shutdown_signal();
     tokio::pin!(stop);
@@ -229,12 +558,77 @@ async fn wait_for_stop(running: &mut [Running]) -> anyhow::Result<()> {
         tokio::select! {
             () = &mut stop => return Ok(()),
             _ = check.tick() => {
-                for r in running.iter_mut() {
-                    if let Some(status) = r.child.try_wait()? {
-                        bail!("{} exited with {status}; see {}", r.workload.name, r.log.display());
+                for p in procs.iter_mut() {
+                    if let Some(status) = p.child.try_wait()? {
+                        bail!("{} exited with {status}; see {}", p.name, p.log.display());
                     }
                 }
             }
+        }
+    }
+}
+
+/// SIGTERM, a few seconds to finish, then SIGKILL.
+async fn terminate(p: &mut Proc) {
+    if matches!(p.child.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    if let Some(pid) = p.child.id() {
+        // Signalling through kill(1) keeps this crate free of unsafe code.
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+    if tokio::time::timeout(Duration::from_secs(5), p.child.wait())
+        .await
+        .is_err()
+    {
+        let _ = p.child.kill().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bookinfo_images() {
+        assert_eq!(
+            bookinfo_image("registry.istio.io/release/examples-bookinfo-reviews-v2:1.20.3"),
+            Some(("reviews".into(), "v2".into()))
+        );
+        assert_eq!(
+            bookinfo_image("docker.io/istio/examples-bookinfo-productpage-v-flooding:1.20"),
+            Some(("productpage".into(), "v-flooding".into()))
+        );
+        assert_eq!(bookinfo_image("docker.io/kennethreitz/httpbin"), None);
+    }
+
+    #[test]
+    fn addresses() {
+        let (pod, app) = pod_addresses(10, 1).unwrap();
+        assert_eq!(
+            (pod.to_string(), app.to_string()),
+            ("127.10.0.2".into(), "127.11.0.2".into())
+        );
+        let (pod, _) = pod_addresses(10, 250).unwrap();
+        assert_eq!(pod.to_string(), "127.10.1.1");
+    }
+
+    #[test]
+    fn embedded_manifests_are_the_samples_unchanged() {
+        let samples = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/istio-samples/samples/bookinfo");
+        if !samples.exists() {
+            return;
+        }
+        for (name, text) in BOOKINFO {
+            let original = ["platform/kube", "networking"]
+                .iter()
+                .map(|d| samples.join(d).join(name))
+                .find(|p| p.exists())
+                .unwrap();
+            assert_eq!(std::fs::read_to_string(original).unwrap(), text, "{name}");
         }
     }
 }
