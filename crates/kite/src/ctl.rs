@@ -192,11 +192,18 @@ pub(crate) async fn proxy_status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         None,
     )
     .await?;
+    let proxies = reply["proxies"].as_array().cloned().unwrap_or_default();
+    let width = proxies
+        .iter()
+        .filter_map(|p| p["node"].as_str().map(str::len))
+        .max()
+        .unwrap_or(4)
+        .max(4);
     println!(
-        "{:<70} {:<28} {:<28} {:<28} {:<28}",
+        "{:<width$} {:<26} {:<26} {:<26} {:<26}",
         "NAME", "CDS", "EDS", "LDS", "RDS"
     );
-    for proxy in reply["proxies"].as_array().into_iter().flatten() {
+    for proxy in &proxies {
         let state = |t: &str| {
             let s = &proxy["types"][t];
             match (
