@@ -83,6 +83,8 @@ pub struct HttpManager {
     /// The edge (a gateway) trusts only the peer address for
     /// x-forwarded-for.
     pub use_remote_address: bool,
+    pub websocket: bool,
+    pub connect: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -128,6 +130,8 @@ pub enum PathMatch {
     Prefix(String),
     Exact(String),
     Regex(Regex),
+    /// Matches CONNECT requests only (Envoy's `connect_matcher`).
+    Connect,
 }
 
 #[derive(Clone, Debug)]
@@ -176,6 +180,8 @@ pub struct RouteAction {
     /// (cluster, parts per million)
     pub mirrors: Vec<(String, u32)>,
     pub hash: Vec<HashOn>,
+    /// Terminate CONNECT here and carry the tunnel's bytes over TCP.
+    pub connect_tunnel: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -376,10 +382,29 @@ impl TryFrom<&Any> for Listener {
                         ));
                     }
                 }
+                let mut websocket = false;
+                let mut connect = false;
+                for u in &hcm.upgrade_configs {
+                    match u.upgrade_type.to_ascii_lowercase().as_str() {
+                        "websocket" => websocket = u.enabled.as_ref().is_none_or(|b| b.value),
+                        "connect" => connect = u.enabled.as_ref().is_none_or(|b| b.value),
+                        other => {
+                            return Err(bad(
+                                &name,
+                                format!("upgrade type {other:?} is not supported"),
+                            ));
+                        }
+                    }
+                    if !u.filters.is_empty() {
+                        return Err(bad(&name, "per-upgrade filter chains are not supported"));
+                    }
+                }
                 ListenerKind::Http(HttpManager {
                     stat_prefix: hcm.stat_prefix,
                     route_config: rds.route_config_name.clone(),
                     use_remote_address: hcm.use_remote_address.is_some_and(|b| b.value),
+                    websocket,
+                    connect,
                 })
             }
             "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy" => {
@@ -500,6 +525,7 @@ fn route_match(m: &PbRouteMatch, resource: &str) -> Result<RouteMatch, Unsupport
         Some(PathSpecifier::Prefix(p)) => PathMatch::Prefix(p.clone()),
         Some(PathSpecifier::Path(p)) => PathMatch::Exact(p.clone()),
         Some(PathSpecifier::SafeRegex(r)) => PathMatch::Regex(regex(&r.regex, resource)?),
+        Some(PathSpecifier::ConnectMatcher(_)) => PathMatch::Connect,
         _ => return Err(bad(resource, "unsupported path matcher")),
     };
     let headers = m
@@ -717,6 +743,9 @@ fn route(r: &PbRoute, parent: &str) -> Result<Route, Unsupported> {
                     })
                     .collect(),
                 hash,
+                connect_tunnel: ra.upgrade_configs.iter().any(|u| {
+                    u.upgrade_type.eq_ignore_ascii_case("CONNECT") && u.connect_config.is_some()
+                }),
             })
         }
         Some(PbAction::Redirect(rd)) => Action::Redirect(Redirect {

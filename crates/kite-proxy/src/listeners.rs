@@ -134,7 +134,7 @@ async fn serve_http(
     });
     // HTTP/1.1 (including absolute-form proxy requests) and h2c.
     if let Err(e) = auto::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(stream), svc)
+        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
         .await
     {
         debug!(error = %e, "connection ended with an error");

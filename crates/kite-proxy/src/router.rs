@@ -139,6 +139,7 @@ async fn route_request(
     };
     let route = route.clone();
     let (mut parts, body) = req.into_parts();
+    let websocket = hcm.websocket && is_websocket(&parts.headers);
     prepare_headers(&mut parts.headers, hcm, peer);
     if let Some(fault) = &route.fault {
         if let Some((delay, ppm)) = fault.delay
@@ -161,7 +162,21 @@ async fn route_request(
             (rsp, Flag::None, None)
         }
         Action::Redirect(r) => (redirect(r, &parts.uri, authority), Flag::None, None),
+        Action::Route(action) if parts.method == Method::CONNECT => {
+            if !(hcm.connect && action.connect_tunnel) {
+                return (local(StatusCode::FORBIDDEN, ""), Flag::None, None);
+            }
+            tunnel(shared, &state, action, parts).await
+        }
         Action::Route(action) => {
+            if websocket {
+                parts
+                    .headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                parts
+                    .headers
+                    .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            }
             let body = match Limited::new(body, MAX_BUFFERED_BODY).collect().await {
                 Ok(b) => b.to_bytes(),
                 Err(_) => {
@@ -219,7 +234,12 @@ fn pick_vhost<'a>(vhosts: &'a [VirtualHost], host: &str) -> Option<&'a VirtualHo
 fn matches<B>(route: &Route, req: &Request<B>, authority: &str) -> bool {
     let m = &route.matcher;
     let path = req.uri().path();
+    // CONNECT requests match only CONNECT routes, and only they do.
+    if (req.method() == Method::CONNECT) != matches!(m.path, PathMatch::Connect) {
+        return false;
+    }
     let ok = match &m.path {
+        PathMatch::Connect => true,
         PathMatch::Prefix(p) if m.case_sensitive => path.starts_with(p.as_str()),
         PathMatch::Prefix(p) => path
             .to_ascii_lowercase()
@@ -308,6 +328,125 @@ fn prepare_headers(headers: &mut HeaderMap, hcm: &HttpManager, peer: SocketAddr)
     headers
         .entry(HeaderName::from_static("x-forwarded-proto"))
         .or_insert(HeaderValue::from_static("http"));
+    trace_context(headers);
+}
+
+/// B3 context as Istio's proxies set it: a new trace at the first hop
+/// (sampled at Istio's default 1 %), and a new span for every hop after, so
+/// that apps that propagate the headers stitch one trace.
+fn trace_context(headers: &mut HeaderMap) {
+    let hex = |bits: u32| {
+        let n = if bits == 128 {
+            fastrand::u128(1..)
+        } else {
+            u128::from(fastrand::u64(1..))
+        };
+        let s = format!("{n:032x}");
+        s[s.len() - (bits as usize / 4)..].to_owned()
+    };
+    let existing =
+        |h: &HeaderMap, name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let trace = existing(headers, "x-b3-traceid");
+    let span = existing(headers, "x-b3-spanid");
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    };
+    match (trace, span) {
+        (Some(_), Some(parent)) => {
+            put("x-b3-parentspanid", parent);
+            put("x-b3-spanid", hex(64));
+        }
+        (Some(_), None) => put("x-b3-spanid", hex(64)),
+        (None, _) => {
+            put("x-b3-traceid", hex(128));
+            put("x-b3-spanid", hex(64));
+            put(
+                "x-b3-sampled",
+                if chance(10_000) { "1" } else { "0" }.to_owned(),
+            );
+        }
+    }
+}
+
+fn is_websocket(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// Terminates a CONNECT request: a TCP connection to an endpoint of the
+/// route's cluster, joined to the client's tunnel once answered 200.
+async fn tunnel(
+    shared: &Shared,
+    state: &State,
+    action: &RouteAction,
+    mut parts: http::request::Parts,
+) -> (Response<Body>, Flag, Option<String>) {
+    let Some(target) = pick_weighted(action) else {
+        return (
+            local(StatusCode::SERVICE_UNAVAILABLE, ""),
+            Flag::NoCluster,
+            None,
+        );
+    };
+    let name = target.name.clone();
+    let Some(cluster) = state.clusters.get(&name) else {
+        return (
+            local(StatusCode::SERVICE_UNAVAILABLE, ""),
+            Flag::NoCluster,
+            Some(name),
+        );
+    };
+    let rt = shared.upstreams.get(cluster);
+    let endpoints = state.cluster_endpoints(cluster);
+    let Some(addr) = rt.pick(&endpoints, &[], None) else {
+        return (
+            local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
+            Flag::NoHealthyUpstream,
+            Some(name),
+        );
+    };
+    let connected = tokio::time::timeout(
+        cluster.connect_timeout,
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await;
+    let Ok(Ok(mut upstream)) = connected else {
+        rt.record(addr, Outcome::ConnectFailure, endpoints.len());
+        return (
+            local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+            ),
+            Flag::ConnectFailure,
+            Some(name),
+        );
+    };
+    let _ = upstream.set_nodelay(true);
+    let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        return (
+            local(
+                StatusCode::BAD_REQUEST,
+                "CONNECT without an upgradable connection",
+            ),
+            Flag::None,
+            Some(name),
+        );
+    };
+    let guard = rt.start(addr);
+    tokio::spawn(async move {
+        let _guard = guard;
+        let Ok(down) = on_upgrade.await else { return };
+        let mut down = hyper_util::rt::TokioIo::new(down);
+        match tokio::io::copy_bidirectional(&mut down, &mut upstream).await {
+            Ok((up, back)) => debug!(sent = up, received = back, "tunnel closed"),
+            Err(e) => debug!(error = %e, "tunnel failed"),
+        }
+    });
+    (Response::new(full(Bytes::new())), Flag::None, Some(name))
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -410,11 +549,12 @@ async fn forward(
     state: &State,
     route: &Route,
     action: &RouteAction,
-    parts: http::request::Parts,
+    mut parts: http::request::Parts,
     body: Bytes,
     authority: &str,
     peer: SocketAddr,
 ) -> (Response<Body>, Flag, Option<String>) {
+    let downstream_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let Some(target) = pick_weighted(action) else {
         return (
             local(StatusCode::SERVICE_UNAVAILABLE, ""),
@@ -462,7 +602,7 @@ async fn forward(
         &rt,
         &endpoints,
         action.retry.as_ref(),
-        &parts.method,
+        (&parts.method, parts.version),
         &path,
         &headers,
         &body,
@@ -482,6 +622,27 @@ async fn forward(
         None => attempt_all.await,
     };
     match result {
+        Ok(mut rsp) if rsp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            // A WebSocket (or other) upgrade: join the two connections once
+            // both sides have switched.
+            let downstream = downstream_upgrade;
+            let upstream = hyper::upgrade::on(&mut rsp);
+            tokio::spawn(async move {
+                let (Some(down), Ok(up)) = (downstream, upstream.await) else {
+                    return;
+                };
+                let Ok(down) = down.await else { return };
+                let mut down = hyper_util::rt::TokioIo::new(down);
+                let mut up = hyper_util::rt::TokioIo::new(up);
+                let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+            });
+            let (p, b) = rsp.into_parts();
+            (
+                Response::from_parts(p, b.boxed()),
+                Flag::None,
+                Some(cluster_name),
+            )
+        }
         Ok(rsp) => {
             let (mut p, b) = rsp.into_parts();
             strip_hop_by_hop(&mut p.headers);
@@ -526,6 +687,7 @@ fn rewrite_path(route: &Route, action: &RouteAction, uri: &Uri) -> String {
     };
     let rewritten = match &route.matcher.path {
         PathMatch::Prefix(p) if path.len() >= p.len() => format!("{new}{}", &path[p.len()..]),
+        PathMatch::Connect => path.to_owned(),
         _ => new.clone(),
     };
     format!("{rewritten}{query}")
@@ -589,6 +751,20 @@ fn mirror_request(
     });
 }
 
+/// Requests that came in as HTTP/2 (gRPC among them) go out as HTTP/2.
+fn send_on(
+    rt: &ClusterRuntime,
+    version: http::Version,
+    mut req: Request<Full<Bytes>>,
+) -> hyper_util::client::legacy::ResponseFuture {
+    if version == http::Version::HTTP_2 {
+        *req.version_mut() = http::Version::HTTP_2;
+        rt.h2_client.request(req)
+    } else {
+        rt.client.request(req)
+    }
+}
+
 fn build(
     method: &Method,
     addr: SocketAddr,
@@ -612,7 +788,7 @@ async fn attempts(
     rt: &Arc<ClusterRuntime>,
     endpoints: &[crate::config::Endpoint],
     policy: Option<&RetryPolicy>,
-    method: &Method,
+    (method, version): (&Method, http::Version),
     path: &str,
     headers: &HeaderMap,
     body: &Bytes,
@@ -677,7 +853,7 @@ async fn attempts(
             rt.active_retries.fetch_add(1, Ordering::Relaxed);
         }
         let guard = rt.start(addr);
-        let send = rt.client.request(req);
+        let send = send_on(rt, version, req);
         let result = match policy.and_then(|p| p.per_try_timeout) {
             Some(t) => tokio::time::timeout(t, send).await.map_err(|_| ()),
             None => Ok(send.await),

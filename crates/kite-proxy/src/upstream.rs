@@ -33,6 +33,9 @@ pub(crate) struct Upstreams {
 pub(crate) struct ClusterRuntime {
     pub(crate) config: Arc<Cluster>,
     pub(crate) client: HttpClient,
+    /// HTTP/2 with prior knowledge, for requests that arrived as HTTP/2
+    /// (gRPC): Istio's upstream protocol follows the downstream one.
+    pub(crate) h2_client: HttpClient,
     endpoint_state: Mutex<HashMap<SocketAddr, Arc<EndpointState>>>,
     rr: AtomicUsize,
     /// Requests in flight, for `max_requests` / `max_connections`.
@@ -121,10 +124,16 @@ impl ClusterRuntime {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(std::time::Duration::from_secs(60))
             .set_host(false)
+            .build(connector.clone());
+        let h2_client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .set_host(false)
+            .http2_only(true)
             .build(connector);
         Self {
             config,
             client,
+            h2_client,
             endpoint_state: Mutex::default(),
             rr: AtomicUsize::new(0),
             active: AtomicU32::new(0),

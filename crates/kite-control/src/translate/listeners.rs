@@ -23,7 +23,7 @@ use envoy_types::pb::{
             network::{
                 http_connection_manager::v3::{
                     HttpConnectionManager, HttpFilter, Rds,
-                    http_connection_manager::{CodecType, RouteSpecifier},
+                    http_connection_manager::{CodecType, RouteSpecifier, UpgradeConfig},
                     http_filter,
                 },
                 tcp_proxy::v3::{TcpProxy, tcp_proxy},
@@ -64,7 +64,7 @@ pub(super) fn sidecar(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
             "virtualOutbound",
             cx.proxy.ip,
             OUTBOUND_PORT,
-            hcm("outbound_0.0.0.0_15001", OUTBOUND_ROUTE, false),
+            hcm_with("outbound_0.0.0.0_15001", OUTBOUND_ROUTE, false, true),
         ),
     );
     inbound(cx, snapshot);
@@ -254,6 +254,12 @@ fn listener(name: &str, ip: std::net::IpAddr, port: u16, filter: Filter) -> List
 }
 
 fn hcm(stat_prefix: &str, route: &str, edge: bool) -> Filter {
+    hcm_with(stat_prefix, route, edge, false)
+}
+
+/// `connect`: the listener is the local-mode HTTP proxy, which also takes
+/// CONNECT tunnels for TCP services.
+fn hcm_with(stat_prefix: &str, route: &str, edge: bool, connect: bool) -> Filter {
     let filter = |name: &str, config: envoy_types::pb::google::protobuf::Any| HttpFilter {
         name: name.to_owned(),
         config_type: Some(http_filter::ConfigType::TypedConfig(config)),
@@ -273,6 +279,14 @@ fn hcm(stat_prefix: &str, route: &str, edge: bool) -> Filter {
         ],
         // A gateway is the edge: the client's address is the remote one.
         use_remote_address: Some(BoolValue { value: edge }),
+        // Istio allows WebSocket upgrades on every HTTP listener.
+        upgrade_configs: std::iter::once("websocket")
+            .chain(connect.then_some("CONNECT"))
+            .map(|t| UpgradeConfig {
+                upgrade_type: t.to_owned(),
+                ..Default::default()
+            })
+            .collect(),
         ..Default::default()
     };
     Filter {

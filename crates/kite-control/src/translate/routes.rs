@@ -79,9 +79,6 @@ pub(super) fn sidecar_outbound(cx: &Ctx<'_>) -> Vec<VirtualHost> {
     for service in cx.registry.services.values() {
         let vs = virtual_service_for(cx, &service.hostname, Context::Mesh);
         for port in &service.ports {
-            if !(port.protocol.is_http() || port.protocol == kite_config::k8s::Protocol::Unknown) {
-                continue;
-            }
             let domains: Vec<String> = domains(cx, service, port.port)
                 .into_iter()
                 .filter(|d| used.insert(d.clone()))
@@ -89,19 +86,25 @@ pub(super) fn sidecar_outbound(cx: &Ctx<'_>) -> Vec<VirtualHost> {
             if domains.is_empty() {
                 continue;
             }
-            let routes = match vs {
-                Some((obj, vs)) => vs_routes(cx, obj, vs, port.port, Context::Mesh),
-                None => Vec::new(),
-            };
-            let routes = if routes.is_empty() && vs.is_none() {
-                vec![default_route(&outbound_cluster(
-                    port.port,
-                    "",
-                    &service.hostname,
-                ))]
-            } else {
-                routes
-            };
+            let http =
+                port.protocol.is_http() || port.protocol == kite_config::k8s::Protocol::Unknown;
+            let mut routes = Vec::new();
+            if http {
+                routes = match vs {
+                    Some((obj, vs)) => vs_routes(cx, obj, vs, port.port, Context::Mesh),
+                    None => Vec::new(),
+                };
+                if vs.is_none() {
+                    routes.push(default_route(&outbound_cluster(
+                        port.port,
+                        "",
+                        &service.hostname,
+                    )));
+                }
+            }
+            // Apps reach TCP services through the HTTP proxy with CONNECT;
+            // the tunnel goes where the VirtualService's TCP routes say.
+            routes.push(connect_route(cx, vs, &service.hostname, port.port));
             vhosts.push(VirtualHost {
                 name: format!("{}:{}", service.hostname, port.port),
                 domains,
@@ -111,6 +114,78 @@ pub(super) fn sidecar_outbound(cx: &Ctx<'_>) -> Vec<VirtualHost> {
         }
     }
     vhosts
+}
+
+fn connect_route(
+    cx: &Ctx<'_>,
+    vs: Option<(&Object, &VirtualService)>,
+    hostname: &str,
+    port: u16,
+) -> Route {
+    let targets: Vec<(String, u32)> = vs
+        .and_then(|(obj, vs)| {
+            let ns = obj.meta.namespace.as_str();
+            vs.tcp
+                .iter()
+                .find(|r| {
+                    r.r#match.is_empty()
+                        || r.r#match
+                            .iter()
+                            .any(|m| m.port == 0 || m.port == u32::from(port))
+                })
+                .map(|r| {
+                    r.route
+                        .iter()
+                        .map(|d| {
+                            let w = if r.route.len() == 1 {
+                                100
+                            } else {
+                                u32::try_from(d.weight).unwrap_or(0)
+                            };
+                            (cluster_for(cx, ns, &d.destination, port), w)
+                        })
+                        .filter(|(_, w)| *w > 0)
+                        .collect::<Vec<_>>()
+                })
+        })
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| vec![(outbound_cluster(port, "", hostname), 100)]);
+    let cluster_specifier = match targets.as_slice() {
+        [(c, _)] => ClusterSpecifier::Cluster(c.clone()),
+        _ => ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: targets
+                .iter()
+                .map(|(name, w)| ClusterWeight {
+                    name: name.clone(),
+                    weight: Some(UInt32Value { value: *w }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+    };
+    Route {
+        name: "connect".to_owned(),
+        r#match: Some(RouteMatch {
+            path_specifier: Some(PathSpecifier::ConnectMatcher(
+                envoy_types::pb::envoy::config::route::v3::route_match::ConnectMatcher {},
+            )),
+            ..Default::default()
+        }),
+        action: Some(Action::Route(RouteAction {
+            cluster_specifier: Some(cluster_specifier),
+            timeout: Some(duration(std::time::Duration::ZERO)),
+            upgrade_configs: vec![
+                envoy_types::pb::envoy::config::route::v3::route_action::UpgradeConfig {
+                    upgrade_type: "CONNECT".to_owned(),
+                    connect_config: Some(Default::default()),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
 }
 
 /// Virtual hosts of a gateway server: one per host of each VirtualService

@@ -143,7 +143,8 @@ fn routes_follow_the_virtual_service() {
         .find(|v| v.name == "reviews.default.svc.cluster.local:9080")
         .unwrap();
     assert!(vhost.domains.contains(&"reviews:9080".to_owned()));
-    assert_eq!(vhost.routes.len(), 2);
+    assert_eq!(vhost.routes.len(), 3, "two rules and the CONNECT tunnel");
+    assert_eq!(vhost.routes[2].name, "connect");
     let header = &vhost.routes[0].r#match.as_ref().unwrap().headers[0];
     assert_eq!(header.name, "end-user");
     let Some(Action::Route(first)) = &vhost.routes[0].action else {

@@ -299,6 +299,41 @@ impl Mesh {
         });
     }
 
+    /// A sidecar with no app behind it: a client pod for driving requests
+    /// through the mesh by hand.
+    pub async fn add_client(&mut self, app: &str) -> IpAddr {
+        let pod_ip = self.ip();
+        let app_ip = self.ip();
+        let name = format!("{app}-v1-pod{}", self.pods.len());
+        let labels: BTreeMap<String, String> = [("app", app), ("version", "v1")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        self.start_envoy(
+            &name,
+            ProxyKind::Sidecar,
+            pod_ip,
+            Some(app_ip),
+            labels,
+            "default",
+        );
+        self.wait_tcp(SocketAddr::new(pod_ip, 15001)).await;
+        self.pods.push(Pod {
+            name,
+            app: app.to_owned(),
+            version: "v1".to_owned(),
+            service_account: "default".to_owned(),
+            pod_ip,
+            app_ip,
+        });
+        pod_ip
+    }
+
+    /// A free loopback address in this mesh's network, for test servers.
+    pub fn spare_ip(&mut self) -> IpAddr {
+        self.ip()
+    }
+
     /// An Envoy ingress gateway labelled as Istio's (`istio: ingressgateway`).
     pub fn add_gateway(&mut self) -> IpAddr {
         let ip = self.ip();

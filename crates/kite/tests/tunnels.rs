@@ -1,0 +1,144 @@
+//! What apps send through their sidecar besides plain requests: TCP through
+//! an HTTP CONNECT tunnel, and WebSocket upgrades; the same with Envoy and
+//! with Kite's proxy.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+
+use support::{Mesh, Sidecar};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+/// Echoes every byte back; with `upgrade`, first answers an HTTP upgrade
+/// request with 101 as a WebSocket server would.
+async fn echo_server(addr: SocketAddr, upgrade: bool) {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                if upgrade {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if s.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let _ = s
+                        .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+                        .await;
+                }
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+}
+
+/// Reads an HTTP response head from `s`.
+async fn head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_ne!(
+            s.read(&mut byte).await.unwrap(),
+            0,
+            "closed after {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+async fn echo_round_trip(s: &mut TcpStream, message: &[u8]) {
+    s.write_all(message).await.unwrap();
+    let mut back = vec![0u8; message.len()];
+    s.read_exact(&mut back).await.unwrap();
+    assert_eq!(back, message);
+}
+
+async fn scenario(sidecar: Sidecar) {
+    let mut mesh = Mesh::start(&format!("{sidecar:?}-tunnels").to_lowercase(), sidecar).await;
+    let echo_ip = mesh.spare_ip();
+    let ws_ip = mesh.spare_ip();
+    echo_server(SocketAddr::new(echo_ip, 9000), false).await;
+    echo_server(SocketAddr::new(ws_ip, 8000), true).await;
+    let config = mesh.dir.join("services.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: v1
+kind: Service
+metadata: {{name: echo}}
+spec:
+  selector: {{app: echo}}
+  ports: [{{name: tcp, port: 9000}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: ws}}
+spec:
+  selector: {{app: ws}}
+  ports: [{{name: http, port: 8000}}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: echo-1}}
+spec: {{address: {echo_ip}, labels: {{app: echo}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: ws-1}}
+spec: {{address: {ws_ip}, labels: {{app: ws}}}}
+"
+        ),
+    )
+    .unwrap();
+    mesh.apply(&[config.to_str().unwrap()]);
+    let client = mesh.add_client("client").await;
+    mesh.synced(1).await;
+    let proxy = SocketAddr::new(client, 15001);
+
+    let mut tunnel = TcpStream::connect(proxy).await.unwrap();
+    tunnel
+        .write_all(b"CONNECT echo:9000 HTTP/1.1\r\nHost: echo:9000\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = head(&mut tunnel).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    echo_round_trip(&mut tunnel, b"hello over CONNECT\n").await;
+    echo_round_trip(&mut tunnel, b"and again\n").await;
+
+    let mut ws = TcpStream::connect(proxy).await.unwrap();
+    ws.write_all(
+        b"GET http://ws:8000/chat HTTP/1.1\r\nHost: ws:8000\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let answer = head(&mut ws).await;
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{answer}"
+    );
+    echo_round_trip(&mut ws, b"\x81\x05hello").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnels_through_envoy() {
+    scenario(Sidecar::Envoy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnels_through_kite_proxy() {
+    scenario(Sidecar::Kite).await;
+}
