@@ -28,8 +28,8 @@ pub fn honoured(kind: Kind) -> &'static [&'static str] {
         Kind::Gateway => GATEWAY,
         Kind::ServiceEntry => SERVICE_ENTRY,
         Kind::WorkloadEntry => WORKLOAD_ENTRY,
-        Kind::Sidecar
-        | Kind::WorkloadGroup
+        Kind::Sidecar => SIDECAR,
+        Kind::WorkloadGroup
         | Kind::PeerAuthentication
         | Kind::RequestAuthentication
         | Kind::AuthorizationPolicy
@@ -157,6 +157,11 @@ static DESTINATION_RULE: std::sync::LazyLock<Vec<&'static str>> = std::sync::Laz
     }
     out
 });
+
+const SIDECAR: &[&str] = &[
+    "spec.outboundTrafficPolicy.mode",
+    "spec.workloadSelector.labels.*",
+];
 
 const GATEWAY: &[&str] = &[
     "spec.selector.*",

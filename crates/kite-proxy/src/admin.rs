@@ -125,7 +125,7 @@ impl Admin {
             .map(|c| {
                 json!({
                     "name": c.name,
-                    "type": match c.discovery { Discovery::Eds(_) => "EDS", Discovery::Static(_) => "STATIC" },
+                    "type": match c.discovery { Discovery::Eds(_) => "EDS", Discovery::Static(_) => "STATIC", Discovery::DynamicForward => "DYNAMIC_FORWARD_PROXY" },
                     "lb_policy": format!("{:?}", c.lb),
                     "connect_timeout": c.connect_timeout.as_secs_f64(),
                     "circuit_breakers": format!("{:?}", c.limits),

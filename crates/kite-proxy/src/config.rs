@@ -239,6 +239,9 @@ pub struct Cluster {
 pub enum Discovery {
     Eds(String),
     Static(Vec<Endpoint>),
+    /// Envoy's dynamic forward proxy: the endpoint is the request's own
+    /// authority, resolved per request.
+    DynamicForward,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -364,7 +367,8 @@ impl TryFrom<&Any> for Listener {
                     match hf.name.as_str() {
                         "envoy.filters.http.router"
                         | "envoy.filters.http.fault"
-                        | "envoy.filters.http.cors" => {}
+                        | "envoy.filters.http.cors"
+                        | "envoy.filters.http.dynamic_forward_proxy" => {}
                         other => {
                             return Err(bad(
                                 &name,
@@ -832,10 +836,15 @@ impl TryFrom<&Any> for Cluster {
                         .unwrap_or_default(),
                 )
             }
+            Some(ClusterDiscoveryType::ClusterType(ref t))
+                if t.name == "envoy.clusters.dynamic_forward_proxy" =>
+            {
+                Discovery::DynamicForward
+            }
             _ => {
                 return Err(bad(
                     &name,
-                    "only EDS and STATIC clusters are supported (DNS clusters are not yet)",
+                    "only EDS, STATIC and dynamic forward proxy clusters are supported (DNS clusters are not yet)",
                 ));
             }
         };
@@ -844,6 +853,7 @@ impl TryFrom<&Any> for Cluster {
             Ok(LbPolicy::RoundRobin) => Lb::RoundRobin,
             Ok(LbPolicy::Random) => Lb::Random,
             Ok(LbPolicy::RingHash | LbPolicy::Maglev) => Lb::Hash,
+            Ok(LbPolicy::ClusterProvided) if discovery == Discovery::DynamicForward => Lb::Random,
             _ => return Err(bad(&name, "unsupported load-balancing policy")),
         };
         let t = c

@@ -571,7 +571,24 @@ async fn forward(
         );
     };
     let rt = shared.upstreams.get(cluster);
-    let endpoints = state.cluster_endpoints(cluster);
+    let endpoints = if cluster.discovery == crate::config::Discovery::DynamicForward {
+        match resolve(authority).await {
+            Some(addr) => Arc::new(vec![crate::config::Endpoint {
+                addr,
+                weight: 1,
+                locality: String::new(),
+            }]),
+            None => {
+                return (
+                    local(StatusCode::SERVICE_UNAVAILABLE, "DNS resolution failed"),
+                    Flag::NoHealthyUpstream,
+                    Some(cluster_name),
+                );
+            }
+        }
+    } else {
+        state.cluster_endpoints(cluster)
+    };
     let mut headers = parts.headers.clone();
     apply_ops(&mut headers, &route.request_headers);
     apply_ops(&mut headers, &target.request_headers);
@@ -656,6 +673,19 @@ async fn forward(
         }
         Err((rsp, flag)) => (rsp, flag, Some(cluster_name)),
     }
+}
+
+/// The address a request's authority names (port 80 when none is given).
+async fn resolve(authority: &str) -> Option<SocketAddr> {
+    let target = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    tokio::net::lookup_host(target).await.ok()?.next()
 }
 
 fn pick_weighted(action: &RouteAction) -> Option<&crate::config::WeightedCluster> {

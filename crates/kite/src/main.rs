@@ -4,6 +4,7 @@
 mod analyze;
 mod ctl;
 mod proxy;
+mod proxy_config;
 mod up;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
@@ -43,6 +44,8 @@ enum Command {
     ProxyStatus(ctl::StatusArgs),
     /// Run Kite's proxy as a sidecar or, with --gateway, an ingress gateway
     Proxy(proxy::Args),
+    /// Show a proxy's listeners, routes, clusters or endpoints, like istioctl proxy-config
+    ProxyConfig(proxy_config::Args),
 }
 
 #[derive(clap::Args)]
@@ -83,6 +86,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Get(args) => runtime()?.block_on(ctl::get(args)),
         Command::ProxyStatus(args) => runtime()?.block_on(ctl::proxy_status(args)),
         Command::Proxy(args) => runtime()?.block_on(proxy::run(args)),
+        Command::ProxyConfig(args) => runtime()?.block_on(proxy_config::run(args)),
     }
 }
 

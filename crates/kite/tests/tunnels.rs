@@ -1,13 +1,14 @@
-//! What apps send through their sidecar besides plain requests: TCP through
-//! an HTTP CONNECT tunnel, and WebSocket upgrades; the same with Envoy and
-//! with Kite's proxy.
+//! What apps send through their sidecar besides requests to mesh services:
+//! TCP through an HTTP CONNECT tunnel, WebSocket upgrades, and requests to
+//! hosts outside the registry (passed through under ALLOW_ANY, refused with
+//! 502 under a REGISTRY_ONLY Sidecar); the same with Envoy and Kite's proxy.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use std::net::SocketAddr;
 
-use support::{Mesh, Sidecar};
+use support::{Mesh, Sidecar, get};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -38,6 +39,36 @@ async fn echo_server(addr: SocketAddr, upgrade: bool) {
                 }
                 let (mut r, mut w) = s.split();
                 let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+}
+
+/// A server outside the mesh: answers every request `200 external`.
+async fn external_server(addr: SocketAddr) {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                loop {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if s.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nexternal")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
             });
         }
     });
@@ -131,6 +162,40 @@ spec: {{address: {ws_ip}, labels: {{app: ws}}}}
         "{answer}"
     );
     echo_round_trip(&mut ws, b"\x81\x05hello").await;
+
+    let outside = SocketAddr::new(mesh.spare_ip(), 8099);
+    external_server(outside).await;
+    let url = format!("http://{outside}/anything");
+    let r = get(proxy, &url, &[]).await.unwrap();
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "external"),
+        "ALLOW_ANY passes unknown hosts"
+    );
+    let lockdown = mesh.dir.join("registry-only.yaml");
+    std::fs::write(
+        &lockdown,
+        "apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default}
+spec:
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+",
+    )
+    .unwrap();
+    mesh.apply(&[lockdown.to_str().unwrap()]);
+    mesh.synced(1).await;
+    let r = get(proxy, &url, &[]).await.unwrap();
+    assert_eq!(
+        r.status,
+        502,
+        "REGISTRY_ONLY refuses unknown hosts: {}",
+        r.text()
+    );
+    assert!(r.text().contains("REGISTRY_ONLY"), "{}", r.text());
+    mesh.delete(&[lockdown.to_str().unwrap()]);
+    mesh.synced(1).await;
+    assert_eq!(get(proxy, &url, &[]).await.unwrap().status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

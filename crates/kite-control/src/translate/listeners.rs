@@ -3,6 +3,14 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use envoy_types::pb::envoy::{
+    config::cluster::v3::cluster::{CustomClusterType, DnsLookupFamily, LbPolicy},
+    extensions::{
+        clusters::dynamic_forward_proxy::v3::{ClusterConfig, cluster_config},
+        common::dynamic_forward_proxy::v3::DnsCacheConfig,
+        filters::http::dynamic_forward_proxy::v3::{FilterConfig, filter_config},
+    },
+};
 use envoy_types::pb::{
     envoy::{
         config::{
@@ -32,6 +40,7 @@ use envoy_types::pb::{
     },
     google::protobuf::BoolValue,
 };
+use kite_config::networking::OutboundMode;
 use kite_xds::{Snapshot, type_url};
 
 use super::{Ctx, ads, any, clusters, duration, inbound_cluster, routes, socket_address};
@@ -46,7 +55,9 @@ const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
 
 pub(super) fn sidecar(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
     let mut vhosts = routes::sidecar_outbound(cx);
-    vhosts.push(unknown_host());
+    let allow_any = outbound_policy(cx) != OutboundMode::RegistryOnly;
+    vhosts.push(unknown_host(allow_any));
+    snapshot.insert(type_url::CLUSTER, PASSTHROUGH, &passthrough_cluster());
     snapshot.insert(
         type_url::ROUTE,
         OUTBOUND_ROUTE,
@@ -214,27 +225,103 @@ pub(super) fn gateway(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
     }
 }
 
-/// Requests for hosts the registry does not know.
-fn unknown_host() -> VirtualHost {
+/// Istio's cluster for traffic to hosts outside the registry. In local
+/// mode apps name the host in the request, so it is a dynamic forward proxy
+/// that resolves the request's authority.
+const PASSTHROUGH: &str = "PassthroughCluster";
+const DNS_CACHE: &str = "dynamic_forward_proxy_cache_config";
+
+fn dns_cache() -> DnsCacheConfig {
+    DnsCacheConfig {
+        name: DNS_CACHE.to_owned(),
+        dns_lookup_family: DnsLookupFamily::V4Preferred as i32,
+        ..Default::default()
+    }
+}
+
+fn passthrough_cluster() -> Cluster {
+    Cluster {
+        name: PASSTHROUGH.to_owned(),
+        connect_timeout: Some(duration(std::time::Duration::from_secs(10))),
+        lb_policy: LbPolicy::ClusterProvided as i32,
+        cluster_discovery_type: Some(ClusterDiscoveryType::ClusterType(CustomClusterType {
+            name: "envoy.clusters.dynamic_forward_proxy".to_owned(),
+            typed_config: Some(any(&ClusterConfig {
+                cluster_implementation_specifier: Some(
+                    cluster_config::ClusterImplementationSpecifier::DnsCacheConfig(dns_cache()),
+                ),
+                ..Default::default()
+            })),
+        })),
+        ..Default::default()
+    }
+}
+
+/// The outbound traffic policy of the Sidecar resource that applies to
+/// this proxy: one selecting its workload, else its namespace's default,
+/// else the root namespace's; ALLOW_ANY when there is none.
+fn outbound_policy(cx: &Ctx<'_>) -> OutboundMode {
+    let sidecars: Vec<(&kite_config::Object, &kite_config::networking::Sidecar)> = cx
+        .objects(|s| match s {
+            kite_config::Spec::Sidecar(sc) => Some(sc),
+            _ => None,
+        })
+        .collect();
+    let ns = cx.proxy.namespace.as_str();
+    let pick = sidecars
+        .iter()
+        .find(|(o, sc)| {
+            o.meta.namespace == ns
+                && sc.workload_selector.as_ref().is_some_and(|w| {
+                    !w.labels.is_empty() && crate::registry::contains(&cx.labels, &w.labels)
+                })
+        })
+        .or_else(|| {
+            sidecars
+                .iter()
+                .find(|(o, sc)| o.meta.namespace == ns && sc.workload_selector.is_none())
+        })
+        .or_else(|| {
+            sidecars.iter().find(|(o, sc)| {
+                o.meta.namespace == kite_config::analyze::ROOT_NAMESPACE
+                    && sc.workload_selector.is_none()
+            })
+        });
+    pick.and_then(|(_, sc)| sc.outbound_traffic_policy.as_ref())
+        .map_or(OutboundMode::AllowAny, |p| p.mode)
+}
+
+/// Requests for hosts the registry does not know: passed through under
+/// ALLOW_ANY, refused with 502 under REGISTRY_ONLY.
+fn unknown_host(allow_any: bool) -> VirtualHost {
+    let action = if allow_any {
+        Action::Route(RouteAction {
+            cluster_specifier: Some(ClusterSpecifier::Cluster(PASSTHROUGH.to_owned())),
+            timeout: Some(duration(std::time::Duration::ZERO)),
+            ..Default::default()
+        })
+    } else {
+        Action::DirectResponse(DirectResponseAction {
+            status: 502,
+            body: Some(DataSource {
+                specifier: Some(data_source::Specifier::InlineString(
+                    "kite: the outbound traffic policy is REGISTRY_ONLY and no service in the mesh registry has this host\n".to_owned(),
+                )),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    };
     VirtualHost {
-        name: "unknown_host".to_owned(),
+        name: if allow_any { "allow_any" } else { "block_all" }.to_owned(),
         domains: vec!["*".to_owned()],
         routes: vec![Route {
-            name: "unknown_host".to_owned(),
+            name: if allow_any { "allow_any" } else { "block_all" }.to_owned(),
             r#match: Some(RouteMatch {
                 path_specifier: Some(PathSpecifier::Prefix("/".to_owned())),
                 ..Default::default()
             }),
-            action: Some(Action::DirectResponse(DirectResponseAction {
-                status: 502,
-                body: Some(DataSource {
-                    specifier: Some(data_source::Specifier::InlineString(
-                        "kite: no service in the mesh registry has this host (passthrough to hosts outside the registry is not supported yet)\n".to_owned(),
-                    )),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })),
+            action: Some(action),
             ..Default::default()
         }],
         ..Default::default()
@@ -272,11 +359,28 @@ fn hcm_with(stat_prefix: &str, route: &str, edge: bool, connect: bool) -> Filter
             config_source: Some(ads()),
             route_config_name: route.to_owned(),
         })),
-        http_filters: vec![
+        http_filters: [
             filter(routes::FAULT_FILTER, any(&HttpFault::default())),
             filter(routes::CORS_FILTER, any(&Cors {})),
-            filter("envoy.filters.http.router", any(&Router::default())),
-        ],
+        ]
+        .into_iter()
+        // Resolves the authority for routes to the passthrough cluster.
+        .chain(connect.then(|| {
+            filter(
+                "envoy.filters.http.dynamic_forward_proxy",
+                any(&FilterConfig {
+                    implementation_specifier: Some(
+                        filter_config::ImplementationSpecifier::DnsCacheConfig(dns_cache()),
+                    ),
+                    ..Default::default()
+                }),
+            )
+        }))
+        .chain(std::iter::once(filter(
+            "envoy.filters.http.router",
+            any(&Router::default()),
+        )))
+        .collect(),
         // A gateway is the edge: the client's address is the remote one.
         use_remote_address: Some(BoolValue { value: edge }),
         // Istio allows WebSocket upgrades on every HTTP listener.
