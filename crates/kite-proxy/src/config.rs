@@ -233,6 +233,17 @@ pub struct Cluster {
     pub connect_timeout: Duration,
     pub limits: Limits,
     pub outlier: Option<Outlier>,
+    pub protocol: UpstreamProtocol,
+}
+
+/// Which HTTP version to speak to a cluster's endpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    Http2,
+    /// Whatever the client spoke.
+    Downstream,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -903,7 +914,49 @@ impl TryFrom<&Any> for Cluster {
                 max_ejection_percent: o.max_ejection_percent.as_ref().map_or(10, |v| v.value),
             }
         });
+        let mut protocol = UpstreamProtocol::Http1;
+        for (key, any) in &c.typed_extension_protocol_options {
+            use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+                HttpProtocolOptions,
+                http_protocol_options::{
+                    UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
+                },
+            };
+            if key != "envoy.extensions.upstreams.http.v3.HttpProtocolOptions" {
+                return Err(bad(
+                    &name,
+                    format!("protocol options {key} are not supported"),
+                ));
+            }
+            let opts: HttpProtocolOptions = decode(any, &name)?;
+            if opts.common_http_protocol_options.is_some() || !opts.http_filters.is_empty() {
+                return Err(bad(
+                    &name,
+                    "common HTTP protocol options and upstream filters are not supported yet",
+                ));
+            }
+            protocol = match opts.upstream_protocol_options {
+                Some(UpstreamProtocolOptions::ExplicitHttpConfig(e)) => match e.protocol_config {
+                    Some(ProtocolConfig::Http2ProtocolOptions(_)) => UpstreamProtocol::Http2,
+                    Some(ProtocolConfig::HttpProtocolOptions(_)) | None => UpstreamProtocol::Http1,
+                    Some(ProtocolConfig::Http3ProtocolOptions(_)) => {
+                        return Err(bad(&name, "HTTP/3 upstreams are not supported"));
+                    }
+                },
+                Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(_)) => {
+                    UpstreamProtocol::Downstream
+                }
+                Some(UpstreamProtocolOptions::AutoConfig(_)) => {
+                    return Err(bad(
+                        &name,
+                        "ALPN-negotiated upstream protocol (auto_config) is not supported yet",
+                    ));
+                }
+                None => UpstreamProtocol::Http1,
+            };
+        }
         Ok(Cluster {
+            protocol,
             name: c.name,
             discovery,
             lb,

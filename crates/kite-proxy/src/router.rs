@@ -781,13 +781,19 @@ fn mirror_request(
     });
 }
 
-/// Requests that came in as HTTP/2 (gRPC among them) go out as HTTP/2.
+/// The cluster's protocol decides the HTTP version upstream; clusters
+/// that follow the client send HTTP/2 requests (gRPC among them) as HTTP/2.
 fn send_on(
     rt: &ClusterRuntime,
     version: http::Version,
     mut req: Request<Full<Bytes>>,
 ) -> hyper_util::client::legacy::ResponseFuture {
-    if version == http::Version::HTTP_2 {
+    let h2 = match rt.config.protocol {
+        crate::config::UpstreamProtocol::Http1 => false,
+        crate::config::UpstreamProtocol::Http2 => true,
+        crate::config::UpstreamProtocol::Downstream => version == http::Version::HTTP_2,
+    };
+    if h2 {
         *req.version_mut() = http::Version::HTTP_2;
         rt.h2_client.request(req)
     } else {

@@ -74,6 +74,63 @@ async fn external_server(addr: SocketAddr) {
     });
 }
 
+/// An HTTP/2-only (h2c) server, as gRPC servers are: answers with the
+/// protocol version it saw.
+async fn h2c_server(addr: SocketAddr) {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let body = format!("{:?} {}", req.version(), req.uri().path());
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .header("content-type", "application/grpc")
+                                .header("grpc-status", "0")
+                                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                                .unwrap(),
+                        )
+                    },
+                );
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+            });
+        }
+    });
+}
+
+/// One request over HTTP/2 with prior knowledge, as a gRPC client sends it.
+async fn h2c_request(proxy: SocketAddr, uri: &str) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let s = TcpStream::connect(proxy).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(s),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"\0\0\0\0\0",
+        )))
+        .unwrap();
+    let rsp = sender.send_request(req).await.unwrap();
+    let status = rsp.status().as_u16();
+    let body = rsp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
 /// Reads an HTTP response head from `s`.
 async fn head(s: &mut TcpStream) -> String {
     let mut head = Vec::new();
@@ -101,8 +158,10 @@ async fn scenario(sidecar: Sidecar) {
     let mut mesh = Mesh::start(&format!("{sidecar:?}-tunnels").to_lowercase(), sidecar).await;
     let echo_ip = mesh.spare_ip();
     let ws_ip = mesh.spare_ip();
+    let grpc_ip = mesh.spare_ip();
     echo_server(SocketAddr::new(echo_ip, 9000), false).await;
     echo_server(SocketAddr::new(ws_ip, 8000), true).await;
+    h2c_server(SocketAddr::new(grpc_ip, 8090)).await;
     let config = mesh.dir.join("services.yaml");
     std::fs::write(
         &config,
@@ -120,6 +179,18 @@ metadata: {{name: ws}}
 spec:
   selector: {{app: ws}}
   ports: [{{name: http, port: 8000}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: grpc}}
+spec:
+  selector: {{app: grpc}}
+  ports: [{{name: grpc, port: 8090}}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: grpc-1}}
+spec: {{address: {grpc_ip}, labels: {{app: grpc}}}}
 ---
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
@@ -162,6 +233,10 @@ spec: {{address: {ws_ip}, labels: {{app: ws}}}}
         "{answer}"
     );
     echo_round_trip(&mut ws, b"\x81\x05hello").await;
+
+    // gRPC: HTTP/2 from the app, and HTTP/2 to a port named grpc.
+    let (status, body) = h2c_request(proxy, "http://grpc:8090/kite.Echo/Ping").await;
+    assert_eq!((status, body.as_str()), (200, "HTTP/2.0 /kite.Echo/Ping"));
 
     let outside = SocketAddr::new(mesh.spare_ip(), 8099);
     external_server(outside).await;

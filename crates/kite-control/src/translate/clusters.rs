@@ -24,6 +24,7 @@ use envoy_types::pb::{
     envoy::r#type::matcher::v3::{StringMatcher, string_matcher::MatchPattern},
     google::protobuf::UInt32Value,
 };
+use kite_config::k8s::Protocol;
 use kite_config::{
     Object, Spec,
     networking::{
@@ -75,7 +76,8 @@ pub(super) fn outbound(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
                     .map(|(_, dr)| effective_policy(dr, port.port, &subset))
                     .unwrap_or_default();
                 let endpoints = cx.registry.endpoints(service, port, &labels);
-                let cluster = cluster(&name, service, &policy, &endpoints);
+                let mut cluster = cluster(&name, service, &policy, &endpoints);
+                upstream_protocol(&mut cluster, port.protocol);
                 if matches!(
                     cluster.cluster_discovery_type,
                     Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::Eds as i32
@@ -167,6 +169,46 @@ pub(crate) fn effective_policy(dr: &DestinationRule, port: u16, subset: &str) ->
         overlay(tp);
     }
     policy
+}
+
+/// Istio's upstream protocol: HTTP/2 for ports declared http2 or gRPC, the
+/// client's own protocol where the port's protocol is sniffed, HTTP/1.1
+/// otherwise.
+fn upstream_protocol(cluster: &mut Cluster, protocol: Protocol) {
+    use envoy_types::pb::envoy::{
+        config::core::v3::{Http1ProtocolOptions, Http2ProtocolOptions},
+        extensions::upstreams::http::v3::{
+            HttpProtocolOptions,
+            http_protocol_options::{
+                ExplicitHttpConfig, UpstreamProtocolOptions, UseDownstreamHttpConfig,
+                explicit_http_config::ProtocolConfig,
+            },
+        },
+    };
+    let options = match protocol {
+        Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb => {
+            UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+                protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
+                    Http2ProtocolOptions::default(),
+                )),
+            })
+        }
+        Protocol::Unknown => {
+            UpstreamProtocolOptions::UseDownstreamProtocolConfig(UseDownstreamHttpConfig {
+                http_protocol_options: Some(Http1ProtocolOptions::default()),
+                http2_protocol_options: Some(Http2ProtocolOptions::default()),
+                ..Default::default()
+            })
+        }
+        _ => return,
+    };
+    cluster.typed_extension_protocol_options.insert(
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_owned(),
+        super::any(&HttpProtocolOptions {
+            upstream_protocol_options: Some(options),
+            ..Default::default()
+        }),
+    );
 }
 
 fn cluster(
