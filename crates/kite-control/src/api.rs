@@ -73,6 +73,11 @@ async fn handle(control: &Control, req: http::Request<Incoming>, peer: SocketAdd
             delete(control, &file, &body)
         }
         (&Method::GET, "/apis/objects") => get(control, param("kind"), param("namespace")),
+        (&Method::POST, "/apis/tokens") => token(control, &body),
+        (&Method::GET, "/ca/root") => match control.citadel.lock().clone() {
+            Some(c) => text_owned(StatusCode::OK, c.ca.root_pem()),
+            None => error(StatusCode::NOT_FOUND, "this control plane runs no CA"),
+        },
         (&Method::GET, "/debug/connections") => connections(control),
         (&Method::GET, "/debug/config_dump") => match param("proxy") {
             Some(proxy) => config_dump(control, &proxy),
@@ -152,6 +157,29 @@ fn get(control: &Control, kind: Option<String>, namespace: Option<String>) -> Re
     json_response(
         StatusCode::OK,
         &json!({"revision": snapshot.revision, "items": items}),
+    )
+}
+
+/// Mints a credential for one workload identity (local mode: `kite up`
+/// asks for each pod and hands the token to that pod's sidecar only).
+fn token(control: &Control, body: &[u8]) -> Response {
+    let Some(citadel) = control.citadel.lock().clone() else {
+        return error(StatusCode::NOT_FOUND, "this control plane runs no CA");
+    };
+    let req: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("body is not JSON: {e}")),
+    };
+    let (Some(ns), Some(sa)) = (req["namespace"].as_str(), req["serviceAccount"].as_str()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "namespace and serviceAccount are required",
+        );
+    };
+    let (token, identity) = citadel.mint_token(ns, sa);
+    json_response(
+        StatusCode::OK,
+        &json!({"token": token, "identity": identity.to_string(), "root": citadel.ca.root_pem()}),
     )
 }
 
@@ -242,6 +270,12 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
         header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
     );
+    rsp
+}
+
+fn text_owned(status: StatusCode, body: String) -> Response {
+    let mut rsp = http::Response::new(Full::new(Bytes::from(body)));
+    *rsp.status_mut() = status;
     rsp
 }
 

@@ -5,6 +5,7 @@
 
 mod api;
 pub mod bootstrap;
+pub mod citadel;
 pub mod proxy;
 pub mod registry;
 pub mod store;
@@ -33,11 +34,15 @@ pub struct Config {
     pub xds_addr: SocketAddr,
     /// HTTP API and debug endpoints, Istio's 15014.
     pub api_addr: SocketAddr,
+    /// The certificate authority; without it the mesh runs without
+    /// workload identities (plaintext).
+    pub ca: Option<citadel::CaConfig>,
 }
 
 /// Shared state of a running control plane.
 pub struct Control {
     pub store: Store,
+    pub citadel: Mutex<Option<Arc<citadel::Citadel>>>,
     proxies: Mutex<HashMap<String, ProxyEntry>>,
     connections: Mutex<Option<Arc<Connections>>>,
     /// The store revision the proxies' snapshots were last computed from.
@@ -58,6 +63,8 @@ pub enum Error {
     },
     #[error("xDS server: {0}")]
     Xds(String),
+    #[error("certificate authority: {0}")]
+    Ca(String),
 }
 
 // === impl Control ===
@@ -66,6 +73,7 @@ impl Default for Control {
     fn default() -> Self {
         Self {
             store: Store::default(),
+            citadel: Mutex::default(),
             proxies: Mutex::default(),
             connections: Mutex::default(),
             translated: std::sync::atomic::AtomicU64::new(0),
@@ -170,6 +178,17 @@ pub async fn run(
     };
     let xds_listener = bind(config.xds_addr).await?;
     let api_listener = bind(config.api_addr).await?;
+    let ca_task = match &config.ca {
+        Some(ca) => {
+            let citadel =
+                Arc::new(citadel::Citadel::new(ca).map_err(|e| Error::Ca(e.to_string()))?);
+            *control.citadel.lock() = Some(citadel.clone());
+            let listener = bind(ca.addr).await?;
+            info!(ca = %ca.addr, trust_domain = %ca.trust_domain, dir = %ca.dir.display(), "certificate authority listening");
+            Some(tokio::spawn(citadel::serve(listener, citadel)))
+        }
+        None => None,
+    };
     let ads = AdsServer::new(control.clone());
     *control.connections.lock() = Some(ads.connections());
     let grpc = ads.into_service();
@@ -191,6 +210,9 @@ pub async fn run(
         () = api::serve(api_listener, control.clone()) => {}
         () = translator => {}
         () = shutdown => info!("control plane shutting down"),
+    }
+    if let Some(t) = ca_task {
+        t.abort();
     }
     Ok(())
 }

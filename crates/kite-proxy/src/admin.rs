@@ -23,6 +23,8 @@ pub(crate) struct Admin {
     pub(crate) connected: watch::Receiver<bool>,
     pub(crate) applier: Arc<Applier>,
     pub(crate) upstreams: Arc<Upstreams>,
+    /// The workload certificate, when the proxy has an identity.
+    pub(crate) identity: Option<crate::identity::Watch>,
 }
 
 pub(crate) async fn serve(listener: TcpListener, admin: Arc<Admin>) {
@@ -54,6 +56,11 @@ impl Admin {
     /// Ready once listeners and clusters have been received; a proxy that
     /// has never reached its control plane says so.
     pub(crate) fn readiness(&self) -> Result<(), String> {
+        if let Some(identity) = &self.identity
+            && let crate::identity::Status::Pending(why) = &*identity.borrow()
+        {
+            return Err(why.clone());
+        }
         let state = self.state.borrow();
         let got = |t| state.versions.get(t).copied().unwrap_or(0) > 0;
         if got(type_url::LISTENER) && got(type_url::CLUSTER) {
@@ -77,11 +84,36 @@ impl Admin {
             "/config_dump" => json_rsp(&self.config_dump()),
             "/clusters" => text(StatusCode::OK, self.clusters()),
             "/stats" => text(StatusCode::OK, self.stats()),
+            "/certs" => json_rsp(&self.certs()),
             "/" => text(
                 StatusCode::OK,
                 "kite proxy admin: /ready /config_dump /clusters /stats\n".into(),
             ),
             _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+        }
+    }
+
+    /// The workload certificate in force, like Envoy's `/certs`.
+    fn certs(&self) -> Value {
+        let Some(identity) = &self.identity else {
+            return json!({"certificates": [], "note": "this proxy has no workload identity"});
+        };
+        match &*identity.borrow() {
+            crate::identity::Status::Pending(why) => json!({"certificates": [], "pending": why}),
+            crate::identity::Status::Ready(a) => {
+                let secs = |t: std::time::SystemTime| {
+                    t.duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0)
+                };
+                json!({"certificates": [{
+                    "identity": a.id.to_string(),
+                    "issuer": a.issuer,
+                    "valid_from": secs(a.not_before),
+                    "expires": secs(a.not_after),
+                    "chain": a.chain_pem,
+                }]})
+            }
         }
     }
 

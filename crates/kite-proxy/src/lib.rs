@@ -7,6 +7,7 @@
 
 mod admin;
 pub mod config;
+pub mod identity;
 mod listeners;
 mod router;
 pub mod state;
@@ -26,6 +27,8 @@ pub struct Config {
     pub admin: SocketAddr,
     /// Readiness endpoint (Istio's 15021, `/healthz/ready`).
     pub ready: SocketAddr,
+    /// The workload identity to obtain from the mesh CA, if any.
+    pub identity: Option<identity::IdentityConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +43,11 @@ pub enum Error {
 /// Runs the proxy until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
     let (applier, state, connected) = state::Applier::new();
+    let (identity_tx, identity_rx) = identity::channel();
+    let identity_task = config
+        .identity
+        .clone()
+        .map(|cfg| tokio::spawn(identity::run(cfg, identity_tx)));
     let upstreams = Arc::new(upstream::Upstreams::default());
     let shared = Arc::new(router::Shared {
         state: state.clone(),
@@ -50,6 +58,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         connected,
         applier: applier.clone(),
         upstreams,
+        identity: config.identity.is_some().then_some(identity_rx),
     });
     let bind = |addr| async move {
         admin::bind(addr)
@@ -69,7 +78,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     let ready_task = tokio::spawn(admin::serve(ready_listener, admin));
     shutdown.await;
     info!("proxy shutting down");
-    for t in [xds, listeners, admin_task, ready_task] {
+    for t in [xds, listeners, admin_task, ready_task]
+        .into_iter()
+        .chain(identity_task)
+    {
         t.abort();
     }
     Ok(())

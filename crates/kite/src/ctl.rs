@@ -21,6 +21,18 @@ pub(crate) struct ControlArgs {
     /// Configuration to load at start (files or directories)
     #[arg(short = 'f', long = "filename")]
     files: Vec<PathBuf>,
+    /// The certificate authority's gRPC address (TLS); `none` runs without one
+    #[arg(long, env = "KITE_CA_ADDR", default_value = "127.0.0.1:15012")]
+    ca: String,
+    /// Where the CA keeps its root, or Istio's plug-in cacerts files
+    /// (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem)
+    #[arg(long, default_value = ".kite/ca")]
+    ca_dir: PathBuf,
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
+    /// Lifetime of workload certificates, in seconds
+    #[arg(long, default_value_t = 24 * 3600)]
+    workload_cert_ttl: u64,
 }
 
 #[derive(clap::Args)]
@@ -76,9 +88,23 @@ pub(crate) async fn control(args: ControlArgs) -> anyhow::Result<ExitCode> {
         }
         control.store.apply(loaded.objects);
     }
+    let ca = if args.ca == "none" {
+        None
+    } else {
+        Some(kite_control::citadel::CaConfig {
+            addr: args
+                .ca
+                .parse()
+                .with_context(|| format!("--ca {:?} is not host:port", args.ca))?,
+            dir: args.ca_dir.clone(),
+            trust_domain: args.trust_domain.clone(),
+            workload_ttl: std::time::Duration::from_secs(args.workload_cert_ttl),
+        })
+    };
     let config = kite_control::Config {
         xds_addr: args.xds,
         api_addr: args.api,
+        ca,
     };
     kite_control::run(config, control, crate::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)

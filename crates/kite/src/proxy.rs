@@ -37,6 +37,18 @@ pub(crate) struct Args {
     pub(crate) admin_port: u16,
     #[arg(long, default_value_t = 15021)]
     pub(crate) ready_port: u16,
+    /// The mesh CA (gRPC over TLS); with --token and --ca-root the proxy
+    /// obtains a workload certificate for its service account
+    #[arg(long, env = "KITE_CA_ADDR")]
+    pub(crate) ca: Option<String>,
+    /// File holding the credential that entitles this proxy to its identity
+    #[arg(long, env = "KITE_TOKEN_FILE")]
+    pub(crate) token_file: Option<std::path::PathBuf>,
+    /// The mesh root certificate (PEM file)
+    #[arg(long, env = "KITE_CA_ROOT")]
+    pub(crate) ca_root: Option<std::path::PathBuf>,
+    #[arg(long, default_value = "cluster.local")]
+    pub(crate) trust_domain: String,
 }
 
 pub(crate) fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
@@ -72,11 +84,30 @@ impl Args {
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let boot = args.bootstrap();
+    let identity = match (&args.ca, &args.token_file, &args.ca_root) {
+        (Some(ca), Some(token), Some(root)) => Some(kite_proxy::identity::IdentityConfig {
+            ca: ca.clone(),
+            token: std::fs::read_to_string(token)
+                .with_context(|| format!("reading the token {}", token.display()))?
+                .trim()
+                .to_owned(),
+            root_pem: std::fs::read_to_string(root)
+                .with_context(|| format!("reading the mesh root {}", root.display()))?,
+            id: kite_identity::SpiffeId::new(
+                &args.trust_domain,
+                &args.namespace,
+                &args.service_account,
+            ),
+        }),
+        (None, None, None) => None,
+        _ => anyhow::bail!("--ca, --token-file and --ca-root go together"),
+    };
     let config = kite_proxy::Config {
         node: boot.node(),
         xds: format!("http://{}", args.xds),
         admin: SocketAddr::new(args.ip, args.admin_port),
         ready: SocketAddr::new(args.ip, args.ready_port),
+        identity,
     };
     kite_proxy::run(config, crate::shutdown_signal())
         .await

@@ -129,7 +129,10 @@ async fn bring_up(
         &xds.to_string(),
         "--api",
         &api.to_string(),
+        "--ca",
+        &SocketAddr::new(IpAddr::V4(args.control_ip), 15012).to_string(),
     ]);
+    control.arg("--ca-dir").arg(args.state_dir.join("ca"));
     procs.push(start("control", control, logs)?);
     wait_http(procs.last_mut(), &format!("http://{api}/ready")).await?;
     let api_url = format!("http://{api}");
@@ -175,13 +178,24 @@ async fn bring_up(
                 xds,
                 admin: SocketAddr::new(IpAddr::V4(ip), 15000),
             };
-            procs.push(start_proxy(
-                args,
-                exe,
-                &boot,
-                logs,
-                &format!("{}.proxy", pod.name),
-            )?);
+            let mut proxy =
+                start_proxy_command(args, exe, &boot, logs, &format!("{}.proxy", pod.name))?;
+            if args.sidecar == "kite" {
+                // Only this pod's sidecar gets the credential for its identity.
+                let creds =
+                    workload_credentials(&api_url, &args.state_dir, &pod.name, &pod.namespace, sa)
+                        .await?;
+                proxy
+                    .args([
+                        "--ca",
+                        &SocketAddr::new(IpAddr::V4(args.control_ip), 15012).to_string(),
+                    ])
+                    .arg("--token-file")
+                    .arg(&creds.0)
+                    .arg("--ca-root")
+                    .arg(&creds.1);
+            }
+            procs.push(start(&format!("{}.proxy", pod.name), proxy, logs)?);
             wait_proxy_ready(args, procs.last_mut(), ip).await?;
             let app = app_command(exe, object, container, &template.metadata.annotations, &pod)?;
             procs.push(start(&format!("{}.app", pod.name), app, logs)?);
@@ -324,6 +338,55 @@ fn start_proxy(
     logs: &Path,
     name: &str,
 ) -> anyhow::Result<Proc> {
+    let cmd = start_proxy_command(args, exe, boot, logs, name)?;
+    start(name, cmd, logs)
+}
+
+/// Asks the CA for a token bound to the pod's service account and writes it
+/// (mode 0600) and the mesh root beside the pod's logs; returns their paths.
+async fn workload_credentials(
+    api: &str,
+    state_dir: &Path,
+    pod: &str,
+    namespace: &str,
+    service_account: &str,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let body =
+        serde_json::json!({"namespace": namespace, "serviceAccount": service_account}).to_string();
+    let (status, reply) = crate::ctl::request(api, "POST", "/apis/tokens", Some(body)).await?;
+    if !status.is_success() {
+        bail!("the CA refused a token for {pod}: {reply}");
+    }
+    let dir = state_dir.join("identity");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let token = dir.join(format!("{pod}.token"));
+    write_private(&token, reply["token"].as_str().unwrap_or_default())?;
+    let root = dir.join("root-cert.pem");
+    std::fs::write(&root, reply["root"].as_str().unwrap_or_default())
+        .with_context(|| format!("writing {}", root.display()))?;
+    Ok((token, root))
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(contents.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn start_proxy_command(
+    args: &Args,
+    exe: &Path,
+    boot: &Bootstrap,
+    logs: &Path,
+    name: &str,
+) -> anyhow::Result<Command> {
     let cmd = if args.sidecar == "envoy" {
         let path = logs.join(format!("{name}.bootstrap.json"));
         std::fs::write(&path, boot.to_json().to_string())
@@ -365,7 +428,7 @@ fn start_proxy(
         }
         cmd
     };
-    start(name, cmd, logs)
+    Ok(cmd)
 }
 
 /// The app a container stands for: BookInfo's images map to the built-in

@@ -157,7 +157,11 @@ impl Mesh {
                     &xds.to_string(),
                     "--api",
                     &api.to_string(),
+                    "--ca",
+                    &SocketAddr::new(cp, 15012).to_string(),
                 ])
+                .arg("--ca-dir")
+                .arg(dir.join("ca"))
                 .env("KITE_LOG", "info"),
         );
         let mesh = Mesh {

@@ -1,0 +1,1320 @@
+//! The mesh certificate authority (Istio's Citadel).
+//!
+//! It signs short-lived workload certificates whose only name is the
+//! workload's SPIFFE id, from CSRs the proxies create, so private keys never
+//! leave the proxy. The signing key is either an operator's plug-in CA
+//! (Istio's `cacerts` files) or a self-signed root that Kite creates once and
+//! keeps on disk, so that restarting the control plane does not invalidate
+//! every certificate in the mesh.
+
+use std::{
+    fmt, fs, io,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData, SanType, SerialNumber,
+};
+use rustls::pki_types::CertificateDer;
+use x509_parser::{
+    certificate::X509Certificate,
+    certification_request::X509CertificationRequest,
+    extensions::{GeneralName, ParsedExtension},
+    prelude::FromDer,
+    time::ASN1Time,
+};
+
+use crate::spiffe::{SpiffeId, check_trust_domain};
+
+// Istio's plug-in CA files (the `cacerts` secret).
+const CA_CERT: &str = "ca-cert.pem";
+const CA_KEY: &str = "ca-key.pem";
+const ROOT_CERT: &str = "root-cert.pem";
+const CERT_CHAIN: &str = "cert-chain.pem";
+// The self-signed root's key, next to its `root-cert.pem`.
+const ROOT_KEY: &str = "root-key.pem";
+
+const ROOT_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+// Backdating tolerates peers whose clocks run a little behind ours.
+const CLOCK_SKEW: Duration = Duration::from_secs(60);
+
+/// Why the CA could not load, or could not sign.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{}: {reason}", path.display())]
+    BadPem { path: PathBuf, reason: String },
+    #[error("CA key {} does not belong to CA certificate {}", key.display(), cert.display())]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error("CA certificates in {}: {reason}", dir.display())]
+    Chain { dir: PathBuf, reason: String },
+    #[error("invalid trust domain {trust_domain:?}: {reason}")]
+    TrustDomain {
+        trust_domain: String,
+        reason: String,
+    },
+    #[error("invalid CSR: {0}")]
+    Csr(String),
+    #[error("CSR asks for identity {requested:?}, but the caller may only obtain {allowed:?}")]
+    Identity { requested: String, allowed: String },
+    #[error("identity {identity} is outside this CA's trust domain {trust_domain:?}")]
+    ForeignIdentity {
+        identity: String,
+        trust_domain: String,
+    },
+    #[error("invalid subject alternative name {name:?}: {reason}")]
+    Name { name: String, reason: String },
+    #[error("a certificate needs a SPIFFE identity or at least one DNS name")]
+    NoNames,
+    #[error("certificate lifetime {requested:?}: {reason}")]
+    Ttl { requested: Duration, reason: String },
+    #[error("signing: {0}")]
+    Sign(String),
+    #[error("invalid certificate: {0}")]
+    Cert(String),
+}
+
+/// The mesh CA: a signing key and certificate, the chain from that
+/// certificate up to the root, and the root bundle workloads trust.
+pub struct Ca {
+    trust_domain: String,
+    issuer: Issuer<'static, KeyPair>,
+    // PEMs appended after every leaf: the signing certificate, any
+    // intermediates above it, then the root.
+    chain: Vec<String>,
+    root_pem: String,
+    // A leaf must not outlive the chain vouching for it (Istio clamps too).
+    expires: SystemTime,
+}
+
+impl fmt::Debug for Ca {
+    // Hand-written so that no key material can ever reach a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ca")
+            .field("trust_domain", &self.trust_domain)
+            .field("chain_len", &self.chain.len())
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ca {
+    /// Loads Istio's plug-in CA files from `dir` when `ca-cert.pem` exists there
+    /// (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem — the chain presented
+    /// is then workload → ca-cert (intermediate) → … → root), else uses a self-signed
+    /// root kept as `dir/root-cert.pem` + `dir/root-key.pem`, created on first start
+    /// (key file mode 0600, directory created if missing) and reused afterwards.
+    pub fn load_or_create(dir: &Path, trust_domain: &str) -> Result<Ca, CaError> {
+        validate_trust_domain(trust_domain)?;
+        if exists(&dir.join(CA_CERT))? {
+            return Self::load_plugin(dir, trust_domain);
+        }
+        let cert_path = dir.join(ROOT_CERT);
+        let key_path = dir.join(ROOT_KEY);
+        if exists(&cert_path)? {
+            let certs = read_certs(&cert_path)?;
+            let key = read_key(&key_path)?;
+            let ca = Self::assemble(trust_domain, dir, key, &key_path, &cert_path, certs, None)?;
+            tracing::info!(dir = %dir.display(), trust_domain, "loaded self-signed root CA");
+            return Ok(ca);
+        }
+
+        let (cert, key) = self_signed_root(trust_domain)?;
+        create_private_dir(dir)?;
+        // Key first: a crash in between leaves no root-cert.pem, so the next
+        // start simply creates a fresh pair instead of finding a cert without
+        // its key.
+        write_atomically(&key_path, &key.serialize_pem(), true)?;
+        write_atomically(&cert_path, &der_to_pem(&cert), false)?;
+        let ca = Self::assemble(
+            trust_domain,
+            dir,
+            key,
+            &key_path,
+            &cert_path,
+            vec![cert],
+            None,
+        )?;
+        tracing::info!(dir = %dir.display(), trust_domain, "created self-signed root CA");
+        Ok(ca)
+    }
+
+    /// Self-signed root in memory only (tests).
+    pub fn ephemeral(trust_domain: &str) -> Result<Ca, CaError> {
+        validate_trust_domain(trust_domain)?;
+        let (cert, key) = self_signed_root(trust_domain)?;
+        let here = Path::new("<memory>");
+        Self::assemble(trust_domain, here, key, here, here, vec![cert], None)
+    }
+
+    fn load_plugin(dir: &Path, trust_domain: &str) -> Result<Ca, CaError> {
+        let cert_path = dir.join(CA_CERT);
+        let key_path = dir.join(CA_KEY);
+        let mut chain = read_certs(&cert_path)?;
+        let key = read_key(&key_path)?;
+        let roots = read_certs(&dir.join(ROOT_CERT))?;
+        // cert-chain.pem normally repeats ca-cert.pem and the root; what it
+        // adds are the intermediates between them.
+        let chain_path = dir.join(CERT_CHAIN);
+        if exists(&chain_path)? {
+            for cert in read_certs(&chain_path)? {
+                if !chain.contains(&cert) {
+                    chain.push(cert);
+                }
+            }
+        }
+        let ca = Self::assemble(
+            trust_domain,
+            dir,
+            key,
+            &key_path,
+            &cert_path,
+            chain,
+            Some(roots),
+        )?;
+        tracing::info!(
+            dir = %dir.display(),
+            trust_domain,
+            chain_len = ca.chain.len(),
+            "loaded plug-in CA"
+        );
+        Ok(ca)
+    }
+
+    /// Checks that `key` belongs to `chain[0]`, that each certificate is
+    /// signed by the next and the last by a root, and builds the CA. `roots`
+    /// of `None` means `chain` is a single self-signed root.
+    fn assemble(
+        trust_domain: &str,
+        dir: &Path,
+        key: KeyPair,
+        key_path: &Path,
+        cert_path: &Path,
+        mut chain: Vec<CertificateDer<'static>>,
+        roots: Option<Vec<CertificateDer<'static>>>,
+    ) -> Result<Ca, CaError> {
+        let chain_err = |reason: String| CaError::Chain {
+            dir: dir.to_path_buf(),
+            reason,
+        };
+        if chain.is_empty() {
+            return Err(bad_pem(cert_path, "no CERTIFICATE block"));
+        }
+        let roots = roots.unwrap_or_else(|| chain.clone());
+
+        // Everything past the first root is the root bundle's business.
+        if let Some(at) = chain.iter().position(|c| roots.contains(c)) {
+            chain.truncate(at + 1);
+        }
+        let signing = parse_cert(&chain[0]).map_err(|e| bad_pem(cert_path, e))?;
+        if !signing.is_ca() {
+            return Err(bad_pem(
+                cert_path,
+                "not a CA certificate (basicConstraints CA:TRUE is missing)",
+            ));
+        }
+        if signing.public_key().subject_public_key.as_ref() != key.public_key_raw() {
+            return Err(CaError::KeyMismatch {
+                cert: cert_path.to_path_buf(),
+                key: key_path.to_path_buf(),
+            });
+        }
+
+        let mut expires = asn1_to_system(signing.validity().not_after);
+        for pair in chain.windows(2) {
+            let child = parse_cert(&pair[0]).map_err(&chain_err)?;
+            let parent = parse_cert(&pair[1]).map_err(&chain_err)?;
+            child
+                .verify_signature(Some(parent.public_key()))
+                .map_err(|e| {
+                    chain_err(format!(
+                        "{:?} is not signed by the next certificate {:?}: {e}",
+                        child.subject().to_string(),
+                        parent.subject().to_string()
+                    ))
+                })?;
+            expires = expires.min(asn1_to_system(parent.validity().not_after));
+        }
+
+        let last = chain.last().unwrap_or(&chain[0]).clone();
+        if !roots.contains(&last) {
+            let last_cert = parse_cert(&last).map_err(&chain_err)?;
+            let mut issuer_root = None;
+            for root in &roots {
+                let parsed = parse_cert(root).map_err(&chain_err)?;
+                if last_cert
+                    .verify_signature(Some(parsed.public_key()))
+                    .is_ok()
+                {
+                    expires = expires.min(asn1_to_system(parsed.validity().not_after));
+                    issuer_root = Some(root.clone());
+                    break;
+                }
+            }
+            let Some(root) = issuer_root else {
+                return Err(chain_err(format!(
+                    "{:?} is not signed by any certificate in {ROOT_CERT}",
+                    last_cert.subject().to_string()
+                )));
+            };
+            chain.push(root);
+        }
+
+        if expires <= SystemTime::now() {
+            return Err(chain_err(format!(
+                "the CA chain expired at {}",
+                fmt_time(expires)
+            )));
+        }
+
+        let issuer = Issuer::from_ca_cert_der(&chain[0], key)
+            .map_err(|e| bad_pem(cert_path, format!("unusable as an issuer: {e}")))?;
+        Ok(Ca {
+            trust_domain: trust_domain.to_owned(),
+            issuer,
+            chain: chain.iter().map(|c| der_to_pem(c)).collect(),
+            root_pem: roots.iter().map(|c| der_to_pem(c)).collect(),
+            expires,
+        })
+    }
+
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
+    }
+
+    /// PEM of the root certificate(s) workloads must trust.
+    pub fn root_pem(&self) -> String {
+        self.root_pem.clone()
+    }
+
+    /// Signs a PEM CSR. The CSR must carry exactly one URI SAN and it must equal `identity`
+    /// (a proxy cannot obtain another service account's identity); other SANs/subjects are
+    /// ignored (the issued certificate carries only the SPIFFE URI SAN, as Istio's do).
+    /// Returns the chain as PEM strings: [leaf, intermediates…, root].
+    pub fn sign_csr(
+        &self,
+        csr_pem: &str,
+        identity: &SpiffeId,
+        ttl: Duration,
+    ) -> Result<Vec<String>, CaError> {
+        self.check_identity(identity)?;
+        let der = rustls_pemfile::csr(&mut csr_pem.as_bytes())
+            .map_err(|e| CaError::Csr(format!("unreadable PEM: {e}")))?
+            .ok_or_else(|| CaError::Csr("no CERTIFICATE REQUEST block in the PEM".into()))?;
+        let (_, csr) = X509CertificationRequest::from_der(der.as_ref())
+            .map_err(|e| CaError::Csr(e.to_string()))?;
+        // Proves the requester holds the private key it wants certified.
+        csr.verify_signature()
+            .map_err(|e| CaError::Csr(format!("signature does not verify: {e}")))?;
+
+        let uris: Vec<&str> = csr
+            .requested_extensions()
+            .into_iter()
+            .flatten()
+            .filter_map(|ext| match ext {
+                ParsedExtension::SubjectAlternativeName(san) => Some(&san.general_names),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|name| match name {
+                GeneralName::URI(uri) => Some(*uri),
+                _ => None,
+            })
+            .collect();
+        let [requested] = uris[..] else {
+            return Err(CaError::Csr(format!(
+                "must carry exactly one URI SAN, found {}: {uris:?}",
+                uris.len()
+            )));
+        };
+        let allowed = identity.to_string();
+        if requested != allowed {
+            return Err(CaError::Identity {
+                requested: requested.to_owned(),
+                allowed,
+            });
+        }
+
+        let public_key =
+            rcgen::SubjectPublicKeyInfo::from_der(csr.certification_request_info.subject_pki.raw)
+                .map_err(|e| CaError::Csr(format!("unsupported public key: {e}")))?;
+        self.sign_leaf(&public_key, vec![uri_san(identity)?], ttl)
+    }
+
+    /// Issues a fresh key and certificate (for servers the control plane runs itself, and for
+    /// Envoy sidecars served over SDS): URI SAN `identity` if given, DNS SANs `dns`.
+    /// Returns (chain PEM strings [leaf, …, root], private key PEM).
+    ///
+    /// Entries of `dns` that parse as IP addresses become IP SANs, so that
+    /// servers reached by address (loopback in local mode) verify too.
+    pub fn issue(
+        &self,
+        identity: Option<&SpiffeId>,
+        dns: &[String],
+        ttl: Duration,
+    ) -> Result<(Vec<String>, String), CaError> {
+        let mut sans = Vec::with_capacity(dns.len() + 1);
+        if let Some(identity) = identity {
+            self.check_identity(identity)?;
+            sans.push(uri_san(identity)?);
+        }
+        for name in dns {
+            sans.push(match name.parse::<IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(ia5(name)?),
+            });
+        }
+        if sans.is_empty() {
+            return Err(CaError::NoNames);
+        }
+        let key = new_key()?;
+        let chain = self.sign_leaf(&key, sans, ttl)?;
+        Ok((chain, key.serialize_pem()))
+    }
+
+    fn check_identity(&self, identity: &SpiffeId) -> Result<(), CaError> {
+        if identity.trust_domain != self.trust_domain {
+            return Err(CaError::ForeignIdentity {
+                identity: identity.to_string(),
+                trust_domain: self.trust_domain.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn sign_leaf(
+        &self,
+        public_key: &impl PublicKeyData,
+        sans: Vec<SanType>,
+        ttl: Duration,
+    ) -> Result<Vec<String>, CaError> {
+        if ttl.is_zero() {
+            return Err(CaError::Ttl {
+                requested: ttl,
+                reason: "must be positive".into(),
+            });
+        }
+        let now = SystemTime::now();
+        let requested_end = now.checked_add(ttl).unwrap_or(self.expires);
+        let not_after = requested_end.min(self.expires);
+        if not_after <= now {
+            return Err(CaError::Ttl {
+                requested: ttl,
+                reason: format!("the CA chain expired at {}", fmt_time(self.expires)),
+            });
+        }
+        if not_after < requested_end {
+            // Loud on purpose: shrinking lifetimes mean the CA needs renewing.
+            tracing::warn!(
+                ?ttl,
+                ca_expires = %fmt_time(self.expires),
+                "certificate lifetime cut short by the CA chain's expiry"
+            );
+        }
+
+        let mut params = CertificateParams::default();
+        params.not_before = now.checked_sub(CLOCK_SKEW).unwrap_or(now).into();
+        params.not_after = not_after.into();
+        params.serial_number = Some(random_serial()?);
+        // Like Istio's: an empty subject, so the SAN alone names the workload.
+        params.distinguished_name = DistinguishedName::new();
+        params.subject_alt_names = sans;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        // Lets verifiers pick the right issuer while roots rotate.
+        params.use_authority_key_identifier_extension = true;
+        let leaf = params
+            .signed_by(public_key, &self.issuer)
+            .map_err(|e| CaError::Sign(e.to_string()))?;
+
+        let mut chain = Vec::with_capacity(self.chain.len() + 1);
+        chain.push(der_to_pem(leaf.der()));
+        chain.extend(self.chain.iter().cloned());
+        Ok(chain)
+    }
+}
+
+/// What a certificate says about itself, for proxies deciding when to rotate
+/// and for `kite proxy-config secret`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertInfo {
+    pub uris: Vec<String>,
+    pub dns: Vec<String>,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+    pub issuer: String,
+    pub subject: String,
+    /// Lowercase hex, without separators.
+    pub serial: String,
+}
+
+/// Parses a PEM certificate (the first one, when given a chain).
+pub fn cert_info(pem: &str) -> Result<CertInfo, CaError> {
+    let der = rustls_pemfile::certs(&mut pem.as_bytes())
+        .next()
+        .ok_or_else(|| CaError::Cert("no CERTIFICATE block in the PEM".into()))?
+        .map_err(|e| CaError::Cert(format!("unreadable PEM: {e}")))?;
+    let cert = parse_cert(&der).map_err(CaError::Cert)?;
+    let mut uris = Vec::new();
+    let mut dns = Vec::new();
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| CaError::Cert(format!("subjectAltName: {e}")))?;
+    for name in san.iter().flat_map(|san| &san.value.general_names) {
+        match name {
+            GeneralName::URI(uri) => uris.push((*uri).to_owned()),
+            GeneralName::DNSName(name) => dns.push((*name).to_owned()),
+            _ => {}
+        }
+    }
+    Ok(CertInfo {
+        uris,
+        dns,
+        not_before: asn1_to_system(cert.validity().not_before),
+        not_after: asn1_to_system(cert.validity().not_after),
+        issuer: cert.issuer().to_string(),
+        subject: cert.subject().to_string(),
+        serial: cert.serial.to_str_radix(16),
+    })
+}
+
+/// A fresh ECDSA P-256 key and a PEM CSR asking for `identity` (what a proxy sends the CA;
+/// the key never leaves the caller). Returns (csr_pem, key_pem).
+pub fn csr(identity: &SpiffeId) -> Result<(String, String), CaError> {
+    let key = new_key()?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.subject_alt_names = vec![uri_san(identity)?];
+    let request = params
+        .serialize_request(&key)
+        .map_err(|e| CaError::Sign(format!("building the CSR: {e}")))?;
+    let pem = request
+        .pem()
+        .map_err(|e| CaError::Sign(format!("encoding the CSR: {e}")))?;
+    Ok((pem, key.serialize_pem()))
+}
+
+fn validate_trust_domain(trust_domain: &str) -> Result<(), CaError> {
+    check_trust_domain(trust_domain).map_err(|reason| CaError::TrustDomain {
+        trust_domain: trust_domain.to_owned(),
+        reason,
+    })
+}
+
+fn new_key() -> Result<KeyPair, CaError> {
+    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| CaError::Sign(format!("generating a key: {e}")))
+}
+
+fn self_signed_root(trust_domain: &str) -> Result<(CertificateDer<'static>, KeyPair), CaError> {
+    let key = new_key()?;
+    let now = SystemTime::now();
+    let mut params = CertificateParams::default();
+    params.not_before = now.checked_sub(CLOCK_SKEW).unwrap_or(now).into();
+    params.not_after = now.checked_add(ROOT_VALIDITY).unwrap_or(now).into();
+    params.serial_number = Some(random_serial()?);
+    let mut name = DistinguishedName::new();
+    // Istio's self-signed root carries the trust domain as its organization.
+    name.push(DnType::OrganizationName, trust_domain);
+    name.push(DnType::CommonName, "Kite root CA");
+    params.distinguished_name = name;
+    // One level of intermediates lets an operator later mint per-cluster
+    // plug-in CAs from this root (Istio's multicluster recipe), no deeper.
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| CaError::Sign(format!("self-signing the root: {e}")))?;
+    Ok((cert.der().clone(), key))
+}
+
+fn random_serial() -> Result<SerialNumber, CaError> {
+    let mut bytes = [0u8; 16];
+    rustls::crypto::aws_lc_rs::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .map_err(|_| CaError::Sign("the system random source failed".into()))?;
+    // Positive and with a non-zero top byte, so the DER integer keeps a
+    // fixed length of 16 bytes.
+    bytes[0] = (bytes[0] & 0x7f) | 0x40;
+    Ok(SerialNumber::from_slice(&bytes))
+}
+
+fn uri_san(identity: &SpiffeId) -> Result<SanType, CaError> {
+    Ok(SanType::URI(ia5(&identity.to_string())?))
+}
+
+fn ia5(name: &str) -> Result<rcgen::string::Ia5String, CaError> {
+    if name.is_empty() {
+        return Err(CaError::Name {
+            name: String::new(),
+            reason: "is empty".into(),
+        });
+    }
+    rcgen::string::Ia5String::try_from(name).map_err(|e| CaError::Name {
+        name: name.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn parse_cert<'a>(der: &'a CertificateDer<'_>) -> Result<X509Certificate<'a>, String> {
+    x509_parser::parse_x509_certificate(der.as_ref())
+        .map(|(_, cert)| cert)
+        .map_err(|e| format!("unparsable certificate: {e}"))
+}
+
+fn asn1_to_system(time: ASN1Time) -> SystemTime {
+    let secs = time.timestamp();
+    match u64::try_from(secs) {
+        Ok(after) => UNIX_EPOCH + Duration::from_secs(after),
+        Err(_) => UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()),
+    }
+}
+
+fn fmt_time(time: SystemTime) -> String {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(since) => format!("unix time {}", since.as_secs()),
+        Err(_) => "before 1970".into(),
+    }
+}
+
+fn bad_pem(path: &Path, reason: impl Into<String>) -> CaError {
+    CaError::BadPem {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CaError + '_ {
+    move |source| CaError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn exists(path: &Path) -> Result<bool, CaError> {
+    path.try_exists().map_err(io_err(path))
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, CaError> {
+    let text = fs::read(path).map_err(io_err(path))?;
+    let certs = rustls_pemfile::certs(&mut text.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad_pem(path, format!("unreadable PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad_pem(path, "no CERTIFICATE block"));
+    }
+    for cert in &certs {
+        parse_cert(cert).map_err(|e| bad_pem(path, e))?;
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<KeyPair, CaError> {
+    let text = fs::read(path).map_err(io_err(path))?;
+    // rustls-pemfile skips other blocks, e.g. the "EC PARAMETERS" block that
+    // `openssl ecparam -genkey` writes before the key.
+    let key = rustls_pemfile::private_key(&mut text.as_slice())
+        .map_err(|e| bad_pem(path, format!("unreadable PEM: {e}")))?
+        .ok_or_else(|| bad_pem(path, "no PKCS#8, PKCS#1 or SEC1 private key block"))?;
+    KeyPair::try_from(&key).map_err(|e| bad_pem(path, format!("unsupported private key: {e}")))
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), CaError> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    // The directory holds the root key; keep others from even listing it.
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(io_err(dir))
+}
+
+/// Writes via a temporary file and a rename, so a crash never leaves a
+/// truncated certificate or key behind.
+fn write_atomically(path: &Path, contents: &str, private: bool) -> Result<(), CaError> {
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    // A leftover from a crash may have looser permissions, and the mode
+    // below applies only to files this call creates.
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(&tmp)(e)),
+        _ => {}
+    }
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    if private {
+        // Set at creation, so the key is never readable by others, not even briefly.
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut file = options.open(&tmp).map_err(io_err(&tmp))?;
+    io::Write::write_all(&mut file, contents.as_bytes()).map_err(io_err(&tmp))?;
+    file.sync_all().map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+// Hand-rolled because no PEM encoder is a direct dependency; rcgen's output
+// uses the same layout (64-column lines, LF).
+fn der_to_pem(der: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(der.len() * 4 / 3 + der.len() / 48 + 64);
+    out.push_str("-----BEGIN CERTIFICATE-----\n");
+    let mut column = 0;
+    for chunk in der.chunks(3) {
+        let bits = chunk.iter().enumerate().fold(0u32, |acc, (i, byte)| {
+            acc | u32::from(*byte) << (16 - 8 * i)
+        });
+        for i in 0..4 {
+            let c = if i <= chunk.len() {
+                char::from(ALPHABET[((bits >> (18 - 6 * i)) & 0x3f) as usize])
+            } else {
+                '='
+            };
+            out.push(c);
+            column += 1;
+            if column == 64 {
+                out.push('\n');
+                column = 0;
+            }
+        }
+    }
+    if column != 0 {
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        process::Command,
+        sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        },
+    };
+
+    use rustls::{
+        RootCertStore, ServerConfig,
+        client::WebPkiServerVerifier,
+        client::danger::ServerCertVerifier,
+        pki_types::{PrivateKeyDer, ServerName, UnixTime},
+        server::WebPkiClientVerifier,
+    };
+
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let unique = format!(
+                "kite-ca-{}-{}-{}-{name}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed),
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos()
+            );
+            Self(std::env::temp_dir().join(unique))
+        }
+
+        fn write(&self, name: &str, contents: &str) -> PathBuf {
+            fs::create_dir_all(&self.0).unwrap();
+            let path = self.0.join(name);
+            fs::write(&path, contents).unwrap();
+            path
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn reviews() -> SpiffeId {
+        SpiffeId::new("cluster.local", "default", "bookinfo-reviews")
+    }
+
+    /// Runs `openssl verify -x509_strict` and asserts that it accepts `leaf`.
+    fn openssl_verify(dir: &TempDir, root: &str, untrusted: &[String], leaf: &str) {
+        let root = dir.write("verify-root.pem", root);
+        let leaf = dir.write("verify-leaf.pem", leaf);
+        let mut cmd = Command::new("/usr/bin/openssl");
+        cmd.arg("verify")
+            .arg("-x509_strict")
+            .arg("-CAfile")
+            .arg(&root);
+        if !untrusted.is_empty() {
+            cmd.arg("-untrusted")
+                .arg(dir.write("verify-untrusted.pem", &untrusted.concat()));
+        }
+        let out = cmd.arg(&leaf).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "openssl verify failed: {text}");
+        assert_eq!(text.trim(), format!("{}: OK", leaf.display()));
+    }
+
+    fn certs_of(chain: &[String]) -> Vec<CertificateDer<'static>> {
+        chain
+            .iter()
+            .flat_map(|pem| {
+                rustls_pemfile::certs(&mut pem.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    }
+
+    /// Checks with webpki, which the mesh's own TLS uses, that `chain`
+    /// verifies as a client certificate up to `root_pem`.
+    fn webpki_client_ok(root_pem: &str, chain: &[String]) {
+        let mut roots = RootCertStore::empty();
+        for root in certs_of(&[root_pem.to_owned()]) {
+            roots.add(root).unwrap();
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .unwrap();
+        let certs = certs_of(chain);
+        verifier
+            .verify_client_cert(&certs[0], &certs[1..], UnixTime::now())
+            .unwrap();
+    }
+
+    #[test]
+    fn ca_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Ca>();
+    }
+
+    #[test]
+    fn pem_encoder_matches_rcgen() {
+        let key = new_key().unwrap();
+        let cert = CertificateParams::new(vec!["a.example".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        assert_eq!(der_to_pem(cert.der()), cert.pem().replace("\r\n", "\n"));
+        for len in 0..7 {
+            let der: Vec<u8> = (0..len).map(|i| i * 37).collect();
+            let pem = der_to_pem(&der);
+            let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+            assert_eq!(body.len(), der.len().div_ceil(3) * 4, "{pem}");
+        }
+    }
+
+    #[test]
+    fn creates_then_reuses_self_signed_root() {
+        let dir = TempDir::new("create");
+        let root_dir = dir.0.join("nested/ca");
+        let ca = Ca::load_or_create(&root_dir, "cluster.local").unwrap();
+        assert_eq!(ca.trust_domain(), "cluster.local");
+
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(root_dir.join(ROOT_KEY))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "root key mode {mode:o}");
+        }
+        let on_disk = fs::read_to_string(root_dir.join(ROOT_CERT)).unwrap();
+        assert_eq!(ca.root_pem(), on_disk);
+        assert!(!root_dir.join("root-key.pem.tmp").exists());
+
+        let root = cert_info(&ca.root_pem()).unwrap();
+        assert_eq!(root.subject, "O=cluster.local, CN=Kite root CA");
+        assert_eq!(root.issuer, root.subject);
+        let ten_years = root.not_after.duration_since(root.not_before).unwrap();
+        assert!(ten_years >= ROOT_VALIDITY, "{ten_years:?}");
+
+        let again = Ca::load_or_create(&root_dir, "cluster.local").unwrap();
+        assert_eq!(again.root_pem(), ca.root_pem());
+
+        // Certificates from before the restart still verify against the root.
+        let (csr_pem, _) = csr(&reviews()).unwrap();
+        let chain = again.sign_csr(&csr_pem, &reviews(), DAY).unwrap();
+        openssl_verify(&dir, &ca.root_pem(), &[], &chain[0]);
+    }
+
+    #[test]
+    fn signs_csr_for_its_own_identity() {
+        let ca = Ca::ephemeral("cluster.local").unwrap();
+        let (csr_pem, key_pem) = csr(&reviews()).unwrap();
+        assert!(csr_pem.starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
+        assert!(key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+
+        let ttl = Duration::from_secs(3600);
+        let chain = ca.sign_csr(&csr_pem, &reviews(), ttl).unwrap();
+        assert_eq!(chain.len(), 2, "leaf and root");
+        assert_eq!(chain[1], ca.root_pem());
+
+        let leaf = cert_info(&chain[0]).unwrap();
+        assert_eq!(
+            leaf.uris,
+            ["spiffe://cluster.local/ns/default/sa/bookinfo-reviews"]
+        );
+        assert!(leaf.dns.is_empty());
+        assert_eq!(leaf.subject, "");
+        assert_eq!(leaf.issuer, "O=cluster.local, CN=Kite root CA");
+        assert_eq!(leaf.serial.len(), 32, "{}", leaf.serial);
+        let expected = SystemTime::now() + ttl;
+        let off = match leaf.not_after.duration_since(expected) {
+            Ok(d) => d,
+            Err(e) => e.duration(),
+        };
+        assert!(off < Duration::from_secs(5), "not_after off by {off:?}");
+        let backdated = SystemTime::now().duration_since(leaf.not_before).unwrap();
+        assert!(backdated >= CLOCK_SKEW - Duration::from_secs(1));
+
+        // The key in the CSR is the key in the certificate.
+        let leaf_der = &certs_of(&chain)[0];
+        let parsed = parse_cert(leaf_der).unwrap();
+        let key = KeyPair::from_pem(&key_pem).unwrap();
+        assert_eq!(
+            parsed.public_key().subject_public_key.as_ref(),
+            key.public_key_raw()
+        );
+        assert!(!parsed.is_ca());
+
+        let dir = TempDir::new("verify-self-signed");
+        openssl_verify(&dir, &ca.root_pem(), &[], &chain[0]);
+        webpki_client_ok(&ca.root_pem(), &chain);
+
+        // Two certificates never share a serial.
+        let other = ca.sign_csr(&csr_pem, &reviews(), ttl).unwrap();
+        assert_ne!(cert_info(&other[0]).unwrap().serial, leaf.serial);
+    }
+
+    #[test]
+    fn refuses_csr_for_another_identity() {
+        let ca = Ca::ephemeral("cluster.local").unwrap();
+        let other = SpiffeId::new("cluster.local", "default", "other");
+        let (csr_pem, _) = csr(&other).unwrap();
+        let err = ca.sign_csr(&csr_pem, &reviews(), DAY).unwrap_err();
+        match &err {
+            CaError::Identity { requested, allowed } => {
+                assert_eq!(requested, "spiffe://cluster.local/ns/default/sa/other");
+                assert_eq!(
+                    allowed,
+                    "spiffe://cluster.local/ns/default/sa/bookinfo-reviews"
+                );
+            }
+            other => panic!("expected CaError::Identity, got {other:?}"),
+        }
+        assert!(err.to_string().contains("sa/other"), "{err}");
+    }
+
+    #[test]
+    fn refuses_csr_without_exactly_one_uri() {
+        let ca = Ca::ephemeral("cluster.local").unwrap();
+        let key = new_key().unwrap();
+
+        let mut none = CertificateParams::new(vec!["reviews.default.svc".to_owned()]).unwrap();
+        none.distinguished_name = DistinguishedName::new();
+        let pem = none.serialize_request(&key).unwrap().pem().unwrap();
+        let err = ca.sign_csr(&pem, &reviews(), DAY).unwrap_err();
+        assert!(
+            matches!(err, CaError::Csr(ref m) if m.contains("found 0")),
+            "{err}"
+        );
+
+        let mut two = CertificateParams::default();
+        two.subject_alt_names = vec![
+            uri_san(&reviews()).unwrap(),
+            uri_san(&SpiffeId::new("cluster.local", "default", "other")).unwrap(),
+        ];
+        let pem = two.serialize_request(&key).unwrap().pem().unwrap();
+        let err = ca.sign_csr(&pem, &reviews(), DAY).unwrap_err();
+        assert!(
+            matches!(err, CaError::Csr(ref m) if m.contains("found 2")),
+            "{err}"
+        );
+
+        let err = ca.sign_csr("not a csr", &reviews(), DAY).unwrap_err();
+        assert!(matches!(err, CaError::Csr(_)), "{err}");
+    }
+
+    #[test]
+    fn csr_subject_and_extra_sans_do_not_reach_the_certificate() {
+        let ca = Ca::ephemeral("cluster.local").unwrap();
+        let key = new_key().unwrap();
+        let mut params = CertificateParams::new(vec!["evil.example".to_owned()]).unwrap();
+        params.subject_alt_names.push(uri_san(&reviews()).unwrap());
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let pem = params.serialize_request(&key).unwrap().pem().unwrap();
+        let chain = ca.sign_csr(&pem, &reviews(), DAY).unwrap();
+        let leaf = cert_info(&chain[0]).unwrap();
+        assert_eq!(leaf.uris, [reviews().to_string()]);
+        assert!(leaf.dns.is_empty());
+        assert_eq!(leaf.subject, "");
+        assert!(!parse_cert(&certs_of(&chain)[0]).unwrap().is_ca());
+    }
+
+    #[test]
+    fn refuses_foreign_trust_domain_and_bad_ttl() {
+        let ca = Ca::ephemeral("cluster.local").unwrap();
+        let foreign = SpiffeId::new("example.org", "default", "bookinfo-reviews");
+        let (pem, _) = csr(&foreign).unwrap();
+        let err = ca.sign_csr(&pem, &foreign, DAY).unwrap_err();
+        assert!(matches!(err, CaError::ForeignIdentity { .. }), "{err}");
+
+        let (pem, _) = csr(&reviews()).unwrap();
+        let err = ca.sign_csr(&pem, &reviews(), Duration::ZERO).unwrap_err();
+        assert!(matches!(err, CaError::Ttl { .. }), "{err}");
+
+        // Absurd lifetimes are clamped to the CA's own expiry.
+        let chain = ca.sign_csr(&pem, &reviews(), Duration::MAX).unwrap();
+        let leaf = cert_info(&chain[0]).unwrap();
+        let root = cert_info(&ca.root_pem()).unwrap();
+        assert_eq!(leaf.not_after, root.not_after);
+
+        let err = Ca::ephemeral("Cluster.Local").unwrap_err();
+        assert!(matches!(err, CaError::TrustDomain { .. }), "{err}");
+    }
+
+    /// Writes Istio's `cacerts` files for root → intermediate, returning the
+    /// root and intermediate PEMs.
+    fn write_plugin(dir: &TempDir, intermediate_key: &KeyPair) -> (String, String) {
+        let root_key = new_key().unwrap();
+        let mut root_params = CertificateParams::default();
+        root_params.distinguished_name = DistinguishedName::new();
+        root_params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Istio");
+        root_params
+            .distinguished_name
+            .push(DnType::CommonName, "Root CA");
+        root_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(2));
+        root_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let root_cert = root_params.self_signed(&root_key).unwrap();
+        let root_issuer = Issuer::new(root_params, root_key);
+
+        let mut int_params = CertificateParams::default();
+        int_params.distinguished_name = DistinguishedName::new();
+        int_params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Istio");
+        int_params
+            .distinguished_name
+            .push(DnType::CommonName, "Intermediate CA");
+        int_params
+            .distinguished_name
+            .push(DnType::LocalityName, "cluster1");
+        int_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        int_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        int_params.use_authority_key_identifier_extension = true;
+        let int_cert = int_params
+            .signed_by(intermediate_key, &root_issuer)
+            .unwrap();
+
+        let (root_pem, int_pem) = (root_cert.pem(), int_cert.pem());
+        dir.write(CA_CERT, &int_pem);
+        dir.write(CA_KEY, &intermediate_key.serialize_pem());
+        dir.write(CERT_CHAIN, &format!("{int_pem}{root_pem}"));
+        dir.write(ROOT_CERT, &root_pem);
+        (root_pem, int_pem)
+    }
+
+    fn check_plugin(dir: &TempDir, root_pem: &str, int_pem: &str) {
+        let ca = Ca::load_or_create(&dir.0, "cluster.local").unwrap();
+        assert_eq!(
+            ca.root_pem(),
+            der_to_pem(&certs_of(&[root_pem.to_owned()])[0])
+        );
+        assert!(!dir.0.join(ROOT_KEY).exists(), "no self-signed root made");
+
+        let (csr_pem, _) = csr(&reviews()).unwrap();
+        let chain = ca.sign_csr(&csr_pem, &reviews(), DAY).unwrap();
+        assert_eq!(chain.len(), 3, "leaf → intermediate → root");
+        let subjects: Vec<String> = chain
+            .iter()
+            .map(|pem| cert_info(pem).unwrap().subject)
+            .collect();
+        assert_eq!(
+            subjects,
+            [
+                "",
+                "O=Istio, CN=Intermediate CA, L=cluster1",
+                "O=Istio, CN=Root CA"
+            ]
+        );
+        let issuers: Vec<String> = chain
+            .iter()
+            .map(|pem| cert_info(pem).unwrap().issuer)
+            .collect();
+        assert_eq!(issuers[0], subjects[1]);
+        assert_eq!(issuers[1], subjects[2]);
+        assert_eq!(certs_of(&chain[1..2]), certs_of(&[int_pem.to_owned()]));
+        assert_eq!(certs_of(&chain[2..3]), certs_of(&[root_pem.to_owned()]));
+
+        let verify_dir = TempDir::new("verify-plugin");
+        openssl_verify(&verify_dir, root_pem, &[int_pem.to_owned()], &chain[0]);
+        webpki_client_ok(&ca.root_pem(), &chain);
+
+        let (issued, _) = ca
+            .issue(Some(&reviews()), &["reviews.default.svc".to_owned()], DAY)
+            .unwrap();
+        assert_eq!(issued[1..], chain[1..]);
+        openssl_verify(&verify_dir, root_pem, &issued[1..2], &issued[0]);
+    }
+
+    #[test]
+    fn loads_plugin_ca_with_ec_intermediate() {
+        let dir = TempDir::new("plugin-ec");
+        let key = new_key().unwrap();
+        let (root_pem, int_pem) = write_plugin(&dir, &key);
+        check_plugin(&dir, &root_pem, &int_pem);
+    }
+
+    #[test]
+    fn loads_plugin_ca_with_rsa_intermediate() {
+        let dir = TempDir::new("plugin-rsa");
+        let key =
+            KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).unwrap();
+        let (root_pem, int_pem) = write_plugin(&dir, &key);
+        check_plugin(&dir, &root_pem, &int_pem);
+    }
+
+    #[test]
+    fn plugin_ca_without_cert_chain_file() {
+        let dir = TempDir::new("plugin-no-chain");
+        let key = new_key().unwrap();
+        let (root_pem, int_pem) = write_plugin(&dir, &key);
+        fs::remove_file(dir.0.join(CERT_CHAIN)).unwrap();
+        check_plugin(&dir, &root_pem, &int_pem);
+    }
+
+    /// Builds `cacerts` with the openssl CLI the way Istio's `tools/certs`
+    /// Makefile does, with the intermediate key made by `keygen`.
+    fn openssl_plugin(dir: &TempDir, keygen: &[&str]) -> (String, String) {
+        let run = |args: &[&str]| {
+            let out = Command::new("/usr/bin/openssl")
+                .args(args)
+                .current_dir(&dir.0)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        dir.write(
+            "ext.cnf",
+            "[v3]\nbasicConstraints=critical,CA:true,pathlen:0\n\
+             keyUsage=critical,digitalSignature,keyCertSign,cRLSign\n\
+             subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
+        );
+        run(&["genrsa", "-out", "root-key.pem", "2048"]);
+        run(&[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "root-key.pem",
+            "-sha256",
+            "-days",
+            "3650",
+            "-subj",
+            "/O=Istio/CN=Root CA",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-out",
+            ROOT_CERT,
+        ]);
+        run(keygen);
+        run(&[
+            "req",
+            "-new",
+            "-key",
+            CA_KEY,
+            "-subj",
+            "/O=Istio/CN=Intermediate CA/L=cluster1",
+            "-out",
+            "ca.csr",
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "ca.csr",
+            "-CA",
+            ROOT_CERT,
+            "-CAkey",
+            "root-key.pem",
+            "-CAcreateserial",
+            "-days",
+            "730",
+            "-sha256",
+            "-extfile",
+            "ext.cnf",
+            "-extensions",
+            "v3",
+            "-out",
+            CA_CERT,
+        ]);
+        // Only the plug-in files may remain, or the loader would see a self-signed root key.
+        fs::remove_file(dir.0.join("root-key.pem")).unwrap();
+        let root_pem = fs::read_to_string(dir.0.join(ROOT_CERT)).unwrap();
+        let int_pem = fs::read_to_string(dir.0.join(CA_CERT)).unwrap();
+        dir.write(CERT_CHAIN, &format!("{int_pem}{root_pem}"));
+        (root_pem, int_pem)
+    }
+
+    #[test]
+    fn loads_openssl_made_plugin_ca_with_pkcs1_rsa_key() {
+        let dir = TempDir::new("openssl-rsa");
+        fs::create_dir_all(&dir.0).unwrap();
+        let keygen = ["genrsa", "-traditional", "-out", CA_KEY, "2048"];
+        let (root_pem, int_pem) = openssl_plugin(&dir, &keygen);
+        let key = fs::read_to_string(dir.0.join(CA_KEY)).unwrap();
+        assert!(key.starts_with("-----BEGIN RSA PRIVATE KEY-----"), "{key}");
+        check_plugin(&dir, &root_pem, &int_pem);
+    }
+
+    #[test]
+    fn loads_openssl_made_plugin_ca_with_sec1_ec_key() {
+        let dir = TempDir::new("openssl-ec");
+        fs::create_dir_all(&dir.0).unwrap();
+        let keygen = ["ecparam", "-name", "prime256v1", "-genkey", "-out", CA_KEY];
+        let (root_pem, int_pem) = openssl_plugin(&dir, &keygen);
+        let key = fs::read_to_string(dir.0.join(CA_KEY)).unwrap();
+        assert!(key.starts_with("-----BEGIN EC PARAMETERS-----"), "{key}");
+        check_plugin(&dir, &root_pem, &int_pem);
+    }
+
+    #[test]
+    fn plugin_ca_refuses_mismatched_key() {
+        let dir = TempDir::new("plugin-mismatch");
+        let key = new_key().unwrap();
+        write_plugin(&dir, &key);
+        dir.write(CA_KEY, &new_key().unwrap().serialize_pem());
+        let err = Ca::load_or_create(&dir.0, "cluster.local").unwrap_err();
+        match &err {
+            CaError::KeyMismatch { cert, key } => {
+                assert!(cert.ends_with(CA_CERT));
+                assert!(key.ends_with(CA_KEY));
+            }
+            other => panic!("expected KeyMismatch, got {other:?}"),
+        }
+        assert!(err.to_string().contains("ca-key.pem"), "{err}");
+    }
+
+    #[test]
+    fn plugin_ca_refuses_unrelated_root() {
+        let dir = TempDir::new("plugin-unrelated-root");
+        let key = new_key().unwrap();
+        write_plugin(&dir, &key);
+        let stranger = Ca::ephemeral("cluster.local").unwrap();
+        dir.write(ROOT_CERT, &stranger.root_pem());
+        dir.write(
+            CERT_CHAIN,
+            &fs::read_to_string(dir.0.join(CA_CERT)).unwrap(),
+        );
+        let err = Ca::load_or_create(&dir.0, "cluster.local").unwrap_err();
+        assert!(
+            matches!(err, CaError::Chain { ref reason, .. } if reason.contains(ROOT_CERT)),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn load_errors_name_the_file() {
+        let dir = TempDir::new("bad-files");
+        dir.write(ROOT_CERT, "garbage");
+        let err = Ca::load_or_create(&dir.0, "cluster.local").unwrap_err();
+        assert!(matches!(err, CaError::BadPem { ref path, .. } if path.ends_with(ROOT_CERT)));
+
+        let ca = Ca::ephemeral("cluster.local").unwrap();
+        dir.write(ROOT_CERT, &ca.root_pem());
+        let err = Ca::load_or_create(&dir.0, "cluster.local").unwrap_err();
+        assert!(
+            matches!(err, CaError::Io { ref path, .. } if path.ends_with(ROOT_KEY)),
+            "{err}"
+        );
+        assert!(err.to_string().contains(ROOT_KEY), "{err}");
+    }
+
+    #[test]
+    fn issued_key_and_chain_work_in_rustls() {
+        let ca = Ca::ephemeral("cluster.local").unwrap();
+        let names = ["istiod.istio-system.svc".to_owned(), "127.0.0.1".to_owned()];
+        let (chain, key_pem) = ca.issue(Some(&reviews()), &names, DAY).unwrap();
+        let info = cert_info(&chain[0]).unwrap();
+        assert_eq!(info.uris, [reviews().to_string()]);
+        assert_eq!(info.dns, ["istiod.istio-system.svc"]);
+
+        let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+            .unwrap()
+            .unwrap();
+        ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs_of(&chain), key)
+            .unwrap();
+
+        let mut roots = RootCertStore::empty();
+        roots.add(certs_of(&[ca.root_pem()])[0].clone()).unwrap();
+        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .unwrap();
+        let certs = certs_of(&chain);
+        for name in &names {
+            verifier
+                .verify_server_cert(
+                    &certs[0],
+                    &certs[1..],
+                    &ServerName::try_from(name.as_str()).unwrap(),
+                    &[],
+                    UnixTime::now(),
+                )
+                .unwrap();
+        }
+        webpki_client_ok(&ca.root_pem(), &chain);
+
+        let (chain, _) = ca.issue(None, &["a.example".to_owned()], DAY).unwrap();
+        assert!(cert_info(&chain[0]).unwrap().uris.is_empty());
+        assert!(matches!(ca.issue(None, &[], DAY), Err(CaError::NoNames)));
+        assert!(matches!(
+            ca.issue(None, &["bad\u{e9}".to_owned()], DAY),
+            Err(CaError::Name { .. })
+        ));
+    }
+}

@@ -1,0 +1,214 @@
+//! rustls configuration for mutual TLS between workloads: TLS 1.3
+//! preferred, 1.2 the floor, the provider's strong suites only; both sides
+//! present SPIFFE certificates chained to the mesh root, and the client
+//! accepts a server only if its identity is one the control plane lists for
+//! the service (secure naming).
+
+use std::sync::Arc;
+
+use rustls::{
+    DigitallySignedStruct, Error, RootCertStore, SignatureScheme,
+    client::{
+        danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+        verify_server_cert_signed_by_trust_anchor,
+    },
+    crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature},
+    pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime},
+    server::{ParsedCertificate, WebPkiClientVerifier},
+};
+
+use crate::SpiffeId;
+
+/// The application protocols sidecars offer each other, as Istio does.
+pub const ALPN_H2: &[u8] = b"h2";
+pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("certificate PEM: {0}")]
+    Pem(String),
+    #[error("TLS configuration: {0}")]
+    Config(#[from] Error),
+    #[error("client verifier: {0}")]
+    Verifier(String),
+}
+
+/// A workload's key and certificate chain, ready for rustls.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: Arc<PrivateKeyDer<'static>>,
+    pub roots: Arc<RootCertStore>,
+}
+
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+pub fn certs_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    rustls_pemfile::certs(&mut pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem(e.to_string()))
+}
+
+pub fn key_from_pem(pem: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    rustls_pemfile::private_key(&mut pem.as_bytes())
+        .map_err(|e| TlsError::Pem(e.to_string()))?
+        .ok_or_else(|| TlsError::Pem("no private key found".into()))
+}
+
+pub fn roots_from_pem(pem: &str) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs_from_pem(pem)? {
+        roots.add(cert)?;
+    }
+    Ok(roots)
+}
+
+impl Credentials {
+    pub fn from_pem(chain_pem: &[String], key_pem: &str, root_pem: &str) -> Result<Self, TlsError> {
+        let mut chain = Vec::new();
+        for pem in chain_pem {
+            chain.extend(certs_from_pem(pem)?);
+        }
+        Ok(Self {
+            chain,
+            key: Arc::new(key_from_pem(key_pem)?),
+            roots: Arc::new(roots_from_pem(root_pem)?),
+        })
+    }
+
+    /// The server side: a client certificate from the mesh is required.
+    pub fn server_config(&self, alpn: &[&[u8]]) -> Result<rustls::ServerConfig, TlsError> {
+        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(config)
+    }
+
+    /// The client side: presents this workload's certificate and accepts
+    /// only a server whose SPIFFE identity is in `allowed` (any mesh
+    /// identity when empty).
+    pub fn client_config(
+        &self,
+        allowed: Vec<SpiffeId>,
+        alpn: &[&[u8]],
+    ) -> Result<rustls::ClientConfig, TlsError> {
+        let verifier = Arc::new(SpiffeVerifier {
+            roots: self.roots.clone(),
+            allowed,
+            provider: provider(),
+        });
+        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())?;
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(config)
+    }
+}
+
+/// The URI SANs of a DER certificate that parse as SPIFFE ids.
+pub fn spiffe_ids(cert: &CertificateDer<'_>) -> Vec<SpiffeId> {
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = parsed.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::URI(uri) => uri.parse().ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Chain to the mesh root, then secure naming instead of DNS names.
+#[derive(Debug)]
+struct SpiffeVerifier {
+    roots: Arc<RootCertStore>,
+    allowed: Vec<SpiffeId>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for SpiffeVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        let parsed = ParsedCertificate::try_from(end_entity)?;
+        verify_server_cert_signed_by_trust_anchor(
+            &parsed,
+            &self.roots,
+            intermediates,
+            now,
+            self.provider.signature_verification_algorithms.all,
+        )?;
+        if self.allowed.is_empty() {
+            return Ok(ServerCertVerified::assertion());
+        }
+        let presented = spiffe_ids(end_entity);
+        if presented.iter().any(|id| self.allowed.contains(id)) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            let presented: Vec<String> = presented.iter().map(ToString::to_string).collect();
+            let allowed: Vec<String> = self.allowed.iter().map(ToString::to_string).collect();
+            Err(Error::General(format!(
+                "secure naming: the server presented {} but the service's identities are {}",
+                if presented.is_empty() {
+                    "no SPIFFE identity".to_owned()
+                } else {
+                    presented.join(", ")
+                },
+                allowed.join(", ")
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
