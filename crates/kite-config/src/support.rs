@@ -29,8 +29,8 @@ pub fn honoured(kind: Kind) -> &'static [&'static str] {
         Kind::ServiceEntry => SERVICE_ENTRY,
         Kind::WorkloadEntry => WORKLOAD_ENTRY,
         Kind::Sidecar => SIDECAR,
+        Kind::PeerAuthentication => PEER_AUTHENTICATION,
         Kind::WorkloadGroup
-        | Kind::PeerAuthentication
         | Kind::RequestAuthentication
         | Kind::AuthorizationPolicy
         | Kind::Telemetry => &[],
@@ -124,7 +124,7 @@ const UNHONOURED_VALUES: &[(Kind, &str, &str, &str)] = &[
         Kind::DestinationRule,
         "tls.mode",
         "ISTIO_MUTUAL",
-        "mesh mutual TLS (ISTIO_MUTUAL) needs workload identities, which Kite does not issue yet; traffic stays plaintext",
+        "ISTIO_MUTUAL is honoured by Kite sidecars (mesh mTLS is on for them by default); Envoy sidecars get no mesh certificates yet, so their traffic stays plaintext",
     ),
     (
         Kind::DestinationRule,
@@ -157,6 +157,13 @@ static DESTINATION_RULE: std::sync::LazyLock<Vec<&'static str>> = std::sync::Laz
     }
     out
 });
+
+/// Enforced by Kite sidecars, which hold mesh certificates.
+const PEER_AUTHENTICATION: &[&str] = &[
+    "spec.mtls.mode",
+    "spec.selector.matchLabels.*",
+    "spec.portLevelMtls.{}.mode",
+];
 
 const SIDECAR: &[&str] = &[
     "spec.outboundTrafficPolicy.mode",

@@ -89,7 +89,7 @@ impl Control {
     fn snapshot_for(&self, proxy: &Proxy) -> Snapshot {
         let config = self.store.current();
         let registry = Registry::build(&config);
-        translate::snapshot(&config, &registry, proxy)
+        translate::snapshot(&config, &registry, proxy, &self.trust_domain())
     }
 
     /// Recomputes every connected proxy's snapshot; streams push what
@@ -97,10 +97,11 @@ impl Control {
     fn recompute(&self) {
         let config = self.store.current();
         let registry = Registry::build(&config);
+        let trust_domain = self.trust_domain();
         let mut proxies = self.proxies.lock();
         proxies.retain(|_, entry| entry.tx.receiver_count() > 0);
         for entry in proxies.values() {
-            let mut snapshot = translate::snapshot(&config, &registry, &entry.proxy);
+            let mut snapshot = translate::snapshot(&config, &registry, &entry.proxy, &trust_domain);
             entry.tx.send_if_modified(|current| {
                 if **current == snapshot {
                     false
@@ -118,6 +119,13 @@ impl Control {
             proxies = proxies.len(),
             "recomputed"
         );
+    }
+
+    fn trust_domain(&self) -> String {
+        self.citadel.lock().as_ref().map_or_else(
+            || "cluster.local".to_owned(),
+            |c| c.ca.trust_domain().to_owned(),
+        )
     }
 
     /// The store revision translation has caught up with.

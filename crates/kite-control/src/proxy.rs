@@ -28,6 +28,9 @@ pub struct Proxy {
     /// that is the pod's localhost; in local mode each workload has a
     /// loopback address of its own for its app (`KITE_APP_IP`).
     pub app_ip: IpAddr,
+    /// The proxy holds a mesh certificate of its own (`KITE_IDENTITY`), so
+    /// it speaks mutual TLS to other sidecars and accepts it.
+    pub identity: bool,
 }
 
 // === impl Proxy ===
@@ -76,7 +79,13 @@ impl Proxy {
                 .map_err(|_| format!("node metadata KITE_APP_IP {s:?} is not an IP address"))?,
             None => IpAddr::from([127, 0, 0, 1]),
         };
+        let identity = match meta("KITE_IDENTITY") {
+            Some(PbKind::StringValue(s)) => s == "true",
+            Some(PbKind::BoolValue(b)) => *b,
+            _ => false,
+        };
         Ok(Self {
+            identity,
             id: node.id.clone(),
             kind,
             ip,

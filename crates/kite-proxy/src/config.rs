@@ -65,6 +65,18 @@ pub struct Listener {
     pub name: String,
     pub addr: SocketAddr,
     pub kind: ListenerKind,
+    pub tls: InboundTls,
+}
+
+/// What an inbound listener accepts (PeerAuthentication's modes).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum InboundTls {
+    /// Plaintext only.
+    Off,
+    /// Mutual TLS or plaintext, decided per connection.
+    Permissive,
+    /// Mutual TLS only.
+    Strict,
 }
 
 #[derive(Clone, Debug)]
@@ -85,6 +97,8 @@ pub struct HttpManager {
     pub use_remote_address: bool,
     pub websocket: bool,
     pub connect: bool,
+    /// Set `x-forwarded-client-cert` from the peer's certificate.
+    pub xfcc: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -234,6 +248,15 @@ pub struct Cluster {
     pub limits: Limits,
     pub outlier: Option<Outlier>,
     pub protocol: UpstreamProtocol,
+    /// Auto mTLS: endpoints marked as having a sidecar are reached over
+    /// mutual TLS, accepting only these identities.
+    pub mtls: Option<UpstreamMtls>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpstreamMtls {
+    pub allowed: Vec<kite_identity::SpiffeId>,
+    pub sni: String,
 }
 
 /// Which HTTP version to speak to a cluster's endpoints.
@@ -286,6 +309,8 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     pub weight: u32,
     pub locality: String,
+    /// The endpoint has a sidecar (auto mTLS applies).
+    pub tls: bool,
 }
 
 // === conversions ===
@@ -352,15 +377,55 @@ impl TryFrom<&Any> for Listener {
         let l: PbListener = decode(any, "listener")?;
         let name = format!("listener {}", l.name);
         let addr = socket_addr(l.address.as_ref(), &name)?;
-        if !l.listener_filters.is_empty() {
-            return Err(bad(&name, "listener filters are not supported"));
+        for lf in &l.listener_filters {
+            if lf.name != "envoy.filters.listener.tls_inspector" {
+                return Err(bad(
+                    &name,
+                    format!("listener filter {} is not supported", lf.name),
+                ));
+            }
         }
-        let [chain] = l.filter_chains.as_slice() else {
-            return Err(bad(&name, "exactly one filter chain is supported"));
+        // Istio's inbound layouts: one plaintext chain; one mTLS chain
+        // (STRICT); or an mTLS chain and a plaintext chain told apart by
+        // the transport protocol (PERMISSIVE).
+        let transport = |c: &envoy_types::pb::envoy::config::listener::v3::FilterChain| {
+            c.filter_chain_match
+                .as_ref()
+                .map(|m| m.transport_protocol.clone())
+                .unwrap_or_default()
         };
-        if chain.transport_socket.is_some() {
-            return Err(bad(&name, "TLS on listeners is not supported yet"));
+        let (plain, secure) = match l.filter_chains.as_slice() {
+            [only] if only.transport_socket.is_none() => (Some(only), None),
+            [only] => (None, Some(only)),
+            [a, b] if transport(a) == "tls" && transport(b) == "raw_buffer" => (Some(b), Some(a)),
+            [a, b] if transport(b) == "tls" && transport(a) == "raw_buffer" => (Some(a), Some(b)),
+            _ => {
+                return Err(bad(
+                    &name,
+                    "unsupported filter chain layout (one plaintext chain, one TLS chain, or both matched on transport protocol)",
+                ));
+            }
+        };
+        if let Some(secure) = secure {
+            downstream_tls(secure.transport_socket.as_ref(), &name)?;
         }
+        let tls = match (plain, secure) {
+            (Some(_), Some(_)) => InboundTls::Permissive,
+            (None, Some(_)) => InboundTls::Strict,
+            _ => InboundTls::Off,
+        };
+        let mut xfcc = false;
+        if let Some(secure) = secure
+            && let Some(f) = secure.filters.first()
+            && let Some(filter::ConfigType::TypedConfig(cfg)) = &f.config_type
+            && cfg.type_url.ends_with("HttpConnectionManager")
+        {
+            let hcm: HttpConnectionManager = decode(cfg, &name)?;
+            xfcc = hcm.set_current_client_cert_details.is_some();
+        }
+        let Some(chain) = plain.or(secure) else {
+            return Err(bad(&name, "no filter chain"));
+        };
         let [f] = chain.filters.as_slice() else {
             return Err(bad(&name, "exactly one network filter is supported"));
         };
@@ -420,6 +485,7 @@ impl TryFrom<&Any> for Listener {
                     use_remote_address: hcm.use_remote_address.is_some_and(|b| b.value),
                     websocket,
                     connect,
+                    xfcc: false,
                 })
             }
             "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy" => {
@@ -443,12 +509,63 @@ impl TryFrom<&Any> for Listener {
                 ));
             }
         };
+        let kind = match kind {
+            ListenerKind::Http(mut h) => {
+                h.xfcc = xfcc;
+                ListenerKind::Http(h)
+            }
+            other => other,
+        };
         Ok(Listener {
             name: l.name,
             addr,
             kind,
+            tls,
         })
     }
+}
+
+/// The inbound TLS the control plane asks for: the mesh certificate by its
+/// SDS names (`default`, `ROOTCA`), which Kite's proxy holds itself, and a
+/// client certificate required.
+fn downstream_tls(
+    socket: Option<&envoy_types::pb::envoy::config::core::v3::TransportSocket>,
+    name: &str,
+) -> Result<(), Unsupported> {
+    use envoy_types::pb::envoy::{
+        config::core::v3::transport_socket,
+        extensions::transport_sockets::tls::v3::DownstreamTlsContext,
+    };
+    let Some(socket) = socket else {
+        return Err(bad(name, "a TLS chain without a transport socket"));
+    };
+    let Some(transport_socket::ConfigType::TypedConfig(cfg)) = &socket.config_type else {
+        return Err(bad(name, "transport socket without typed config"));
+    };
+    let ctx: DownstreamTlsContext = decode(cfg, name)?;
+    if ctx
+        .require_client_certificate
+        .as_ref()
+        .is_none_or(|b| !b.value)
+    {
+        return Err(bad(
+            name,
+            "inbound TLS without client certificates is not supported (mesh mTLS only)",
+        ));
+    }
+    let common = ctx.common_tls_context.unwrap_or_default();
+    if !common.tls_certificates.is_empty()
+        || common
+            .tls_certificate_sds_secret_configs
+            .iter()
+            .any(|s| s.name != "default")
+    {
+        return Err(bad(
+            name,
+            "only the workload's own certificate (SDS name \"default\") is supported",
+        ));
+    }
+    Ok(())
 }
 
 impl TryFrom<&Any> for RouteConfig {
@@ -955,7 +1072,25 @@ impl TryFrom<&Any> for Cluster {
                 None => UpstreamProtocol::Http1,
             };
         }
+        let mut mtls = None;
+        for m in &c.transport_socket_matches {
+            let wants_istio = m.r#match.as_ref().is_some_and(|s| {
+                s.fields.get("tlsMode").is_some_and(|v| {
+                    matches!(&v.kind, Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(s)) if s == "istio")
+                })
+            });
+            let socket = m.transport_socket.as_ref();
+            if wants_istio {
+                mtls = Some(upstream_mtls(socket, &name)?);
+            } else if socket.is_some_and(|t| t.name != "envoy.transport_sockets.raw_buffer") {
+                return Err(bad(
+                    &name,
+                    format!("transport socket match {} is not supported", m.name),
+                ));
+            }
+        }
         Ok(Cluster {
+            mtls,
             protocol,
             name: c.name,
             discovery,
@@ -968,6 +1103,54 @@ impl TryFrom<&Any> for Cluster {
             outlier,
         })
     }
+}
+
+/// The mesh mTLS a cluster asks for: Kite's own certificate (SDS
+/// `default`), the mesh root (`ROOTCA`), and the identities to accept.
+fn upstream_mtls(
+    socket: Option<&envoy_types::pb::envoy::config::core::v3::TransportSocket>,
+    name: &str,
+) -> Result<UpstreamMtls, Unsupported> {
+    use envoy_types::pb::envoy::{
+        config::core::v3::transport_socket,
+        extensions::transport_sockets::tls::v3::{
+            UpstreamTlsContext, common_tls_context::ValidationContextType,
+        },
+    };
+    let Some(transport_socket::ConfigType::TypedConfig(cfg)) =
+        socket.and_then(|s| s.config_type.as_ref())
+    else {
+        return Err(bad(name, "mTLS transport socket without typed config"));
+    };
+    let ctx: UpstreamTlsContext = decode(cfg, name)?;
+    let common = ctx.common_tls_context.unwrap_or_default();
+    if !common.tls_certificates.is_empty() {
+        return Err(bad(
+            name,
+            "upstream TLS with inline certificates is not supported (mesh mTLS only)",
+        ));
+    }
+    let allowed = match common.validation_context_type {
+        Some(ValidationContextType::CombinedValidationContext(c)) => c
+            .default_validation_context
+            .map(|v| {
+                v.match_typed_subject_alt_names
+                    .iter()
+                    .filter_map(|m| {
+                        match m.matcher.as_ref().and_then(|x| x.match_pattern.as_ref()) {
+                            Some(MatchPattern::Exact(s)) => s.parse().ok(),
+                            _ => None,
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => return Err(bad(name, "mTLS needs the mesh root by SDS (ROOTCA)")),
+    };
+    Ok(UpstreamMtls {
+        allowed,
+        sni: ctx.sni,
+    })
 }
 
 /// Endpoints of a load assignment, as delivered by EDS or inline.
@@ -984,7 +1167,16 @@ pub fn endpoints(la: &ClusterLoadAssignment, resource: &str) -> Result<Vec<Endpo
             let Some(lb_endpoint::HostIdentifier::Endpoint(ep)) = &e.host_identifier else {
                 return Err(bad(resource, "named endpoints are not supported"));
             };
+            let tls = e
+                .metadata
+                .as_ref()
+                .and_then(|m| m.filter_metadata.get("envoy.transport_socket_match"))
+                .and_then(|s| s.fields.get("tlsMode"))
+                .is_some_and(|v| {
+                    matches!(&v.kind, Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(s)) if s == "istio")
+                });
             out.push(Endpoint {
+                tls,
                 addr: socket_addr(ep.address.as_ref(), resource)?,
                 weight: e
                     .load_balancing_weight

@@ -29,6 +29,8 @@ pub struct IdentityConfig {
 pub struct Active {
     pub id: SpiffeId,
     pub creds: Credentials,
+    /// Built once per certificate: every inbound mTLS handshake uses it.
+    pub server: Arc<rustls::ServerConfig>,
     pub chain_pem: Vec<String>,
     pub not_before: SystemTime,
     pub not_after: SystemTime,
@@ -122,9 +124,15 @@ async fn obtain(config: &IdentityConfig) -> Result<Active, String> {
     let leaf = chain.first().ok_or("the CA returned no certificate")?;
     let info = ca::cert_info(leaf).map_err(|e| e.to_string())?;
     let creds = Credentials::from_pem(&chain, &key, &config.root_pem).map_err(|e| e.to_string())?;
+    let server = Arc::new(
+        creds
+            .server_config(&[kite_identity::tls::ALPN_H2, kite_identity::tls::ALPN_HTTP11])
+            .map_err(|e| e.to_string())?,
+    );
     Ok(Active {
         id: config.id.clone(),
         creds,
+        server,
         chain_pem: chain,
         not_before: info.not_before,
         not_after: info.not_after,

@@ -48,10 +48,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         .identity
         .clone()
         .map(|cfg| tokio::spawn(identity::run(cfg, identity_tx)));
-    let upstreams = Arc::new(upstream::Upstreams::default());
+    let identity_watch = config.identity.is_some().then(|| identity_rx.clone());
+    let upstreams = Arc::new(upstream::Upstreams::new(identity_watch.clone()));
     let shared = Arc::new(router::Shared {
         state: state.clone(),
         upstreams: upstreams.clone(),
+        identity: identity_watch,
     });
     let admin = Arc::new(admin::Admin {
         state: state.clone(),

@@ -13,7 +13,7 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
-    config::{HttpManager, Listener, ListenerKind},
+    config::{HttpManager, InboundTls, Listener, ListenerKind},
     router::{self, Shared},
     state::State,
 };
@@ -107,30 +107,84 @@ async fn accept_loop(listener: TcpListener, config: Arc<Listener>, shared: Arc<S
         let _ = stream.set_nodelay(true);
         id += 1;
         let span = info_span!("conn", listener = %config.name, id, %peer);
-        match &config.kind {
-            ListenerKind::Http(hcm) => {
-                let hcm = Arc::new(hcm.clone());
-                tokio::spawn(serve_http(stream, peer, hcm, shared.clone()).instrument(span));
-            }
-            ListenerKind::Tcp { cluster, .. } => {
-                tokio::spawn(
-                    crate::tcp::proxy(stream, cluster.clone(), shared.clone()).instrument(span),
-                );
-            }
-        }
+        tokio::spawn(connection(stream, peer, config.clone(), shared.clone()).instrument(span));
     }
 }
 
-async fn serve_http(
+/// One accepted connection: mutual TLS or plaintext as the listener's
+/// PeerAuthentication mode says, then HTTP or TCP.
+async fn connection(
     stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    config: Arc<Listener>,
+    shared: Arc<Shared>,
+) {
+    let tls = match config.tls {
+        InboundTls::Off => false,
+        InboundTls::Strict => true,
+        InboundTls::Permissive => {
+            // A TLS handshake starts with a handshake record (0x16).
+            let mut first = [0u8; 1];
+            matches!(stream.peek(&mut first).await, Ok(1) if first[0] == 0x16)
+        }
+    };
+    if !tls {
+        match &config.kind {
+            ListenerKind::Http(hcm) => {
+                serve_http(stream, peer, Arc::new(hcm.clone()), shared, None).await
+            }
+            ListenerKind::Tcp { cluster, .. } => {
+                crate::tcp::proxy(stream, cluster.clone(), shared).await
+            }
+        }
+        return;
+    }
+    let server = match shared.identity.as_ref().map(|w| w.borrow().clone()) {
+        Some(crate::identity::Status::Ready(active)) => active.server.clone(),
+        _ => {
+            warn!("mTLS connection refused: this proxy has no workload certificate yet");
+            return;
+        }
+    };
+    let tls = match tokio_rustls::TlsAcceptor::from(server).accept(stream).await {
+        Ok(tls) => tls,
+        Err(e) => {
+            // Plaintext under STRICT ends here too.
+            debug!(error = %e, "mTLS handshake failed");
+            return;
+        }
+    };
+    let peer_id = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|leaf| kite_identity::tls::spiffe_ids(leaf).into_iter().next());
+    match &config.kind {
+        ListenerKind::Http(hcm) => {
+            serve_http(tls, peer, Arc::new(hcm.clone()), shared, peer_id).await
+        }
+        ListenerKind::Tcp { cluster, .. } => crate::tcp::proxy(tls, cluster.clone(), shared).await,
+    }
+}
+
+async fn serve_http<S>(
+    stream: S,
     peer: SocketAddr,
     hcm: Arc<HttpManager>,
     shared: Arc<Shared>,
-) {
+    peer_id: Option<kite_identity::SpiffeId>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let peer_id = peer_id.map(Arc::new);
     let svc = service_fn(move |req| {
         let shared = shared.clone();
         let hcm = hcm.clone();
-        async move { Ok::<_, std::convert::Infallible>(router::handle(shared, hcm, peer, req).await) }
+        let peer_id = peer_id.clone();
+        async move {
+            Ok::<_, std::convert::Infallible>(router::handle(shared, hcm, peer, peer_id, req).await)
+        }
     });
     // HTTP/1.1 (including absolute-form proxy requests) and h2c.
     if let Err(e) = auto::Builder::new(TokioExecutor::new())

@@ -47,6 +47,8 @@ const HOP_BY_HOP: [&str; 8] = [
 pub(crate) struct Shared {
     pub(crate) state: watch::Receiver<Arc<State>>,
     pub(crate) upstreams: Arc<Upstreams>,
+    /// The workload certificate, when the proxy has an identity.
+    pub(crate) identity: Option<crate::identity::Watch>,
 }
 
 /// Envoy's response flags, for the access log.
@@ -83,8 +85,12 @@ pub(crate) async fn handle(
     shared: Arc<Shared>,
     hcm: Arc<HttpManager>,
     peer: SocketAddr,
-    req: Request<Incoming>,
+    peer_id: Option<Arc<kite_identity::SpiffeId>>,
+    mut req: Request<Incoming>,
 ) -> Response<Body> {
+    if hcm.xfcc {
+        client_cert_header(&shared, peer_id.as_deref(), req.headers_mut());
+    }
     let start = Instant::now();
     let method = req.method().clone();
     let path = req
@@ -370,6 +376,25 @@ fn trace_context(headers: &mut HeaderMap) {
     }
 }
 
+/// `x-forwarded-client-cert` as Istio's sidecars set it on mTLS
+/// connections (SANITIZE_SET): whatever the client sent is replaced by
+/// this proxy's identity (`By`) and the peer's (`URI`).
+fn client_cert_header(
+    shared: &Shared,
+    peer: Option<&kite_identity::SpiffeId>,
+    headers: &mut HeaderMap,
+) {
+    headers.remove("x-forwarded-client-cert");
+    let own = match shared.identity.as_ref().map(|w| w.borrow().clone()) {
+        Some(crate::identity::Status::Ready(a)) => a.id.to_string(),
+        _ => return,
+    };
+    let Some(peer) = peer else { return };
+    if let Ok(v) = HeaderValue::from_str(&format!("By={own};URI={peer}")) {
+        headers.insert(HeaderName::from_static("x-forwarded-client-cert"), v);
+    }
+}
+
 fn is_websocket(headers: &HeaderMap) -> bool {
     headers
         .get(header::UPGRADE)
@@ -574,6 +599,7 @@ async fn forward(
     let endpoints = if cluster.discovery == crate::config::Discovery::DynamicForward {
         match resolve(authority).await {
             Some(addr) => Arc::new(vec![crate::config::Endpoint {
+                tls: false,
                 addr,
                 weight: 1,
                 locality: String::new(),
@@ -769,7 +795,8 @@ fn mirror_request(
     if let Ok(v) = HeaderValue::from_str(&shadow) {
         headers.insert(header::HOST, v);
     }
-    let Ok(req) = build(method, addr, path, &headers, body) else {
+    let secure = cluster.mtls.is_some() && endpoints.iter().any(|e| e.addr == addr && e.tls);
+    let Ok(req) = build(method, (addr, secure), path, &headers, body) else {
         return;
     };
     // Fire and forget: the primary response never waits on the copy.
@@ -801,14 +828,16 @@ fn send_on(
     }
 }
 
+/// The upstream request; `https` goes over the mesh's mutual TLS.
 fn build(
     method: &Method,
-    addr: SocketAddr,
+    (addr, secure): (SocketAddr, bool),
     path: &str,
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Request<Full<Bytes>>, http::Error> {
-    let uri: Uri = format!("http://{addr}{path}").parse()?;
+    let scheme = if secure { "https" } else { "http" };
+    let uri: Uri = format!("{scheme}://{addr}{path}").parse()?;
     let mut req = Request::builder()
         .method(method.clone())
         .uri(uri)
@@ -878,7 +907,8 @@ async fn attempts(
                 Flag::Overflow,
             ));
         }
-        let req = match build(method, addr, path, headers, body.clone()) {
+        let secure = rt.config.mtls.is_some() && endpoints.iter().any(|e| e.addr == addr && e.tls);
+        let req = match build(method, (addr, secure), path, headers, body.clone()) {
             Ok(r) => r,
             Err(_) => return Err((local(StatusCode::BAD_REQUEST, "bad request"), Flag::None)),
         };

@@ -7,7 +7,10 @@ use tracing::debug;
 
 use crate::router::Shared;
 
-pub(crate) async fn proxy(mut downstream: TcpStream, cluster: String, shared: Arc<Shared>) {
+pub(crate) async fn proxy<S>(mut downstream: S, cluster: String, shared: Arc<Shared>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let state = shared.state.borrow().clone();
     let Some(c) = state.clusters.get(&cluster) else {
         debug!(%cluster, "no such cluster; closing");

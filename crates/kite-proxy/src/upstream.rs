@@ -23,11 +23,11 @@ use tokio::time::Instant;
 
 use crate::config::{Cluster, Endpoint, Lb};
 
-pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub(crate) type HttpClient = Client<MeshConnector, Full<Bytes>>;
 
-#[derive(Default)]
 pub(crate) struct Upstreams {
     runtimes: Mutex<HashMap<String, Arc<ClusterRuntime>>>,
+    identity: Option<crate::identity::Watch>,
 }
 
 pub(crate) struct ClusterRuntime {
@@ -89,6 +89,13 @@ pub(crate) enum Outcome {
 // === impl Upstreams ===
 
 impl Upstreams {
+    pub(crate) fn new(identity: Option<crate::identity::Watch>) -> Self {
+        Self {
+            runtimes: Mutex::default(),
+            identity,
+        }
+    }
+
     /// The runtime for `cluster`, replaced when its definition changed.
     pub(crate) fn get(&self, cluster: &Arc<Cluster>) -> Arc<ClusterRuntime> {
         let mut runtimes = self.runtimes.lock();
@@ -97,7 +104,7 @@ impl Upstreams {
         {
             return rt.clone();
         }
-        let rt = Arc::new(ClusterRuntime::new(cluster.clone()));
+        let rt = Arc::new(ClusterRuntime::new(cluster.clone(), self.identity.clone()));
         runtimes.insert(cluster.name.clone(), rt.clone());
         rt
     }
@@ -117,10 +124,14 @@ impl Upstreams {
 // === impl ClusterRuntime ===
 
 impl ClusterRuntime {
-    fn new(config: Arc<Cluster>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
+    fn new(config: Arc<Cluster>, identity: Option<crate::identity::Watch>) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_nodelay(true);
+        let connector = MeshConnector {
+            http,
+            mtls: identity.zip(config.mtls.clone()).map(Arc::new),
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(std::time::Duration::from_secs(60))
             .set_host(false)
@@ -329,4 +340,143 @@ pub(crate) fn hash_key(key: &str) -> u64 {
     let mut s = DefaultHasher::new();
     key.hash(&mut s);
     s.finish()
+}
+
+/// Connects plaintext for `http://` and with the mesh's mutual TLS for
+/// `https://` (endpoints that have a sidecar), checking the server's
+/// identity against the cluster's list (secure naming). ALPN offers h2, so
+/// sidecar to sidecar traffic is HTTP/2 when both speak it.
+#[derive(Clone)]
+pub(crate) struct MeshConnector {
+    http: HttpConnector,
+    mtls: Option<Arc<(crate::identity::Watch, crate::config::UpstreamMtls)>>,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<http::Uri> for MeshConnector {
+    type Response = MeshStream;
+    type Error = BoxError;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<MeshStream, BoxError>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.http.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let secure = uri.scheme_str() == Some("https");
+        let plain: http::Uri = match uri.authority() {
+            Some(a) => format!("http://{a}/").parse().unwrap_or(uri),
+            None => uri,
+        };
+        let connecting = self.http.call(plain);
+        let mtls = self.mtls.clone();
+        Box::pin(async move {
+            let tcp = connecting.await?;
+            if !secure {
+                return Ok(MeshStream::Plain(tcp));
+            }
+            let Some(mtls) = mtls else {
+                return Err("this cluster has no mutual TLS settings".into());
+            };
+            let (identity, settings) = &*mtls;
+            let active = match &*identity.borrow() {
+                crate::identity::Status::Ready(a) => a.clone(),
+                crate::identity::Status::Pending(why) => {
+                    return Err(format!("no workload certificate yet: {why}").into());
+                }
+            };
+            let config = active.creds.client_config(
+                settings.allowed.clone(),
+                &[kite_identity::tls::ALPN_H2, kite_identity::tls::ALPN_HTTP11],
+            )?;
+            // The SNI names the destination for gateways that route on it;
+            // the certificate check itself is by SPIFFE identity.
+            let sni = if settings.sni.is_empty() {
+                "mesh.local"
+            } else {
+                settings.sni.as_str()
+            };
+            let name = rustls::pki_types::ServerName::try_from(sni.to_owned())
+                .map_err(|e| -> BoxError { format!("SNI {sni:?}: {e}").into() })?;
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(name, tcp.into_inner())
+                .await
+                .map_err(|e| -> BoxError { format!("mTLS handshake: {e}").into() })?;
+            Ok(MeshStream::Tls(Box::new(hyper_util::rt::TokioIo::new(tls))))
+        })
+    }
+}
+
+pub(crate) enum MeshStream {
+    Plain(hyper_util::rt::TokioIo<tokio::net::TcpStream>),
+    // Boxed: a TLS session is large and pooled connections are many.
+    Tls(Box<hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>),
+}
+
+impl hyper_util::client::legacy::connect::Connection for MeshStream {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        match self {
+            MeshStream::Plain(s) => s.connected(),
+            MeshStream::Tls(s) => {
+                let (tcp, conn) = s.inner().get_ref();
+                let connected = tcp.connected();
+                if conn.alpn_protocol() == Some(kite_identity::tls::ALPN_H2) {
+                    connected.negotiated_h2()
+                } else {
+                    connected
+                }
+            }
+        }
+    }
+}
+
+impl hyper::rt::Read for MeshStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            MeshStream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            MeshStream::Tls(s) => std::pin::Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl hyper::rt::Write for MeshStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            MeshStream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            MeshStream::Tls(s) => std::pin::Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            MeshStream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            MeshStream::Tls(s) => std::pin::Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            MeshStream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            MeshStream::Tls(s) => std::pin::Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
 }

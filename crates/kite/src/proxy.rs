@@ -102,8 +102,22 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         (None, None, None) => None,
         _ => anyhow::bail!("--ca, --token-file and --ca-root go together"),
     };
+    let mut node = boot.node();
+    if identity.is_some()
+        && let Some(meta) = node.metadata.as_mut()
+    {
+        // Tells the control plane to configure mutual TLS for this proxy.
+        meta.fields.insert(
+            "KITE_IDENTITY".to_owned(),
+            envoy_types::pb::google::protobuf::Value {
+                kind: Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(
+                    "true".to_owned(),
+                )),
+            },
+        );
+    }
     let config = kite_proxy::Config {
-        node: boot.node(),
+        node,
         xds: format!("http://{}", args.xds),
         admin: SocketAddr::new(args.ip, args.admin_port),
         ready: SocketAddr::new(args.ip, args.ready_port),

@@ -78,6 +78,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&logs)
         .with_context(|| format!("creating the log directory {}", logs.display()))?;
     let objects = manifests(&args.manifests)?;
+    if args.sidecar == "envoy" {
+        eprintln!(
+            "note: Envoy sidecars get no mesh certificates yet (SDS is not served); their traffic is plaintext and PeerAuthentication does not apply to them"
+        );
+    }
     let exe = std::env::current_exe().context("locating the kite binary")?;
     let mut procs: Vec<Proc> = Vec::new();
     let result = bring_up(&args, &objects, &exe, &logs, &mut procs).await;
@@ -166,7 +171,13 @@ async fn bring_up(
             };
             let labels = &template.metadata.labels;
             let sa = template.spec.service_account();
-            register(&api_url, &pod, labels, sa).await?;
+            let mut registered = labels.clone();
+            if args.sidecar == "kite" {
+                // As Istio's injector marks pods with a sidecar: peers reach
+                // them with mutual TLS.
+                registered.insert("security.istio.io/tlsMode".into(), "istio".into());
+            }
+            register(&api_url, &pod, &registered, sa).await?;
             let boot = Bootstrap {
                 kind: ProxyKind::Sidecar,
                 ip: IpAddr::V4(ip),
@@ -218,13 +229,29 @@ async fn bring_up(
         xds,
         admin: SocketAddr::new(IpAddr::V4(args.gateway_ip), 15000),
     };
-    procs.push(start_proxy(
-        args,
-        exe,
-        &gw,
-        logs,
-        "istio-ingressgateway.proxy",
-    )?);
+    let mut gateway = start_proxy_command(args, exe, &gw, logs, "istio-ingressgateway.proxy")?;
+    if args.sidecar == "kite" {
+        // The gateway has a mesh identity too, so it reaches STRICT
+        // workloads with mutual TLS.
+        let creds = workload_credentials(
+            &api_url,
+            &args.state_dir,
+            &gw.pod,
+            &gw.namespace,
+            &gw.service_account,
+        )
+        .await?;
+        gateway
+            .args([
+                "--ca",
+                &SocketAddr::new(IpAddr::V4(args.control_ip), 15012).to_string(),
+            ])
+            .arg("--token-file")
+            .arg(&creds.0)
+            .arg("--ca-root")
+            .arg(&creds.1);
+    }
+    procs.push(start("istio-ingressgateway.proxy", gateway, logs)?);
     wait_proxy_ready(args, procs.last_mut(), args.gateway_ip).await?;
     let ports = gateway_ports(objects);
     for port in &ports {
@@ -329,17 +356,6 @@ fn envoy_binary() -> PathBuf {
         return venv;
     }
     PathBuf::from("envoy")
-}
-
-fn start_proxy(
-    args: &Args,
-    exe: &Path,
-    boot: &Bootstrap,
-    logs: &Path,
-    name: &str,
-) -> anyhow::Result<Proc> {
-    let cmd = start_proxy_command(args, exe, boot, logs, name)?;
-    start(name, cmd, logs)
 }
 
 /// Asks the CA for a token bound to the pod's service account and writes it

@@ -78,6 +78,17 @@ pub(super) fn outbound(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
                 let endpoints = cx.registry.endpoints(service, port, &labels);
                 let mut cluster = cluster(&name, service, &policy, &endpoints);
                 upstream_protocol(&mut cluster, port.protocol);
+                // Auto mTLS for proxies that hold a mesh identity, unless a
+                // DestinationRule chose DISABLE or its own TLS.
+                let own_tls = matches!(
+                    policy.tls.as_ref().map(|t| t.mode),
+                    Some(TlsMode::Disable | TlsMode::Simple | TlsMode::Mutual)
+                );
+                if cx.proxy.identity && !own_tls && cluster.transport_socket.is_none() {
+                    let sans = identities(cx, service, port);
+                    let sni = format!("outbound_.{}_.{}_.{}", port.port, subset, service.hostname);
+                    cluster.transport_socket_matches = super::mtls::upstream_matches(&sans, &sni);
+                }
                 if matches!(
                     cluster.cluster_discovery_type,
                     Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::Eds as i32
@@ -92,6 +103,26 @@ pub(super) fn outbound(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
             }
         }
     }
+}
+
+/// The SPIFFE identities a service's workloads run as: what its servers
+/// may present (secure naming).
+fn identities(cx: &Ctx<'_>, service: &Service, port: &crate::registry::Port) -> Vec<String> {
+    let mut ids: Vec<String> = cx
+        .registry
+        .endpoints(service, port, &Default::default())
+        .iter()
+        .map(|e| {
+            // Workloads in the service's namespace, as the registry selects.
+            format!(
+                "spiffe://{}/ns/{}/sa/{}",
+                cx.trust_domain, service.namespace, e.service_account
+            )
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 /// The DestinationRule for `service`, Istio's lookup order: the proxy's
@@ -442,6 +473,13 @@ pub(crate) fn assignment(name: &str, endpoints: &[RegistryEndpoint]) -> ClusterL
                                 },
                             )),
                             load_balancing_weight: Some(UInt32Value { value: e.weight }),
+                            // Endpoints with a sidecar are reached over mTLS.
+                            metadata: (e
+                                .labels
+                                .get(super::mtls::TLS_MODE_LABEL)
+                                .map(String::as_str)
+                                == Some("istio"))
+                            .then(super::mtls::endpoint_metadata),
                             ..Default::default()
                         })
                         .collect(),

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::{
     config::cluster::v3::cluster::{CustomClusterType, DnsLookupFamily, LbPolicy},
     extensions::{
@@ -19,7 +20,10 @@ use envoy_types::pb::{
                 cluster::{ClusterDiscoveryType, DiscoveryType},
             },
             core::v3::{DataSource, data_source},
-            listener::v3::{Filter, FilterChain, Listener, filter::ConfigType},
+            listener::v3::{
+                Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
+                filter::ConfigType, listener_filter,
+            },
             route::v3::{
                 DirectResponseAction, Route, RouteAction, RouteConfiguration, RouteMatch,
                 VirtualHost, route::Action, route_action::ClusterSpecifier,
@@ -31,7 +35,10 @@ use envoy_types::pb::{
             network::{
                 http_connection_manager::v3::{
                     HttpConnectionManager, HttpFilter, Rds,
-                    http_connection_manager::{CodecType, RouteSpecifier, UpgradeConfig},
+                    http_connection_manager::{
+                        CodecType, ForwardClientCertDetails, RouteSpecifier,
+                        SetCurrentClientCertDetails, UpgradeConfig,
+                    },
                     http_filter,
                 },
                 tcp_proxy::v3::{TcpProxy, tcp_proxy},
@@ -40,7 +47,7 @@ use envoy_types::pb::{
     },
     google::protobuf::BoolValue,
 };
-use kite_config::networking::OutboundMode;
+use kite_config::{networking::OutboundMode, security::MtlsMode};
 use kite_xds::{Snapshot, type_url};
 
 use super::{Ctx, ads, any, clusters, duration, inbound_cluster, routes, socket_address};
@@ -159,11 +166,43 @@ fn inbound(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
         } else {
             tcp(&format!("inbound_{port}"), &cluster_name)
         };
-        snapshot.insert(
-            type_url::LISTENER,
-            name.clone(),
-            &listener(&name, cx.proxy.ip, port, filter),
-        );
+        let mode = if cx.proxy.identity {
+            super::mtls::peer_mode(cx, port)
+        } else {
+            MtlsMode::Disable
+        };
+        let mut l = listener(&name, cx.proxy.ip, port, filter.clone());
+        if mode != MtlsMode::Disable {
+            let secure = FilterChain {
+                filter_chain_match: Some(FilterChainMatch {
+                    transport_protocol: "tls".to_owned(),
+                    ..Default::default()
+                }),
+                filters: vec![if http { with_xfcc(filter) } else { filter }],
+                transport_socket: Some(super::mtls::downstream_socket()),
+                ..Default::default()
+            };
+            if mode == MtlsMode::Strict {
+                // Plaintext is refused: the only chain requires TLS.
+                l.filter_chains = vec![secure];
+            } else {
+                // PERMISSIVE: TLS and plaintext on one port, told apart per
+                // connection by the first bytes.
+                l.filter_chains[0].filter_chain_match = Some(FilterChainMatch {
+                    transport_protocol: "raw_buffer".to_owned(),
+                    ..Default::default()
+                });
+                l.filter_chains.insert(0, secure);
+            }
+            l.listener_filters = vec![ListenerFilter {
+                name: "envoy.filters.listener.tls_inspector".to_owned(),
+                config_type: Some(listener_filter::ConfigType::TypedConfig(any(
+                    &TlsInspector::default(),
+                ))),
+                ..Default::default()
+            }];
+        }
+        snapshot.insert(type_url::LISTENER, name.clone(), &l);
     }
 }
 
@@ -326,6 +365,22 @@ fn unknown_host(allow_any: bool) -> VirtualHost {
         }],
         ..Default::default()
     }
+}
+
+/// The HCM of an mTLS chain tells the app who called, as Istio does.
+fn with_xfcc(mut filter: Filter) -> Filter {
+    if let Some(ConfigType::TypedConfig(cfg)) = &filter.config_type
+        && let Ok(mut manager) =
+            <HttpConnectionManager as prost::Message>::decode(cfg.value.as_slice())
+    {
+        manager.forward_client_cert_details = ForwardClientCertDetails::SanitizeSet as i32;
+        manager.set_current_client_cert_details = Some(SetCurrentClientCertDetails {
+            uri: true,
+            ..Default::default()
+        });
+        filter.config_type = Some(ConfigType::TypedConfig(any(&manager)));
+    }
+    filter
 }
 
 fn listener(name: &str, ip: std::net::IpAddr, port: u16, filter: Filter) -> Listener {

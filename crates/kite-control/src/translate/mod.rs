@@ -5,6 +5,7 @@
 
 mod clusters;
 mod listeners;
+mod mtls;
 mod routes;
 
 use std::time::Duration as StdDuration;
@@ -34,10 +35,17 @@ pub(crate) struct Ctx<'a> {
     pub proxy: &'a Proxy,
     /// The proxy's labels: its registered workload's, else its node's.
     pub labels: Labels,
+    /// Of the mesh's SPIFFE identities.
+    pub trust_domain: &'a str,
 }
 
 /// Builds the complete resource set for one proxy.
-pub fn snapshot(config: &ConfigSnapshot, registry: &Registry, proxy: &Proxy) -> Snapshot {
+pub fn snapshot(
+    config: &ConfigSnapshot,
+    registry: &Registry,
+    proxy: &Proxy,
+    trust_domain: &str,
+) -> Snapshot {
     let labels = registry
         .workload(&proxy.namespace, &proxy.workload)
         .map(|w| w.labels.clone())
@@ -47,6 +55,7 @@ pub fn snapshot(config: &ConfigSnapshot, registry: &Registry, proxy: &Proxy) -> 
         registry,
         proxy,
         labels,
+        trust_domain,
     };
     let mut snapshot = Snapshot::default();
     clusters::outbound(&cx, &mut snapshot);

@@ -73,6 +73,7 @@ fn proxy() -> Proxy {
         labels: Labels::new(),
         service_account: "default".into(),
         app_ip: "127.9.1.1".parse().unwrap(),
+        identity: false,
     }
 }
 
@@ -82,7 +83,12 @@ fn built() -> kite_xds::Snapshot {
     let store = Store::default();
     store.apply(loaded.objects);
     let config = store.current();
-    snapshot(&config, &Registry::build(&config), &proxy())
+    snapshot(
+        &config,
+        &Registry::build(&config),
+        &proxy(),
+        "cluster.local",
+    )
 }
 
 #[test]
