@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod citadel;
 pub mod proxy;
 pub mod registry;
+mod sds;
 pub mod store;
 pub mod translate;
 
@@ -52,6 +53,9 @@ pub struct Control {
 struct ProxyEntry {
     proxy: Arc<Proxy>,
     tx: watch::Sender<Arc<Snapshot>>,
+    /// The certificate issued on an Envoy's behalf, served over SDS until
+    /// it is half way through its life.
+    issued: Mutex<Option<sds::Issued>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,10 +90,40 @@ impl Control {
         self.connections.lock().clone().unwrap_or_default()
     }
 
-    fn snapshot_for(&self, proxy: &Proxy) -> Snapshot {
+    /// The proxy as translation sees it: an Envoy gets a mesh identity (by
+    /// SDS) whenever the control plane runs a CA.
+    fn effective(&self, proxy: &Proxy) -> Proxy {
+        let mut p = proxy.clone();
+        if !p.kite {
+            p.identity = self.citadel.lock().is_some();
+        }
+        p
+    }
+
+    fn snapshot_for(&self, proxy: &Proxy, issued: &Mutex<Option<sds::Issued>>) -> Snapshot {
         let config = self.store.current();
         let registry = Registry::build(&config);
-        translate::snapshot(&config, &registry, proxy, &self.trust_domain())
+        let effective = self.effective(proxy);
+        let mut snapshot =
+            translate::snapshot(&config, &registry, &effective, &self.trust_domain());
+        self.add_secrets(&effective, &registry, issued, &mut snapshot);
+        snapshot
+    }
+
+    fn add_secrets(
+        &self,
+        proxy: &Proxy,
+        registry: &Registry,
+        issued: &Mutex<Option<sds::Issued>>,
+        snapshot: &mut Snapshot,
+    ) {
+        if proxy.kite || !proxy.identity {
+            return;
+        }
+        let Some(citadel) = self.citadel.lock().clone() else {
+            return;
+        };
+        sds::add(&citadel, proxy, registry, issued, snapshot);
     }
 
     /// Recomputes every connected proxy's snapshot; streams push what
@@ -101,7 +135,9 @@ impl Control {
         let mut proxies = self.proxies.lock();
         proxies.retain(|_, entry| entry.tx.receiver_count() > 0);
         for entry in proxies.values() {
-            let mut snapshot = translate::snapshot(&config, &registry, &entry.proxy, &trust_domain);
+            let effective = self.effective(&entry.proxy);
+            let mut snapshot = translate::snapshot(&config, &registry, &effective, &trust_domain);
+            self.add_secrets(&effective, &registry, &entry.issued, &mut snapshot);
             entry.tx.send_if_modified(|current| {
                 if **current == snapshot {
                     false
@@ -159,7 +195,8 @@ impl SnapshotSource for Control {
         if let Some(entry) = proxies.get(&proxy.id) {
             return Ok(entry.tx.subscribe());
         }
-        let snapshot = Arc::new(self.snapshot_for(&proxy));
+        let issued = Mutex::new(None);
+        let snapshot = Arc::new(self.snapshot_for(&proxy, &issued));
         let (tx, rx) = watch::channel(snapshot);
         info!(proxy = %proxy.id, kind = ?proxy.kind, "new proxy");
         proxies.insert(
@@ -167,6 +204,7 @@ impl SnapshotSource for Control {
             ProxyEntry {
                 proxy: Arc::new(proxy),
                 tx,
+                issued,
             },
         );
         Ok(rx)

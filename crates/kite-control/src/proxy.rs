@@ -29,8 +29,12 @@ pub struct Proxy {
     /// loopback address of its own for its app (`KITE_APP_IP`).
     pub app_ip: IpAddr,
     /// The proxy holds a mesh certificate of its own (`KITE_IDENTITY`), so
-    /// it speaks mutual TLS to other sidecars and accepts it.
+    /// it speaks mutual TLS to other sidecars and accepts it. For Envoy the
+    /// control plane provides the certificate over SDS.
     pub identity: bool,
+    /// Kite's own proxy (`KITE_PROXY`), which gets its certificate from the
+    /// CA itself; any other proxy is treated as Envoy.
+    pub kite: bool,
 }
 
 // === impl Proxy ===
@@ -84,8 +88,10 @@ impl Proxy {
             Some(PbKind::BoolValue(b)) => *b,
             _ => false,
         };
+        let kite = matches!(meta("KITE_PROXY"), Some(PbKind::StringValue(s)) if s == "true");
         Ok(Self {
             identity,
+            kite,
             id: node.id.clone(),
             kind,
             ip,

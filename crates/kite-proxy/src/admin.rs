@@ -226,6 +226,7 @@ impl Admin {
                     &s.upstream_rq_pending_overflow,
                 ),
                 ("upstream_cx_connect_fail", &s.upstream_cx_connect_fail),
+                ("ssl.fail_verify_san", &s.ssl_fail_verify_san),
                 (
                     "outlier_detection.ejections_enforced_total",
                     &s.outlier_detection_ejections_enforced_total,

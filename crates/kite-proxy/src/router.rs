@@ -962,6 +962,10 @@ async fn attempts(
             }
             Ok(Err(e)) => {
                 debug!(error = %e, %addr, "upstream attempt failed");
+                if format!("{e:?}").contains("secure naming") {
+                    rt.stats.ssl_fail_verify_san.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%addr, cluster = %rt.config.name, error = ?e, "server refused by secure naming");
+                }
                 last = Some(if e.is_connect() {
                     (
                         local(

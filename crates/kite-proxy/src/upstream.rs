@@ -74,6 +74,8 @@ pub(crate) struct ClusterStats {
     pub(crate) upstream_rq_retry_overflow: AtomicU64,
     pub(crate) upstream_rq_pending_overflow: AtomicU64,
     pub(crate) upstream_cx_connect_fail: AtomicU64,
+    /// Servers refused by secure naming (Envoy's `ssl.fail_verify_san`).
+    pub(crate) ssl_fail_verify_san: AtomicU64,
     pub(crate) outlier_detection_ejections_enforced_total: AtomicU64,
 }
 

@@ -55,13 +55,68 @@ enum Section {
     Clusters,
     #[value(alias = "endpoint", alias = "ep", alias = "e")]
     Endpoints,
+    /// The workload certificate: identity, issuer, validity.
+    #[value(alias = "secrets", alias = "s")]
+    Secret,
+}
+
+/// Kite's `/certs`: the identity, issuer and validity of the certificate in
+/// force (Envoy's `/certs` lists certificates by file and is read the same
+/// way where the fields match).
+fn secret_table(certs: &Value) -> String {
+    let mut out = String::new();
+    if let Some(pending) = certs["pending"].as_str() {
+        return format!("no certificate yet: {pending}\n");
+    }
+    let list = certs["certificates"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if list.is_empty() {
+        return "no workload certificate (the proxy has no mesh identity)\n".to_owned();
+    }
+    let when = |secs: &Value| {
+        let s = secs.as_u64().unwrap_or(0);
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(s);
+        let left = t
+            .duration_since(std::time::SystemTime::now())
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        format!("{s} (in {}h{:02}m)", left / 3600, (left % 3600) / 60)
+    };
+    out.push_str(&format!(
+        "{:<60} {:<40} {:<28} {}\n",
+        "IDENTITY", "ISSUER", "VALID FROM (unix)", "EXPIRES (unix)"
+    ));
+    for c in &list {
+        out.push_str(&format!(
+            "{:<60} {:<40} {:<28} {}\n",
+            c["identity"].as_str().unwrap_or("-"),
+            c["issuer"].as_str().unwrap_or("-"),
+            c["valid_from"].as_u64().unwrap_or(0),
+            when(&c["expires"]),
+        ));
+    }
+    out
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let proxy = resolve(&args).await?;
     let admin = SocketAddr::new(proxy.ip, args.admin_port);
     let json_out = args.output == "json";
-    let text = if args.section == Section::Endpoints {
+    let text = if args.section == Section::Secret {
+        let body = admin_get(&proxy, admin, "/certs").await?;
+        let certs: Value = serde_json::from_slice(&body).with_context(|| {
+            format!(
+                "the proxy admin at http://{admin} answered /certs with something that is not JSON"
+            )
+        })?;
+        if json_out {
+            pretty(&certs)?
+        } else {
+            secret_table(&certs)
+        }
+    } else if args.section == Section::Endpoints {
         // Envoy honours `format=json`; Kite's proxy answers its text format.
         let body = admin_get(&proxy, admin, "/clusters?format=json").await?;
         let endpoints = Endpoints::parse(&body);
@@ -88,7 +143,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Section::Listeners => &dump.listeners,
             Section::Routes => &dump.routes,
             Section::Clusters => &dump.clusters,
-            Section::Endpoints => unreachable!("handled above"),
+            Section::Endpoints | Section::Secret => unreachable!("handled above"),
         };
         if json_out {
             pretty(&Value::Array(items.clone()))?

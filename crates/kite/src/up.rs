@@ -38,6 +38,9 @@ pub(crate) struct Args {
     /// Pods get addresses in 127.<N>.0.0/16, their apps in 127.<N+1>.0.0/16
     #[arg(long, default_value_t = 10)]
     pod_net: u8,
+    /// Lifetime of workload certificates in seconds (they renew at half)
+    #[arg(long, default_value_t = 24 * 3600)]
+    workload_cert_ttl: u64,
 }
 
 const BOOKINFO: [(&str, &str); 3] = [
@@ -78,11 +81,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&logs)
         .with_context(|| format!("creating the log directory {}", logs.display()))?;
     let objects = manifests(&args.manifests)?;
-    if args.sidecar == "envoy" {
-        eprintln!(
-            "note: Envoy sidecars get no mesh certificates yet (SDS is not served); their traffic is plaintext and PeerAuthentication does not apply to them"
-        );
-    }
+
     let exe = std::env::current_exe().context("locating the kite binary")?;
     let mut procs: Vec<Proc> = Vec::new();
     let result = bring_up(&args, &objects, &exe, &logs, &mut procs).await;
@@ -137,7 +136,10 @@ async fn bring_up(
         "--ca",
         &SocketAddr::new(IpAddr::V4(args.control_ip), 15012).to_string(),
     ]);
-    control.arg("--ca-dir").arg(args.state_dir.join("ca"));
+    control
+        .arg("--ca-dir")
+        .arg(args.state_dir.join("ca"))
+        .args(["--workload-cert-ttl", &args.workload_cert_ttl.to_string()]);
     procs.push(start("control", control, logs)?);
     wait_http(procs.last_mut(), &format!("http://{api}/ready")).await?;
     let api_url = format!("http://{api}");
@@ -172,11 +174,9 @@ async fn bring_up(
             let labels = &template.metadata.labels;
             let sa = template.spec.service_account();
             let mut registered = labels.clone();
-            if args.sidecar == "kite" {
-                // As Istio's injector marks pods with a sidecar: peers reach
-                // them with mutual TLS.
-                registered.insert("security.istio.io/tlsMode".into(), "istio".into());
-            }
+            // As Istio's injector marks pods with a sidecar: peers reach
+            // them with mutual TLS.
+            registered.insert("security.istio.io/tlsMode".into(), "istio".into());
             register(&api_url, &pod, &registered, sa).await?;
             let boot = Bootstrap {
                 kind: ProxyKind::Sidecar,

@@ -87,7 +87,20 @@ pub(super) fn outbound(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
                 if cx.proxy.identity && !own_tls && cluster.transport_socket.is_none() {
                     let sans = identities(cx, service, port);
                     let sni = format!("outbound_.{}_.{}_.{}", port.port, subset, service.hostname);
-                    cluster.transport_socket_matches = super::mtls::upstream_matches(&sans, &sni);
+                    // Kite's proxy speaks whichever HTTP version ALPN picks;
+                    // Envoy speaks its cluster's, so it offers only that.
+                    let alpn: &[&str] = if cx.proxy.kite {
+                        &["h2", "http/1.1"]
+                    } else if matches!(
+                        port.protocol,
+                        Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb
+                    ) {
+                        &["h2"]
+                    } else {
+                        &["http/1.1"]
+                    };
+                    cluster.transport_socket_matches =
+                        super::mtls::upstream_matches(&sans, &sni, alpn);
                 }
                 if matches!(
                     cluster.cluster_discovery_type,

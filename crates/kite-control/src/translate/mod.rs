@@ -6,6 +6,8 @@
 mod clusters;
 mod listeners;
 mod mtls;
+
+pub(crate) use mtls::{SDS_CERT, SDS_ROOT};
 mod routes;
 
 use std::time::Duration as StdDuration;

@@ -78,10 +78,14 @@ fn common(alpn: &[&str], sans: &[String]) -> CommonTlsContext {
 /// Auto mTLS: endpoints labelled as having a sidecar get mutual TLS with
 /// the mesh certificate, checked against the service's identities; others
 /// stay plaintext.
-pub(crate) fn upstream_matches(sans: &[String], sni: &str) -> Vec<TransportSocketMatch> {
+pub(crate) fn upstream_matches(
+    sans: &[String],
+    sni: &str,
+    alpn: &[&str],
+) -> Vec<TransportSocketMatch> {
     let tls = UpstreamTlsContext {
         sni: sni.to_owned(),
-        common_tls_context: Some(common(&["h2", "http/1.1"], sans)),
+        common_tls_context: Some(common(alpn, sans)),
         ..Default::default()
     };
     vec![

@@ -74,6 +74,7 @@ fn proxy() -> Proxy {
         service_account: "default".into(),
         app_ip: "127.9.1.1".parse().unwrap(),
         identity: false,
+        kite: true,
     }
 }
 
