@@ -68,6 +68,22 @@ impl Diagnostic {
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }
+
+    /// The finding as `kite analyze -o json` and the control plane's API
+    /// report it.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "level": format!("{:?}", self.severity),
+            "code": self.code,
+            "file": self.source.file,
+            "line": self.source.line,
+            "document": self.source.document,
+            "object": self.object.as_ref().map(ToString::to_string),
+            "field": self.field,
+            "message": self.message,
+            "text": self.to_string(),
+        })
+    }
 }
 
 impl fmt::Display for Diagnostic {

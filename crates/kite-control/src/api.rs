@@ -243,22 +243,7 @@ fn config_dump(control: &Control, proxy: &str) -> Response {
 }
 
 pub(crate) fn diagnostics(diags: &[Diagnostic]) -> Vec<Value> {
-    diags
-        .iter()
-        .map(|d| {
-            json!({
-                "level": format!("{:?}", d.severity),
-                "code": d.code,
-                "file": d.source.file,
-                "line": d.source.line,
-                "document": d.source.document,
-                "object": d.object.as_ref().map(ToString::to_string),
-                "field": d.field,
-                "message": d.message,
-                "text": d.to_string(),
-            })
-        })
-        .collect()
+    diags.iter().map(Diagnostic::to_json).collect()
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {

@@ -50,21 +50,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         ))
     });
     if args.output == "json" {
-        let json: Vec<_> = shown
-            .iter()
-            .map(|d| {
-                serde_json::json!({
-                    "level": format!("{:?}", d.severity),
-                    "code": d.code,
-                    "file": d.source.file,
-                    "line": d.source.line,
-                    "document": d.source.document,
-                    "object": d.object.as_ref().map(ToString::to_string),
-                    "field": d.field,
-                    "message": d.message,
-                })
-            })
-            .collect();
+        let json: Vec<_> = shown.iter().map(|d| d.to_json()).collect();
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else if shown.is_empty() {
         println!(

@@ -191,21 +191,8 @@ async fn bring_up(
             };
             let mut proxy =
                 start_proxy_command(args, exe, &boot, logs, &format!("{}.proxy", pod.name))?;
-            if args.sidecar == "kite" {
-                // Only this pod's sidecar gets the credential for its identity.
-                let creds =
-                    workload_credentials(&api_url, &args.state_dir, &pod.name, &pod.namespace, sa)
-                        .await?;
-                proxy
-                    .args([
-                        "--ca",
-                        &SocketAddr::new(IpAddr::V4(args.control_ip), 15012).to_string(),
-                    ])
-                    .arg("--token-file")
-                    .arg(&creds.0)
-                    .arg("--ca-root")
-                    .arg(&creds.1);
-            }
+            // Only this pod's sidecar gets the credential for its identity.
+            attach_identity(&mut proxy, args, &api_url, &pod.name, &pod.namespace, sa).await?;
             procs.push(start(&format!("{}.proxy", pod.name), proxy, logs)?);
             wait_proxy_ready(args, procs.last_mut(), ip).await?;
             let app = app_command(exe, object, container, &template.metadata.annotations, &pod)?;
@@ -230,27 +217,17 @@ async fn bring_up(
         admin: SocketAddr::new(IpAddr::V4(args.gateway_ip), 15000),
     };
     let mut gateway = start_proxy_command(args, exe, &gw, logs, "istio-ingressgateway.proxy")?;
-    if args.sidecar == "kite" {
-        // The gateway has a mesh identity too, so it reaches STRICT
-        // workloads with mutual TLS.
-        let creds = workload_credentials(
-            &api_url,
-            &args.state_dir,
-            &gw.pod,
-            &gw.namespace,
-            &gw.service_account,
-        )
-        .await?;
-        gateway
-            .args([
-                "--ca",
-                &SocketAddr::new(IpAddr::V4(args.control_ip), 15012).to_string(),
-            ])
-            .arg("--token-file")
-            .arg(&creds.0)
-            .arg("--ca-root")
-            .arg(&creds.1);
-    }
+    // The gateway has a mesh identity too, so it reaches STRICT workloads
+    // with mutual TLS.
+    attach_identity(
+        &mut gateway,
+        args,
+        &api_url,
+        &gw.pod,
+        &gw.namespace,
+        &gw.service_account,
+    )
+    .await?;
     procs.push(start("istio-ingressgateway.proxy", gateway, logs)?);
     wait_proxy_ready(args, procs.last_mut(), args.gateway_ip).await?;
     let ports = gateway_ports(objects);
@@ -356,6 +333,32 @@ fn envoy_binary() -> PathBuf {
         return venv;
     }
     PathBuf::from("envoy")
+}
+
+/// Gives a Kite proxy the flags to obtain its workload certificate (Envoy
+/// gets its certificate over SDS instead).
+async fn attach_identity(
+    cmd: &mut Command,
+    args: &Args,
+    api: &str,
+    pod: &str,
+    namespace: &str,
+    service_account: &str,
+) -> anyhow::Result<()> {
+    if args.sidecar != "kite" {
+        return Ok(());
+    }
+    let (token, root) =
+        workload_credentials(api, &args.state_dir, pod, namespace, service_account).await?;
+    cmd.args([
+        "--ca",
+        &SocketAddr::new(IpAddr::V4(args.control_ip), 15012).to_string(),
+    ])
+    .arg("--token-file")
+    .arg(token)
+    .arg("--ca-root")
+    .arg(root);
+    Ok(())
 }
 
 /// Asks the CA for a token bound to the pod's service account and writes it
