@@ -817,75 +817,8 @@ pub fn port_protocol(port: &ServicePort) -> Protocol {
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
-
-    use serde::de::DeserializeOwned;
-
     use super::*;
-    use crate::diag::Severity;
-
-    const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/istio-samples");
-
-    fn sample_docs() -> Vec<(PathBuf, serde_yaml::Value)> {
-        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-            let entries =
-                std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-            for entry in entries {
-                let path = entry.expect("directory entry").path();
-                if path.is_dir() {
-                    walk(&path, out);
-                } else if path
-                    .extension()
-                    .is_some_and(|ext| ext == "yaml" || ext == "yml")
-                {
-                    out.push(path);
-                }
-            }
-        }
-        let mut files = Vec::new();
-        walk(Path::new(SAMPLES), &mut files);
-        files.sort();
-        assert!(!files.is_empty(), "no samples under {SAMPLES}");
-        let mut docs = Vec::new();
-        for file in files {
-            let text = std::fs::read_to_string(&file).expect("sample file");
-            for doc in serde_yaml::Deserializer::from_str(&text) {
-                let doc = serde_yaml::Value::deserialize(doc).expect("valid YAML");
-                if !doc.is_null() {
-                    docs.push((file.clone(), doc));
-                }
-            }
-        }
-        docs
-    }
-
-    /// Deserializes `value` and validates it; every error as (field,
-    /// message), with deserialization failures prefixed by `prefix`.
-    fn errors<T: DeserializeOwned + Validate>(
-        value: serde_yaml::Value,
-        prefix: &str,
-    ) -> Vec<(String, String)> {
-        match serde_path_to_error::deserialize::<_, T>(value) {
-            Err(e) => {
-                let path = e.path().to_string();
-                let field = match (prefix, path.as_str()) {
-                    (p, ".") => p.to_owned(),
-                    ("", path) => path.to_owned(),
-                    (p, path) => format!("{p}.{path}"),
-                };
-                vec![(field, e.inner().to_string())]
-            }
-            Ok(spec) => {
-                let mut cx = Ctx::new("default");
-                spec.validate(&mut cx);
-                cx.findings()
-                    .iter()
-                    .filter(|f| f.severity == Severity::Error)
-                    .map(|f| (f.field.clone(), f.message.clone()))
-                    .collect()
-            }
-        }
-    }
+    use crate::test_util::{SAMPLES, errors_at, sample_docs};
 
     fn spec_of(doc: &serde_yaml::Value) -> serde_yaml::Value {
         doc.get("spec").cloned().unwrap_or_default()
@@ -899,14 +832,14 @@ mod tests {
             let kind = doc.get("kind").and_then(serde_yaml::Value::as_str);
             let (kind, errors) = match (api_version, kind) {
                 (Some("v1"), Some("Service")) => {
-                    ("Service", errors::<ServiceSpec>(spec_of(&doc), "spec"))
+                    ("Service", errors_at::<ServiceSpec>(spec_of(&doc), "spec"))
                 }
                 (Some("apps/v1"), Some("Deployment")) => (
                     "Deployment",
-                    errors::<DeploymentSpec>(spec_of(&doc), "spec"),
+                    errors_at::<DeploymentSpec>(spec_of(&doc), "spec"),
                 ),
-                (Some("v1"), Some("Pod")) => ("Pod", errors::<PodSpec>(spec_of(&doc), "spec")),
-                (Some("v1"), Some("Secret")) => ("Secret", errors::<Secret>(doc.clone(), "")),
+                (Some("v1"), Some("Pod")) => ("Pod", errors_at::<PodSpec>(spec_of(&doc), "spec")),
+                (Some("v1"), Some("Secret")) => ("Secret", errors_at::<Secret>(doc.clone(), "")),
                 _ => continue,
             };
             *counts.entry(kind).or_default() += 1;
@@ -1254,10 +1187,10 @@ mod tests {
             let value: serde_yaml::Value =
                 serde_yaml::from_str(spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
             let found = match kind {
-                "Service" => errors::<ServiceSpec>(value, "spec"),
-                "Deployment" => errors::<DeploymentSpec>(value, "spec"),
-                "Pod" => errors::<PodSpec>(value, "spec"),
-                _ => errors::<Secret>(value, ""),
+                "Service" => errors_at::<ServiceSpec>(value, "spec"),
+                "Deployment" => errors_at::<DeploymentSpec>(value, "spec"),
+                "Pod" => errors_at::<PodSpec>(value, "spec"),
+                _ => errors_at::<Secret>(value, ""),
             };
             assert!(
                 found

@@ -14,6 +14,8 @@ pub mod object;
 pub mod security;
 pub mod support;
 pub mod telemetry;
+#[cfg(test)]
+pub(crate) mod test_util;
 
 pub use crate::{
     common::{Ctx, Duration, Labels, Percent, StringMatch, Validate},

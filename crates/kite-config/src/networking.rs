@@ -2646,14 +2646,11 @@ impl Validate for WorkloadGroup {
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
-
-    use serde::de::DeserializeOwned;
+    use std::path::PathBuf;
 
     use super::*;
     use crate::diag::Severity;
-
-    const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/istio-samples");
+    use crate::test_util::{errors, sample_docs, str_field, yaml_docs};
 
     /// Networking YAML from Istio's task pages and API reference, in the
     /// older shapes the samples no longer use (integer `percent`,
@@ -2847,73 +2844,6 @@ spec:
     initialDelaySeconds: 5
     httpGet: {path: /ready, port: 8080}
 "#;
-
-    fn sample_docs() -> Vec<(PathBuf, serde_yaml::Value)> {
-        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-            let entries =
-                std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-            for entry in entries {
-                let path = entry.expect("directory entry").path();
-                if path.is_dir() {
-                    walk(&path, out);
-                } else if path
-                    .extension()
-                    .is_some_and(|ext| ext == "yaml" || ext == "yml")
-                {
-                    out.push(path);
-                }
-            }
-        }
-        let mut files = Vec::new();
-        walk(Path::new(SAMPLES), &mut files);
-        files.sort();
-        assert!(!files.is_empty(), "no samples under {SAMPLES}");
-        let mut docs = Vec::new();
-        for file in files {
-            let text = std::fs::read_to_string(&file).expect("sample file");
-            docs.extend(yaml_docs(&text).into_iter().map(|d| (file.clone(), d)));
-        }
-        docs
-    }
-
-    fn yaml_docs(text: &str) -> Vec<serde_yaml::Value> {
-        serde_yaml::Deserializer::from_str(text)
-            .map(|doc| serde_yaml::Value::deserialize(doc).expect("valid YAML"))
-            .filter(|doc| !doc.is_null())
-            .collect()
-    }
-
-    fn str_field<'a>(doc: &'a serde_yaml::Value, key: &str) -> &'a str {
-        doc.get(key)
-            .and_then(serde_yaml::Value::as_str)
-            .unwrap_or_default()
-    }
-
-    /// Deserializes a spec and validates it; returns every error as
-    /// (field, message), with deserialization failures located like the
-    /// loader does.
-    fn errors<T: DeserializeOwned + Validate>(spec: serde_yaml::Value) -> Vec<(String, String)> {
-        match serde_path_to_error::deserialize::<_, T>(spec) {
-            Err(e) => {
-                let path = e.path().to_string();
-                let field = if path == "." {
-                    "spec".to_owned()
-                } else {
-                    format!("spec.{path}")
-                };
-                vec![(field, e.inner().to_string())]
-            }
-            Ok(spec) => {
-                let mut cx = Ctx::new("default");
-                spec.validate(&mut cx);
-                cx.findings()
-                    .iter()
-                    .filter(|f| f.severity == Severity::Error)
-                    .map(|f| (f.field.clone(), f.message.clone()))
-                    .collect()
-            }
-        }
-    }
 
     fn errors_of(kind: &str, spec: serde_yaml::Value) -> Vec<(String, String)> {
         match kind {
