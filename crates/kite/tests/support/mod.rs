@@ -43,6 +43,12 @@ impl Proc {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Kills the process now (its log is still printed if the test fails).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Waits for the process to exit on its own.
     pub fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let deadline = std::time::Instant::now() + limit;
@@ -123,11 +129,36 @@ pub enum Sidecar {
     Kite,
 }
 
+/// How `Mesh::start_with` sets the mesh up; `Default` is what
+/// `Mesh::start` does.
+#[derive(Clone, Debug, Default)]
+pub struct MeshOptions {
+    /// Kite sidecars only: every pod and client added afterwards gets a
+    /// workload identity (a token for its service account, the mesh root,
+    /// `--ca`), and its WorkloadEntry is labelled
+    /// `security.istio.io/tlsMode: istio`, so peers reach it with mutual TLS.
+    pub identity: bool,
+    /// `kite control --workload-cert-ttl <secs>`; the control plane's
+    /// default (24 h) when `None`.
+    pub workload_cert_ttl: Option<u64>,
+}
+
+/// A proxy's credential files for its workload identity.
+#[derive(Clone, Debug)]
+pub struct Creds {
+    pub token: PathBuf,
+    pub root: PathBuf,
+}
+
 pub struct Mesh {
     pub sidecar: Sidecar,
     pub dir: PathBuf,
     pub api: SocketAddr,
     pub xds: SocketAddr,
+    /// The control plane's CA (gRPC over TLS).
+    pub ca: SocketAddr,
+    /// Whether pods added from now on get a workload identity.
+    pub identity: bool,
     net: u8,
     next_host: u8,
     pub procs: Vec<Proc>,
@@ -138,6 +169,15 @@ pub struct Mesh {
 impl Mesh {
     /// Starts a control plane on a loopback /24 of this test's own.
     pub async fn start(test: &str, sidecar: Sidecar) -> Mesh {
+        Self::start_with(test, sidecar, MeshOptions::default()).await
+    }
+
+    /// `start`, with the options given.
+    pub async fn start_with(test: &str, sidecar: Sidecar, options: MeshOptions) -> Mesh {
+        assert!(
+            !options.identity || sidecar == Sidecar::Kite,
+            "workload identities are for Kite sidecars only"
+        );
         let net = u8::try_from(std::process::id() % 100).unwrap() * 2
             + 20
             + u8::from(sidecar == Sidecar::Kite);
@@ -147,28 +187,31 @@ impl Mesh {
         let cp = IpAddr::V4(Ipv4Addr::new(127, 61, net, 250));
         let api = SocketAddr::new(cp, 15014);
         let xds = SocketAddr::new(cp, 15010);
-        let control = spawn(
+        let ca = SocketAddr::new(cp, 15012);
+        let mut cmd = kite();
+        cmd.args([
             "control",
-            &dir,
-            kite()
-                .args([
-                    "control",
-                    "--xds",
-                    &xds.to_string(),
-                    "--api",
-                    &api.to_string(),
-                    "--ca",
-                    &SocketAddr::new(cp, 15012).to_string(),
-                ])
-                .arg("--ca-dir")
-                .arg(dir.join("ca"))
-                .env("KITE_LOG", "info"),
-        );
+            "--xds",
+            &xds.to_string(),
+            "--api",
+            &api.to_string(),
+            "--ca",
+            &ca.to_string(),
+        ])
+        .arg("--ca-dir")
+        .arg(dir.join("ca"))
+        .env("KITE_LOG", "info");
+        if let Some(ttl) = options.workload_cert_ttl {
+            cmd.args(["--workload-cert-ttl", &ttl.to_string()]);
+        }
+        let control = spawn("control", &dir, &mut cmd);
         let mesh = Mesh {
             sidecar,
             dir,
             api,
             xds,
+            ca,
+            identity: options.identity,
             net,
             next_host: 1,
             procs: vec![control],
@@ -253,11 +296,31 @@ impl Mesh {
     /// Registers a pod (as a WorkloadEntry), starts its Envoy sidecar and
     /// then its BookInfo app, pointed at the sidecar through HTTP_PROXY.
     pub async fn add_pod(&mut self, app: &str, version: &str, service_account: &str) {
+        self.add_pod_running_as(app, version, service_account, service_account)
+            .await;
+    }
+
+    /// `add_pod`, except that the sidecar runs as `actual_sa` (its
+    /// `--service-account` and, with identity, the service account its token
+    /// and certificate are for) while the WorkloadEntry registers
+    /// `registered_sa`: an impostor when the two differ.
+    pub async fn add_pod_running_as(
+        &mut self,
+        app: &str,
+        version: &str,
+        registered_sa: &str,
+        actual_sa: &str,
+    ) {
         let pod_ip = self.ip();
         let app_ip = self.ip();
         let name = format!("{app}-{version}-pod{}", self.pods.len());
+        let tls_label = if self.identity {
+            "\n    security.istio.io/tlsMode: istio"
+        } else {
+            ""
+        };
         let we = format!(
-            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  address: {pod_ip}\n  labels:\n    app: {app}\n    version: {version}\n  serviceAccount: {service_account}\n"
+            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  address: {pod_ip}\n  labels:\n    app: {app}\n    version: {version}{tls_label}\n  serviceAccount: {registered_sa}\n"
         );
         let path = self.dir.join(format!("{name}.yaml"));
         std::fs::write(&path, we).unwrap();
@@ -266,15 +329,17 @@ impl Mesh {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-        self.start_envoy(
+        let creds = self.identity_for(&name, actual_sa).await;
+        self.start_proxy(
             &name,
             ProxyKind::Sidecar,
             pod_ip,
             Some(app_ip),
             labels,
-            service_account,
+            actual_sa,
+            creds.as_ref(),
         );
-        self.wait_tcp(SocketAddr::new(pod_ip, 15001)).await;
+        self.wait_sidecar(pod_ip).await;
         let app_proc = spawn(
             &format!("{name}-app"),
             &self.dir.clone(),
@@ -297,10 +362,93 @@ impl Mesh {
             name,
             app: app.to_owned(),
             version: version.to_owned(),
-            service_account: service_account.to_owned(),
+            service_account: actual_sa.to_owned(),
             pod_ip,
             app_ip,
         });
+    }
+
+    /// Takes a pod added by `add_pod` out of the mesh: deletes its
+    /// WorkloadEntry, then stops its app and its sidecar.
+    pub fn remove_pod(&mut self, name: &str) {
+        let index = self
+            .pods
+            .iter()
+            .position(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no pod {name}"));
+        let path = self.dir.join(format!("{name}.yaml"));
+        self.delete(&[path.to_str().unwrap()]);
+        let own = |p: &Proc| {
+            p.name
+                .strip_prefix(name)
+                .is_some_and(|rest| ["-app", "-envoy", "-kite-proxy"].contains(&rest))
+        };
+        for p in self.procs.iter_mut().filter(|p| own(p)) {
+            p.stop();
+        }
+        self.procs.retain(|p| !own(p));
+        self.pods.remove(index);
+    }
+
+    /// Kills the control plane (`procs[0]`, with its CA); proxies keep
+    /// running on what they already have.
+    pub fn stop_control_plane(&mut self) {
+        let control = &mut self.procs[0];
+        assert_eq!(control.name, "control", "procs[0] is the control plane");
+        control.stop();
+    }
+
+    /// With identity on, mints a token for `default/<service_account>` and
+    /// writes it (`<pod>.token`) and the mesh root (`root-cert.pem`) under
+    /// `dir`.
+    async fn identity_for(&self, pod: &str, service_account: &str) -> Option<Creds> {
+        if !self.identity {
+            return None;
+        }
+        Some(self.credentials(pod, "default", service_account).await)
+    }
+
+    /// `POST /apis/tokens` for `namespace/service_account`; writes the token
+    /// to `<dir>/<file_stem>.token` and the mesh root to
+    /// `<dir>/root-cert.pem`.
+    pub async fn credentials(
+        &self,
+        file_stem: &str,
+        namespace: &str,
+        service_account: &str,
+    ) -> Creds {
+        let body = serde_json::json!({"namespace": namespace, "serviceAccount": service_account});
+        let r = send(
+            self.api,
+            "POST",
+            "/apis/tokens",
+            &[("content-type", "application/json")],
+            Bytes::from(body.to_string()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            r.status,
+            200,
+            "minting a token for {namespace}/{service_account}: {}",
+            r.text()
+        );
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        let token = self.dir.join(format!("{file_stem}.token"));
+        std::fs::write(&token, v["token"].as_str().unwrap()).unwrap();
+        let root = self.dir.join("root-cert.pem");
+        std::fs::write(&root, v["root"].as_str().unwrap()).unwrap();
+        Creds { token, root }
+    }
+
+    /// Waits for a new sidecar: its outbound port, and with identity its
+    /// readiness (certificate and first config).
+    async fn wait_sidecar(&self, pod_ip: IpAddr) {
+        self.wait_tcp(SocketAddr::new(pod_ip, 15001)).await;
+        if self.identity {
+            self.wait_http(SocketAddr::new(pod_ip, 15021), "/healthz/ready")
+                .await;
+        }
     }
 
     /// A sidecar with no app behind it: a client pod for driving requests
@@ -313,15 +461,17 @@ impl Mesh {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-        self.start_envoy(
+        let creds = self.identity_for(&name, "default").await;
+        self.start_proxy(
             &name,
             ProxyKind::Sidecar,
             pod_ip,
             Some(app_ip),
             labels,
             "default",
+            creds.as_ref(),
         );
-        self.wait_tcp(SocketAddr::new(pod_ip, 15001)).await;
+        self.wait_sidecar(pod_ip).await;
         self.pods.push(Pod {
             name,
             app: app.to_owned(),
@@ -339,25 +489,30 @@ impl Mesh {
     }
 
     /// An Envoy ingress gateway labelled as Istio's (`istio: ingressgateway`).
+    /// It gets no workload identity, even with `MeshOptions::identity`.
     pub fn add_gateway(&mut self) -> IpAddr {
         let ip = self.ip();
         let labels = [("istio", "ingressgateway"), ("app", "istio-ingressgateway")]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-        self.start_envoy(
+        self.start_proxy(
             "istio-ingressgateway-0",
             ProxyKind::Router,
             ip,
             None,
             labels,
             "istio-ingressgateway",
+            None,
         );
         self.gateway = Some(ip);
         ip
     }
 
-    fn start_envoy(
+    /// Starts the mesh's proxy (Envoy or Kite) for a workload; `creds`
+    /// gives a Kite proxy its workload identity.
+    #[allow(clippy::too_many_arguments)]
+    fn start_proxy(
         &mut self,
         name: &str,
         kind: ProxyKind,
@@ -365,6 +520,7 @@ impl Mesh {
         app_ip: Option<IpAddr>,
         labels: BTreeMap<String, String>,
         service_account: &str,
+        creds: Option<&Creds>,
     ) {
         let namespace = if kind == ProxyKind::Router {
             "istio-system"
@@ -429,6 +585,12 @@ impl Mesh {
                 }
                 if kind == ProxyKind::Router {
                     cmd.arg("--gateway");
+                }
+                if let Some(creds) = creds {
+                    cmd.args(["--ca", &self.ca.to_string(), "--token-file"])
+                        .arg(&creds.token)
+                        .arg("--ca-root")
+                        .arg(&creds.root);
                 }
                 spawn(&format!("{name}-kite-proxy"), &self.dir.clone(), &mut cmd)
             }
