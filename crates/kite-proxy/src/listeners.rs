@@ -19,7 +19,7 @@ use crate::{
 };
 
 struct Running {
-    config: Arc<Listener>,
+    config: watch::Sender<Arc<Listener>>,
     task: JoinHandle<()>,
 }
 
@@ -29,15 +29,22 @@ pub(crate) async fn manage(mut state: watch::Receiver<Arc<State>>, shared: Arc<S
     loop {
         let current = state.borrow_and_update().clone();
         running.retain(|name, r| {
-            let keep = current
-                .listeners
-                .get(name)
-                .is_some_and(|l| Arc::ptr_eq(l, &r.config) || same(l, &r.config));
-            if !keep {
+            let Some(l) = current.listeners.get(name) else {
                 info!(listener = %name, "closing listener");
                 r.task.abort();
+                return false;
+            };
+            if l.addr != r.config.borrow().addr {
+                info!(listener = %name, "address changed; rebinding");
+                r.task.abort();
+                return false;
             }
-            keep
+            // Same socket, new settings (routes, TLS mode): the port never
+            // closes, and the next connection uses them.
+            if !same(l, &r.config.borrow()) {
+                r.config.send_replace(l.clone());
+            }
+            true
         });
         for (name, l) in &current.listeners {
             if running.contains_key(name) {
@@ -46,14 +53,9 @@ pub(crate) async fn manage(mut state: watch::Receiver<Arc<State>>, shared: Arc<S
             match bind(l.addr).await {
                 Ok(listener) => {
                     info!(listener = %name, addr = %l.addr, "listening");
-                    let task = tokio::spawn(accept_loop(listener, l.clone(), shared.clone()));
-                    running.insert(
-                        name.clone(),
-                        Running {
-                            config: l.clone(),
-                            task,
-                        },
-                    );
+                    let (config, config_rx) = watch::channel(l.clone());
+                    let task = tokio::spawn(accept_loop(listener, config_rx, shared.clone()));
+                    running.insert(name.clone(), Running { config, task });
                 }
                 Err(e) => {
                     warn!(listener = %name, addr = %l.addr, error = %e, "cannot bind; will retry on the next update")
@@ -93,7 +95,11 @@ async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Err(last.unwrap_or_else(|| std::io::Error::other("bind failed")))
 }
 
-async fn accept_loop(listener: TcpListener, config: Arc<Listener>, shared: Arc<Shared>) {
+async fn accept_loop(
+    listener: TcpListener,
+    config: watch::Receiver<Arc<Listener>>,
+    shared: Arc<Shared>,
+) {
     let mut id = 0u64;
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -106,6 +112,7 @@ async fn accept_loop(listener: TcpListener, config: Arc<Listener>, shared: Arc<S
         };
         let _ = stream.set_nodelay(true);
         id += 1;
+        let config = config.borrow().clone();
         let span = info_span!("conn", listener = %config.name, id, %peer);
         tokio::spawn(connection(stream, peer, config.clone(), shared.clone()).instrument(span));
     }

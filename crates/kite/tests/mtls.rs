@@ -683,7 +683,6 @@ async fn traffic_continues_while_the_ca_is_down() {
 /// the endpoint's tlsMode label, `ENABLE_AUTO_MTLS_CHECK_POLICIES`, on by
 /// default). So BookInfo keeps its ratings when ratings disables mTLS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "product bug: auto mTLS ignores the server's PeerAuthentication DISABLE; reviews keeps sending mTLS to ratings, which then only takes plaintext, so pages show 'Ratings service is currently unavailable'"]
 async fn auto_mtls_respects_a_disabled_peer() {
     let up = Up::start("mtls-auto-disable", pod_net(3), None).await;
     let ratings = SocketAddr::new(up.pod("ratings-v1-").1, 9080);
@@ -729,7 +728,6 @@ async fn auto_mtls_respects_a_disabled_peer() {
 /// Envoy swaps a listener's configuration on the socket it already has, so
 /// the port never stops accepting; connections are not refused meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "product bug: kite proxy closes a changed listener and binds it again (kite-proxy listeners.rs), so for ~50 ms the inbound port refuses connections; in-flight mesh traffic to that pod fails with 503 UF"]
 async fn policy_change_keeps_the_inbound_port_open() {
     let _serial = SERIAL.lock().await;
     let options = MeshOptions {

@@ -106,6 +106,24 @@ pub(super) fn outbound(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
                     cluster.cluster_discovery_type,
                     Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::Eds as i32
                 ) {
+                    // A workload whose own policy is DISABLE takes plaintext
+                    // only; auto mTLS leaves it out, as Istio does.
+                    let endpoints: Vec<RegistryEndpoint> = endpoints
+                        .into_iter()
+                        .map(|mut e| {
+                            if e.labels.contains_key(super::mtls::TLS_MODE_LABEL)
+                                && super::mtls::workload_peer_mode(
+                                    cx,
+                                    &service.namespace,
+                                    &e.labels,
+                                    e.port,
+                                ) == kite_config::security::MtlsMode::Disable
+                            {
+                                e.labels.remove(super::mtls::TLS_MODE_LABEL);
+                            }
+                            e
+                        })
+                        .collect();
                     snapshot.insert(
                         type_url::ENDPOINT,
                         name.clone(),

@@ -148,18 +148,30 @@ fn string(s: &str) -> Value {
 /// namespace's, else the mesh's (root namespace); UNSET inherits; the
 /// default is PERMISSIVE.
 pub(crate) fn peer_mode(cx: &Ctx<'_>, port: u16) -> MtlsMode {
+    workload_peer_mode(cx, &cx.proxy.namespace, &cx.labels, port)
+}
+
+/// The same for any workload: clients use it to leave out of auto mTLS the
+/// endpoints whose own policy is DISABLE, as Istio does.
+pub(crate) fn workload_peer_mode(
+    cx: &Ctx<'_>,
+    namespace: &str,
+    labels: &kite_config::Labels,
+    port: u16,
+) -> MtlsMode {
     let policies: Vec<(&kite_config::Object, &PeerAuthentication)> = cx
         .objects(|s| match s {
             Spec::PeerAuthentication(pa) => Some(pa),
             _ => None,
         })
         .collect();
-    let ns = cx.proxy.namespace.as_str();
+    let ns = namespace;
     let workload = policies.iter().find(|(o, pa)| {
         o.meta.namespace == ns
-            && pa.selector.as_ref().is_some_and(|s| {
-                !s.match_labels.is_empty() && contains(&cx.labels, &s.match_labels)
-            })
+            && pa
+                .selector
+                .as_ref()
+                .is_some_and(|s| !s.match_labels.is_empty() && contains(labels, &s.match_labels))
     });
     let namespace = policies
         .iter()
