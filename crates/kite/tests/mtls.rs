@@ -774,3 +774,72 @@ async fn policy_change_keeps_the_inbound_port_open() {
         "{refused} of {tries} connections to {addr} were refused while its policy changed"
     );
 }
+
+/// Kite's and Envoy's sidecars in one mesh under mesh-wide STRICT: Kite to
+/// Kite (productpage → details), Kite to Envoy (productpage → reviews) and
+/// Envoy to Kite (reviews → ratings), each hop mutual TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kite_and_envoy_sidecars_talk_mtls() {
+    let _serial = SERIAL.lock().await;
+    let options = MeshOptions {
+        identity: true,
+        workload_cert_ttl: None,
+    };
+    let mut mesh = Mesh::start_with("mtls-mixed", Sidecar::Kite, options).await;
+    let strict = write(
+        &mesh.dir,
+        "mesh-strict.yaml",
+        &peer_authentication("default", "istio-system", None, "STRICT", ""),
+    );
+    mesh.apply(&[
+        &sample("bookinfo/platform/kube/bookinfo.yaml"),
+        &sample("bookinfo/networking/destination-rule-all-mtls.yaml"),
+        &strict,
+    ]);
+    mesh.add_pod("details", "v1", "bookinfo-details").await;
+    mesh.add_pod("ratings", "v1", "bookinfo-ratings").await;
+    // Envoy gets its certificate over SDS from the control plane.
+    mesh.sidecar = Sidecar::Envoy;
+    mesh.add_pod("reviews", "v2", "bookinfo-reviews").await;
+    mesh.sidecar = Sidecar::Kite;
+    mesh.add_pod("productpage", "v1", "bookinfo-productpage")
+        .await;
+    mesh.synced(4).await;
+    for pod in &mesh.pods {
+        wait_plaintext(SocketAddr::new(pod.pod_ip, 9080), false, 10, &pod.name).await;
+        let hello = s_client(SocketAddr::new(pod.pod_ip, 9080), &[]).await;
+        let san = subject_alt_name(&hello).await;
+        assert!(
+            san.contains(&format!(
+                "URI:spiffe://cluster.local/ns/default/sa/{}",
+                pod.service_account
+            )),
+            "{}: {san}",
+            pod.name
+        );
+    }
+    let pp = mesh.pods.iter().find(|p| p.app == "productpage").unwrap();
+    let front = SocketAddr::new(pp.app_ip, 9080);
+    let mut last = String::new();
+    for _ in 0..50 {
+        let r = get(front, "/productpage", &[]).await.unwrap();
+        last = r.text();
+        if last.contains("gap-x-1 text-black-500") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        last.contains("Book Details"),
+        "productpage (Kite) → details (Kite):\n{last}"
+    );
+    assert!(
+        last.contains("Reviews served by: reviews-v2"),
+        "productpage (Kite) → reviews (Envoy):\n{last}"
+    );
+    assert_eq!(
+        last.matches("id=\"glyphicon glyphicon-star\"").count(),
+        9,
+        "reviews (Envoy) → ratings (Kite):\n{last}"
+    );
+}

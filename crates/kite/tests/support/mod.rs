@@ -446,8 +446,17 @@ impl Mesh {
     async fn wait_sidecar(&self, pod_ip: IpAddr) {
         self.wait_tcp(SocketAddr::new(pod_ip, 15001)).await;
         if self.identity {
-            self.wait_http(SocketAddr::new(pod_ip, 15021), "/healthz/ready")
-                .await;
+            match self.sidecar {
+                Sidecar::Kite => {
+                    self.wait_http(SocketAddr::new(pod_ip, 15021), "/healthz/ready")
+                        .await;
+                }
+                // Envoy's own readiness: initialised, secrets included.
+                Sidecar::Envoy => {
+                    self.wait_http(SocketAddr::new(pod_ip, 15000), "/ready")
+                        .await
+                }
+            }
         }
     }
 
