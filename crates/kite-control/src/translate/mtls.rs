@@ -47,6 +47,17 @@ fn common(alpn: &[&str], sans: &[String]) -> CommonTlsContext {
         tls_params: Some(TlsParameters {
             tls_minimum_protocol_version: TlsProtocol::TlSv12 as i32,
             tls_maximum_protocol_version: TlsProtocol::TlSv13 as i32,
+            // Istio's list for TLS 1.2: forward secrecy and AEAD only.
+            cipher_suites: [
+                "ECDHE-ECDSA-AES256-GCM-SHA384",
+                "ECDHE-RSA-AES256-GCM-SHA384",
+                "ECDHE-ECDSA-AES128-GCM-SHA256",
+                "ECDHE-RSA-AES128-GCM-SHA256",
+                "ECDHE-ECDSA-CHACHA20-POLY1305",
+                "ECDHE-RSA-CHACHA20-POLY1305",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
             ..Default::default()
         }),
         tls_certificate_sds_secret_configs: vec![sds(SDS_CERT)],
