@@ -7,6 +7,7 @@
 mod client;
 pub mod details;
 mod env;
+pub mod httpbin;
 pub mod productpage;
 mod propagate;
 pub mod ratings;
@@ -29,6 +30,9 @@ pub enum Service {
     Details,
     Reviews,
     Ratings,
+    /// Istio's httpbin sample (go-httpbin), for the security and
+    /// resilience tasks.
+    Httpbin,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,11 +62,12 @@ pub enum Error {
 // === impl Service ===
 
 impl Service {
-    pub const ALL: [Service; 4] = [
+    pub const ALL: [Service; 5] = [
         Service::Productpage,
         Service::Details,
         Service::Reviews,
         Service::Ratings,
+        Service::Httpbin,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +76,7 @@ impl Service {
             Service::Details => "details",
             Service::Reviews => "reviews",
             Service::Ratings => "ratings",
+            Service::Httpbin => "httpbin",
         }
     }
 
@@ -100,6 +106,10 @@ impl Service {
             }
             Service::Ratings => {
                 let app = ratings::Ratings::from_env(version, env)?;
+                server::serve(listener, Arc::new(app), shutdown).await?
+            }
+            Service::Httpbin => {
+                let app = httpbin::Httpbin::from_env(version, env)?;
                 server::serve(listener, Arc::new(app), shutdown).await?
             }
         }

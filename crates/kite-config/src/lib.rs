@@ -20,6 +20,6 @@ pub(crate) mod test_util;
 pub use crate::{
     common::{Ctx, Duration, Labels, Percent, StringMatch, Validate},
     diag::{Diagnostic, ObjectRef, Severity, Source},
-    load::{Loaded, load_paths, load_str},
+    load::{Loaded, load_paths, load_paths_in, load_str},
     object::{Kind, Object, ObjectMeta, Spec},
 };

@@ -49,6 +49,12 @@ impl Loaded {
 /// Loads files and directories (recursively, `.yaml`, `.yml`, `.json`, in
 /// name order); `-` reads standard input.
 pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, LoadError> {
+    load_paths_in(paths, "default")
+}
+
+/// As [`load_paths`], with objects that name no namespace placed in
+/// `namespace` (`kubectl apply -n`).
+pub fn load_paths_in(paths: &[PathBuf], namespace: &str) -> Result<Loaded, LoadError> {
     let mut loaded = Loaded::default();
     for path in paths {
         if path.as_os_str() == "-" {
@@ -57,7 +63,7 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, LoadError> {
                     path: "-".into(),
                     source,
                 })?;
-            loaded.extend(load_one("-", &text));
+            loaded.extend(load_one("-", &text, namespace));
             continue;
         }
         let files = config_files(path)?;
@@ -72,7 +78,7 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, LoadError> {
                 path: name.clone(),
                 source,
             })?;
-            loaded.extend(load_one(&name, &text));
+            loaded.extend(load_one(&name, &text, namespace));
         }
     }
     flag_duplicates(&mut loaded);
@@ -110,12 +116,12 @@ fn config_files(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
 
 /// Loads every document of one file's text.
 pub fn load_str(file: &str, text: &str) -> Loaded {
-    let mut loaded = load_one(file, text);
+    let mut loaded = load_one(file, text, "default");
     flag_duplicates(&mut loaded);
     loaded
 }
 
-fn load_one(file: &str, text: &str) -> Loaded {
+fn load_one(file: &str, text: &str, namespace: &str) -> Loaded {
     let mut loaded = Loaded::default();
     let mut index = 0;
     for (line, chunk) in documents(text) {
@@ -140,7 +146,7 @@ fn load_one(file: &str, text: &str) -> Loaded {
             }
         };
         index += 1;
-        load_value(&mut loaded, source, value);
+        load_value(&mut loaded, source, value, namespace);
     }
     loaded
 }
@@ -165,7 +171,7 @@ fn documents(text: &str) -> Vec<(usize, &str)> {
     docs
 }
 
-fn load_value(loaded: &mut Loaded, source: Source, value: Value) {
+fn load_value(loaded: &mut Loaded, source: Source, value: Value, namespace: &str) {
     let Value::Mapping(mut map) = value else {
         loaded.diagnostics.push(parse_error(
             source,
@@ -186,7 +192,7 @@ fn load_value(loaded: &mut Loaded, source: Source, value: Value) {
     if kind_name == "List" || kind_name.ends_with("List") && map.contains_key("items") {
         if let Some(Value::Sequence(items)) = map.remove("items") {
             for item in items {
-                load_value(loaded, source.clone(), item);
+                load_value(loaded, source.clone(), item, namespace);
             }
         }
         return;
@@ -239,7 +245,7 @@ fn load_value(loaded: &mut Loaded, source: Source, value: Value) {
         KindLookup::Other => None,
     };
     if meta.namespace.is_empty() && kind.is_none_or(Kind::namespaced) {
-        meta.namespace = "default".into();
+        meta.namespace = namespace.into();
     }
     let object = ObjectRef {
         kind: kind_name.clone(),

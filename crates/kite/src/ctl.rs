@@ -52,6 +52,9 @@ pub(crate) struct FilesArgs {
     /// Files or directories (`-` for standard input)
     #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
     files: Vec<PathBuf>,
+    /// Namespace for objects that name none, like `kubectl apply -n`
+    #[arg(short = 'n', long, default_value = "default")]
+    namespace: String,
     #[command(flatten)]
     target: Target,
 }
@@ -113,7 +116,7 @@ pub(crate) async fn control(args: ControlArgs) -> anyhow::Result<ExitCode> {
 pub(crate) async fn apply(args: FilesArgs, delete: bool) -> anyhow::Result<ExitCode> {
     // Validate locally first so mistakes are reported with the user's own
     // file names before anything is sent.
-    let loaded = load_paths(&args.files)?;
+    let loaded = kite_config::load_paths_in(&args.files, &args.namespace)?;
     let mut failed = false;
     for d in &loaded.diagnostics {
         if d.severity >= kite_config::Severity::Warning {

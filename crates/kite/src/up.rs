@@ -197,7 +197,9 @@ async fn bring_up(
             wait_proxy_ready(args, procs.last_mut(), ip).await?;
             let app = app_command(exe, object, container, &template.metadata.annotations, &pod)?;
             procs.push(start(&format!("{}.app", pod.name), app, logs)?);
-            wait_tcp(procs.last_mut(), SocketAddr::new(IpAddr::V4(app_ip), port)).await?;
+            if !container.ports.is_empty() {
+                wait_tcp(procs.last_mut(), SocketAddr::new(IpAddr::V4(app_ip), port)).await?;
+            }
             pods.push(pod);
         }
     }
@@ -471,11 +473,32 @@ fn app_command(
             &listen,
         ]);
         cmd
+    } else if is_httpbin(&container.image) {
+        let mut cmd = Command::new(exe);
+        cmd.args([
+            "bookinfo",
+            "httpbin",
+            "--version",
+            "v1",
+            "--listen",
+            &listen,
+        ]);
+        cmd
     } else if let Some(command) = annotations.get(COMMAND_ANNOTATION) {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", command])
             .env("PORT", pod.port.to_string())
             .env("HOST", pod.app_ip.to_string());
+        cmd
+    } else if let Some(program) = container
+        .command
+        .first()
+        .filter(|p| Path::new(p.as_str()).is_file())
+    {
+        // A container whose command this machine has too (Istio's curl
+        // client pod runs `/bin/sleep infinity`) runs as it is.
+        let mut cmd = Command::new(program);
+        cmd.args(&container.command[1..]).args(&container.args);
         cmd
     } else {
         bail!(
@@ -500,6 +523,11 @@ fn app_command(
         .env_remove("SERVICE_VERSION")
         .env_remove("BOOKINFO_LISTEN");
     Ok(cmd)
+}
+
+/// Istio's httpbin sample images (go-httpbin now, kennethreitz's before).
+fn is_httpbin(image: &str) -> bool {
+    image.contains("go-httpbin") || image.contains("kennethreitz/httpbin")
 }
 
 /// `…/examples-bookinfo-reviews-v2:1.20.3` → (`reviews`, `v2`).
@@ -684,6 +712,7 @@ mod tests {
             Some(("productpage".into(), "v-flooding".into()))
         );
         assert_eq!(bookinfo_image("docker.io/kennethreitz/httpbin"), None);
+        assert!(is_httpbin("docker.io/mccutchen/go-httpbin:v2.15.0"));
     }
 
     #[test]
