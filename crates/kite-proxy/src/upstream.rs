@@ -133,11 +133,19 @@ impl ClusterRuntime {
         let connector = MeshConnector {
             http,
             mtls: identity.zip(config.mtls.clone()).map(Arc::new),
+            alpn: kite_identity::tls::ALPN_HTTP11,
         };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(std::time::Duration::from_secs(60))
             .set_host(false)
             .build(connector.clone());
+        // The HTTP/2 client negotiates h2 over mTLS; the HTTP/1.1 client
+        // stays on HTTP/1.1, whose Host header carries the authority the
+        // app used (HTTP/2 would carry the endpoint's address instead).
+        let connector = MeshConnector {
+            alpn: kite_identity::tls::ALPN_H2,
+            ..connector
+        };
         let h2_client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(std::time::Duration::from_secs(60))
             .set_host(false)
@@ -352,6 +360,7 @@ pub(crate) fn hash_key(key: &str) -> u64 {
 pub(crate) struct MeshConnector {
     http: HttpConnector,
     mtls: Option<Arc<(crate::identity::Watch, crate::config::UpstreamMtls)>>,
+    alpn: &'static [u8],
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -377,6 +386,7 @@ impl tower_service::Service<http::Uri> for MeshConnector {
         };
         let connecting = self.http.call(plain);
         let mtls = self.mtls.clone();
+        let alpn = self.alpn;
         Box::pin(async move {
             let tcp = connecting.await?;
             if !secure {
@@ -392,10 +402,9 @@ impl tower_service::Service<http::Uri> for MeshConnector {
                     return Err(format!("no workload certificate yet: {why}").into());
                 }
             };
-            let config = active.creds.client_config(
-                settings.allowed.clone(),
-                &[kite_identity::tls::ALPN_H2, kite_identity::tls::ALPN_HTTP11],
-            )?;
+            let config = active
+                .creds
+                .client_config(settings.allowed.clone(), &[alpn])?;
             // The SNI names the destination for gateways that route on it;
             // the certificate check itself is by SPIFFE identity.
             let sni = if settings.sni.is_empty() {

@@ -5,7 +5,7 @@
 //! With no manifests it runs Istio's BookInfo.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     process::{ExitCode, Stdio},
@@ -62,12 +62,14 @@ const BOOKINFO: [(&str, &str); 3] = [
 /// image Kite has no built-in app for; `$PORT` and `$HOST` are set.
 const COMMAND_ANNOTATION: &str = "kite.io/command";
 
+#[derive(Clone)]
 struct Pod {
     name: String,
     namespace: String,
     ip: Ipv4Addr,
     app_ip: Ipv4Addr,
     port: u16,
+    sidecar: bool,
 }
 
 struct Proc {
@@ -84,9 +86,18 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let exe = std::env::current_exe().context("locating the kite binary")?;
     let mut procs: Vec<Proc> = Vec::new();
-    let result = bring_up(&args, &objects, &exe, &logs, &mut procs).await;
+    let mut cluster = Cluster {
+        api_url: format!(
+            "http://{}",
+            SocketAddr::new(IpAddr::V4(args.control_ip), 15014)
+        ),
+        xds: SocketAddr::new(IpAddr::V4(args.control_ip), 15010),
+        index: 0,
+        pods: Vec::new(),
+    };
+    let result = bring_up(&args, &objects, &exe, &logs, &mut procs, &mut cluster).await;
     let outcome = match result {
-        Ok(()) => wait_for_stop(&mut procs).await,
+        Ok(()) => wait_for_stop(&args, &exe, &logs, &mut procs, &mut cluster).await,
         Err(e) => Err(e),
     };
     // Apps first, then their sidecars and the gateway, the control plane
@@ -117,14 +128,31 @@ fn manifests(paths: &[PathBuf]) -> anyhow::Result<Vec<Object>> {
     Ok(loaded.objects)
 }
 
+/// What `kite up` runs beyond the control plane and the gateway: the pods
+/// of every Deployment in the control plane, kept in step with it.
+struct Cluster {
+    api_url: String,
+    xds: SocketAddr,
+    /// Pods started so far; numbers the next pod's addresses.
+    index: u32,
+    pods: Vec<RunningPod>,
+}
+
+struct RunningPod {
+    /// (namespace, Deployment name)
+    deployment: (String, String),
+    pod: Pod,
+}
+
 async fn bring_up(
     args: &Args,
     objects: &[Object],
     exe: &Path,
     logs: &Path,
     procs: &mut Vec<Proc>,
+    cluster: &mut Cluster,
 ) -> anyhow::Result<()> {
-    let xds = SocketAddr::new(IpAddr::V4(args.control_ip), 15010);
+    let xds = cluster.xds;
     let api = SocketAddr::new(IpAddr::V4(args.control_ip), 15014);
     let mut control = Command::new(exe);
     control.args([
@@ -145,64 +173,16 @@ async fn bring_up(
     let api_url = format!("http://{api}");
     apply(&api_url, objects).await?;
 
-    let mut pods = Vec::new();
-    let mut index = 0u32;
+    let namespaces = HashMap::new();
     for object in objects {
         let Spec::Deployment(deploy) = &object.spec else {
             continue;
         };
-        let template = &deploy.template;
-        let Some(container) = template.spec.containers.first() else {
-            continue;
-        };
         for _ in 0..deploy.replicas() {
-            index += 1;
-            let (ip, app_ip) = pod_addresses(args.pod_net, index)?;
-            let name = format!("{}-{}", object.meta.name, pod_suffix());
-            let port = container
-                .ports
-                .first()
-                .and_then(|p| u16::try_from(p.container_port).ok())
-                .unwrap_or(9080);
-            let pod = Pod {
-                name,
-                namespace: object.meta.namespace.clone(),
-                ip,
-                app_ip,
-                port,
-            };
-            let labels = &template.metadata.labels;
-            let sa = template.spec.service_account();
-            let mut registered = labels.clone();
-            // As Istio's injector marks pods with a sidecar: peers reach
-            // them with mutual TLS.
-            registered.insert("security.istio.io/tlsMode".into(), "istio".into());
-            register(&api_url, &pod, &registered, sa).await?;
-            let boot = Bootstrap {
-                kind: ProxyKind::Sidecar,
-                ip: IpAddr::V4(ip),
-                pod: pod.name.clone(),
-                namespace: pod.namespace.clone(),
-                labels: labels.clone(),
-                service_account: sa.to_owned(),
-                app_ip: Some(IpAddr::V4(app_ip)),
-                xds,
-                admin: SocketAddr::new(IpAddr::V4(ip), 15000),
-            };
-            let mut proxy =
-                start_proxy_command(args, exe, &boot, logs, &format!("{}.proxy", pod.name))?;
-            // Only this pod's sidecar gets the credential for its identity.
-            attach_identity(&mut proxy, args, &api_url, &pod.name, &pod.namespace, sa).await?;
-            procs.push(start(&format!("{}.proxy", pod.name), proxy, logs)?);
-            wait_proxy_ready(args, procs.last_mut(), ip).await?;
-            let app = app_command(exe, object, container, &template.metadata.annotations, &pod)?;
-            procs.push(start(&format!("{}.app", pod.name), app, logs)?);
-            if !container.ports.is_empty() {
-                wait_tcp(procs.last_mut(), SocketAddr::new(IpAddr::V4(app_ip), port)).await?;
-            }
-            pods.push(pod);
+            start_pod(args, exe, logs, procs, cluster, object, &namespaces).await?;
         }
     }
+    let pods: Vec<Pod> = cluster.pods.iter().map(|p| p.pod.clone()).collect();
 
     let gw = Bootstrap {
         kind: ProxyKind::Router,
@@ -242,6 +222,234 @@ async fn bring_up(
     }
     print_table(args, &pods, &gw, &ports, logs);
     Ok(())
+}
+
+/// Whether a pod gets a sidecar, as Istio's injector decides: a pod
+/// annotation `sidecar.istio.io/inject: "false"` opts out; namespace
+/// `default` and namespaces labelled `istio-injection=enabled` get one.
+fn injected(
+    namespace: &str,
+    namespaces: &HashMap<String, BTreeMap<String, String>>,
+    annotations: &BTreeMap<String, String>,
+) -> bool {
+    if annotations
+        .get("sidecar.istio.io/inject")
+        .map(String::as_str)
+        == Some("false")
+    {
+        return false;
+    }
+    namespace == "default"
+        || namespaces
+            .get(namespace)
+            .and_then(|labels| labels.get("istio-injection"))
+            .is_some_and(|v| v == "enabled")
+}
+
+/// Starts one replica of `deployment`: registers it, starts its sidecar
+/// (when injected) and then its app.
+async fn start_pod(
+    args: &Args,
+    exe: &Path,
+    logs: &Path,
+    procs: &mut Vec<Proc>,
+    cluster: &mut Cluster,
+    object: &Object,
+    namespaces: &HashMap<String, BTreeMap<String, String>>,
+) -> anyhow::Result<()> {
+    let Spec::Deployment(deploy) = &object.spec else {
+        return Ok(());
+    };
+    let template = &deploy.template;
+    let Some(container) = template.spec.containers.first() else {
+        return Ok(());
+    };
+    cluster.index += 1;
+    let sidecar = injected(
+        &object.meta.namespace,
+        namespaces,
+        &template.metadata.annotations,
+    );
+    let (ip, app_ip) = pod_addresses(args.pod_net, cluster.index)?;
+    // Without a sidecar the app itself owns the pod address.
+    let app_ip = if sidecar { app_ip } else { ip };
+    let port = container
+        .ports
+        .first()
+        .and_then(|p| u16::try_from(p.container_port).ok())
+        .unwrap_or(9080);
+    let pod = Pod {
+        name: format!("{}-{}", object.meta.name, pod_suffix()),
+        namespace: object.meta.namespace.clone(),
+        ip,
+        app_ip,
+        port,
+        sidecar,
+    };
+    let labels = &template.metadata.labels;
+    let sa = template.spec.service_account();
+    let mut registered = labels.clone();
+    if sidecar {
+        // As Istio's injector marks pods with a sidecar: peers reach them
+        // with mutual TLS.
+        registered.insert("security.istio.io/tlsMode".into(), "istio".into());
+    }
+    register(&cluster.api_url, &pod, &registered, sa).await?;
+    if sidecar {
+        let boot = Bootstrap {
+            kind: ProxyKind::Sidecar,
+            ip: IpAddr::V4(ip),
+            pod: pod.name.clone(),
+            namespace: pod.namespace.clone(),
+            labels: labels.clone(),
+            service_account: sa.to_owned(),
+            app_ip: Some(IpAddr::V4(app_ip)),
+            xds: cluster.xds,
+            admin: SocketAddr::new(IpAddr::V4(ip), 15000),
+        };
+        let mut proxy =
+            start_proxy_command(args, exe, &boot, logs, &format!("{}.proxy", pod.name))?;
+        // Only this pod's sidecar gets the credential for its identity.
+        attach_identity(
+            &mut proxy,
+            args,
+            &cluster.api_url,
+            &pod.name,
+            &pod.namespace,
+            sa,
+        )
+        .await?;
+        procs.push(start(&format!("{}.proxy", pod.name), proxy, logs)?);
+        wait_proxy_ready(args, procs.last_mut(), ip).await?;
+    }
+    let app = app_command(exe, object, container, &template.metadata.annotations, &pod)?;
+    procs.push(start(&format!("{}.app", pod.name), app, logs)?);
+    if !container.ports.is_empty() {
+        wait_tcp(procs.last_mut(), SocketAddr::new(IpAddr::V4(app_ip), port)).await?;
+    }
+    println!(
+        "started pod {}/{} at {}{}",
+        pod.namespace,
+        pod.name,
+        pod.ip,
+        if sidecar { "" } else { " (no sidecar)" }
+    );
+    cluster.pods.push(RunningPod {
+        deployment: (object.meta.namespace.clone(), object.meta.name.clone()),
+        pod,
+    });
+    Ok(())
+}
+
+/// Brings the running pods in line with the Deployments the control plane
+/// holds: `kite apply` of a Deployment starts its pods, `kite delete` (or a
+/// lower replica count) stops them, as a cluster would.
+async fn reconcile(
+    args: &Args,
+    exe: &Path,
+    logs: &Path,
+    procs: &mut Vec<Proc>,
+    cluster: &mut Cluster,
+) -> anyhow::Result<()> {
+    let list = |kind: &'static str| {
+        let api = cluster.api_url.clone();
+        async move {
+            let (_, reply) =
+                crate::ctl::request(&api, "GET", &format!("/apis/objects?kind={kind}"), None)
+                    .await?;
+            anyhow::Ok(reply["items"].as_array().cloned().unwrap_or_default())
+        }
+    };
+    let namespaces: HashMap<String, BTreeMap<String, String>> = list("Namespace")
+        .await?
+        .iter()
+        .filter_map(|n| {
+            let labels = n["metadata"]["labels"].as_object()?;
+            Some((
+                n["metadata"]["name"].as_str()?.to_owned(),
+                labels
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                    .collect(),
+            ))
+        })
+        .collect();
+    let mut desired: Vec<(Object, u32)> = Vec::new();
+    for item in list("Deployment").await? {
+        let loaded = load_str("control-plane", &item.to_string());
+        for object in loaded.objects {
+            if let Spec::Deployment(d) = &object.spec {
+                let replicas = d.replicas();
+                desired.push((object, replicas));
+            }
+        }
+    }
+    // Stop what is no longer wanted.
+    let mut keep = Vec::new();
+    let mut stop = Vec::new();
+    for rp in std::mem::take(&mut cluster.pods) {
+        let wanted = desired
+            .iter()
+            .find(|(o, _)| {
+                (o.meta.namespace.as_str(), o.meta.name.as_str())
+                    == (rp.deployment.0.as_str(), rp.deployment.1.as_str())
+            })
+            .map_or(0, |(_, r)| *r);
+        let running = keep
+            .iter()
+            .filter(|k: &&RunningPod| k.deployment == rp.deployment)
+            .count();
+        if u32::try_from(running).unwrap_or(u32::MAX) < wanted {
+            keep.push(rp);
+        } else {
+            stop.push(rp);
+        }
+    }
+    cluster.pods = keep;
+    for rp in stop {
+        stop_pod(&cluster.api_url, procs, &rp.pod).await;
+    }
+    // Start what is missing.
+    for (object, replicas) in &desired {
+        let running = cluster
+            .pods
+            .iter()
+            .filter(|p| {
+                (p.deployment.0.as_str(), p.deployment.1.as_str())
+                    == (object.meta.namespace.as_str(), object.meta.name.as_str())
+            })
+            .count();
+        for _ in u32::try_from(running).unwrap_or(u32::MAX)..*replicas {
+            start_pod(args, exe, logs, procs, cluster, object, &namespaces).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Deregisters a pod (clients stop picking it) and then stops its app and
+/// sidecar.
+async fn stop_pod(api: &str, procs: &mut Vec<Proc>, pod: &Pod) {
+    let we = serde_json::json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "WorkloadEntry",
+        "metadata": {"name": pod.name, "namespace": pod.namespace},
+        "spec": {"address": pod.ip.to_string()},
+    });
+    let _ = crate::ctl::request(
+        api,
+        "POST",
+        "/apis/delete?file=kite-up",
+        Some(we.to_string()),
+    )
+    .await;
+    for suffix in [".app", ".proxy"] {
+        let name = format!("{}{suffix}", pod.name);
+        if let Some(i) = procs.iter().position(|p| p.name == name) {
+            let mut p = procs.remove(i);
+            terminate(&mut p).await;
+        }
+    }
+    println!("stopped pod {}/{}", pod.namespace, pod.name);
 }
 
 /// Pod addresses in 127.<net>.0.0/16 and app addresses in the /16 after.
@@ -513,15 +721,18 @@ fn app_command(
             cmd.env(&env.name, value);
         }
     }
-    // The local mesh captures the app's outbound traffic through its
-    // sidecar's HTTP proxy.
     cmd.env("HOSTNAME", &pod.name)
-        .env("HTTP_PROXY", format!("http://{}:15001", pod.ip))
+        .env_remove("HTTP_PROXY")
         .env_remove("http_proxy")
         .env_remove("NO_PROXY")
         .env_remove("no_proxy")
         .env_remove("SERVICE_VERSION")
         .env_remove("BOOKINFO_LISTEN");
+    if pod.sidecar {
+        // The local mesh captures the app's outbound traffic through its
+        // sidecar's HTTP proxy.
+        cmd.env("HTTP_PROXY", format!("http://{}:15001", pod.ip));
+    }
     Ok(cmd)
 }
 
@@ -635,7 +846,11 @@ fn print_table(args: &Args, pods: &[Pod], gw: &Bootstrap, ports: &[u16], logs: &
             p.namespace,
             p.ip,
             format!("{}:{}", p.app_ip, p.port),
-            args.sidecar
+            if p.sidecar {
+                args.sidecar.as_str()
+            } else {
+                "none"
+            }
         );
     }
     println!(
@@ -660,7 +875,13 @@ fn print_table(args: &Args, pods: &[Pod], gw: &Bootstrap, ports: &[u16], logs: &
 
 /// Returns when the user stops the mesh, or with an error when a process
 /// dies on its own.
-async fn wait_for_stop(procs: &mut [Proc]) -> anyhow::Result<()> {
+async fn wait_for_stop(
+    args: &Args,
+    exe: &Path,
+    logs: &Path,
+    procs: &mut Vec<Proc>,
+    cluster: &mut Cluster,
+) -> anyhow::Result<()> {
     let mut check = tokio::time::interval(Duration::from_millis(500));
     let stop = crate::shutdown_signal();
     tokio::pin!(stop);
@@ -672,6 +893,9 @@ async fn wait_for_stop(procs: &mut [Proc]) -> anyhow::Result<()> {
                     if let Some(status) = p.child.try_wait()? {
                         bail!("{} exited with {status}; see {}", p.name, p.log.display());
                     }
+                }
+                if let Err(e) = reconcile(args, exe, logs, procs, cluster).await {
+                    eprintln!("kite up: {e:#}");
                 }
             }
         }

@@ -1,0 +1,279 @@
+//! Istio's "Mutual TLS Migration" task (istio-api.md §3.11) on `kite up`:
+//! httpbin and curl in namespaces foo and bar (sidecars injected), curl in
+//! legacy (none); every pair talks; httpbin sees the caller's identity in
+//! `x-forwarded-client-cert`; STRICT in foo shuts out legacy from foo only;
+//! mesh-wide STRICT shuts it out everywhere while meshed pairs keep working.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    process::Command,
+    time::Duration,
+};
+
+use serde_json::Value;
+use support::{Proc, get, kite, sample, spawn};
+
+struct Up {
+    proc: Proc,
+    control: String,
+    dir: std::path::PathBuf,
+}
+
+impl Up {
+    fn kite(&self, args: &[&str]) -> String {
+        let out = kite()
+            .args(args)
+            .env("KITE_CONTROL_PLANE", &self.control)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "kite {args:?}:\n{text}");
+        text
+    }
+
+    fn write(&self, name: &str, text: &str) -> String {
+        let path = self.dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+
+    /// The address of the pod of `app` in `namespace`, once it runs.
+    async fn pod(&self, namespace: &str, app: &str) -> IpAddr {
+        for _ in 0..200 {
+            let out = self.kite(&["get", "workloadentries", "-n", namespace, "-o", "json"]);
+            let items: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+            let started = std::fs::read_to_string(&self.proc.log).unwrap_or_default();
+            for item in items.as_array().into_iter().flatten() {
+                let name = item["metadata"]["name"].as_str().unwrap_or_default();
+                if item["spec"]["labels"]["app"] == app
+                    && started.contains(&format!("started pod {namespace}/{name}"))
+                {
+                    return item["spec"]["address"].as_str().unwrap().parse().unwrap();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no running pod of {app} in {namespace}");
+    }
+}
+
+/// A request from a curl pod: through its sidecar when it has one, else
+/// straight to the httpbin pod's port as an app without a sidecar does.
+async fn call(from: Option<IpAddr>, ns: &str, httpbin: IpAddr) -> Option<u16> {
+    let attempt = async {
+        match from {
+            Some(sidecar) => {
+                get(
+                    SocketAddr::new(sidecar, 15001),
+                    &format!("http://httpbin.{ns}:8000/ip"),
+                    &[],
+                )
+                .await
+            }
+            None => get(SocketAddr::new(httpbin, 8080), "/ip", &[]).await,
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+        Ok(Ok(r)) => Some(r.status),
+        _ => None,
+    }
+}
+
+/// Polls until `call` gives `want` (None = no HTTP answer).
+async fn expect(from: Option<IpAddr>, ns: &str, httpbin: IpAddr, want: Option<u16>, why: &str) {
+    let mut got = None;
+    for _ in 0..50 {
+        got = call(from, ns, httpbin).await;
+        if got == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{why}: wanted {want:?}, got {got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_migration() {
+    let net = 24 + u8::try_from(std::process::id() % 6).unwrap() * 4;
+    let dir = std::env::temp_dir().join(format!("kite-mtls-migration-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let control_ip = format!("127.{net}.255.2");
+    let proc = spawn(
+        "kite-up",
+        &dir,
+        kite()
+            .args(["up", "--state-dir"])
+            .arg(dir.join("state"))
+            .args([
+                "--gateway-ip",
+                &format!("127.{net}.255.1"),
+                "--control-ip",
+                &control_ip,
+            ])
+            .args(["--pod-net", &net.to_string()]),
+    );
+    let mut up = Up {
+        proc,
+        control: format!("http://{control_ip}:15014"),
+        dir: dir.clone(),
+    };
+    for _ in 0..600 {
+        if std::fs::read_to_string(&up.proc.log)
+            .unwrap_or_default()
+            .contains("BookInfo is up")
+        {
+            break;
+        }
+        assert!(up.proc.running(), "kite up exited early");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let namespaces = up.write(
+        "namespaces.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: foo, labels: {istio-injection: enabled}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: bar, labels: {istio-injection: enabled}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: legacy}\n",
+    );
+    up.kite(&["apply", "-f", &namespaces]);
+    for ns in ["foo", "bar"] {
+        up.kite(&[
+            "apply",
+            "-n",
+            ns,
+            "-f",
+            &sample("httpbin/httpbin.yaml"),
+            "-f",
+            &sample("curl/curl.yaml"),
+        ]);
+    }
+    up.kite(&["apply", "-n", "legacy", "-f", &sample("curl/curl.yaml")]);
+    let httpbin = [
+        ("foo", up.pod("foo", "httpbin").await),
+        ("bar", up.pod("bar", "httpbin").await),
+    ];
+    let clients = [
+        ("foo", Some(up.pod("foo", "curl").await)),
+        ("bar", Some(up.pod("bar", "curl").await)),
+        ("legacy", None),
+    ];
+    let log = std::fs::read_to_string(&up.proc.log).unwrap();
+    assert!(
+        log.contains("legacy/curl-") && log.contains("(no sidecar)"),
+        "{log}"
+    );
+
+    // Every client reaches every httpbin (PERMISSIVE by default).
+    for (from_ns, from) in clients {
+        for (to_ns, ip) in httpbin {
+            expect(
+                from,
+                to_ns,
+                ip,
+                Some(200),
+                &format!("curl.{from_ns} → httpbin.{to_ns}"),
+            )
+            .await;
+        }
+    }
+    // httpbin sees who called over mTLS.
+    let r = get(
+        SocketAddr::new(clients[0].1.unwrap(), 15001),
+        "http://httpbin.foo:8000/headers",
+        &[],
+    )
+    .await
+    .unwrap();
+    let body: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        body["headers"]["X-Forwarded-Client-Cert"][0],
+        "By=spiffe://cluster.local/ns/foo/sa/httpbin;URI=spiffe://cluster.local/ns/foo/sa/curl",
+        "{body:#}"
+    );
+    assert_eq!(
+        body["headers"]["Host"][0], "httpbin.foo:8000",
+        "the app sees the authority the caller used"
+    );
+
+    // STRICT in foo: legacy is shut out of foo only.
+    let foo_strict = up.write(
+        "foo-strict.yaml",
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: foo}\nspec:\n  mtls: {mode: STRICT}\n",
+    );
+    up.kite(&["apply", "-f", &foo_strict]);
+    expect(
+        None,
+        "foo",
+        httpbin[0].1,
+        None,
+        "legacy → httpbin.foo under STRICT in foo",
+    )
+    .await;
+    expect(None, "bar", httpbin[1].1, Some(200), "legacy → httpbin.bar").await;
+    for (from_ns, from) in &clients[..2] {
+        expect(
+            *from,
+            "foo",
+            httpbin[0].1,
+            Some(200),
+            &format!("curl.{from_ns} → httpbin.foo"),
+        )
+        .await;
+    }
+    // Mesh-wide STRICT: legacy reaches nothing; meshed pairs all work.
+    let mesh_strict = up.write(
+        "mesh-strict.yaml",
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec:\n  mtls: {mode: STRICT}\n",
+    );
+    up.kite(&["apply", "-f", &mesh_strict]);
+    expect(
+        None,
+        "bar",
+        httpbin[1].1,
+        None,
+        "legacy → httpbin.bar under mesh-wide STRICT",
+    )
+    .await;
+    for (from_ns, from) in &clients[..2] {
+        for (to_ns, ip) in httpbin {
+            expect(
+                *from,
+                to_ns,
+                ip,
+                Some(200),
+                &format!("curl.{from_ns} → httpbin.{to_ns} (STRICT)"),
+            )
+            .await;
+        }
+    }
+    // Removing the workloads stops their pods.
+    up.kite(&["delete", "-n", "legacy", "-f", &sample("curl/curl.yaml")]);
+    for _ in 0..100 {
+        if std::fs::read_to_string(&up.proc.log)
+            .unwrap_or_default()
+            .contains("stopped pod legacy/curl-")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        std::fs::read_to_string(&up.proc.log)
+            .unwrap()
+            .contains("stopped pod legacy/curl-")
+    );
+
+    Command::new("kill")
+        .args(["-INT", &up.proc.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(
+        up.proc.wait(Duration::from_secs(30)).is_some(),
+        "kite up did not stop"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
