@@ -206,6 +206,25 @@ impl Admin {
 
     fn stats(&self) -> String {
         let mut out = String::new();
+        if let Some(identity) = &self.identity {
+            // Istio's agent exports the certificate's expiry the same way.
+            let (expiry, ready) = match &*identity.borrow() {
+                crate::identity::Status::Ready(a) => (
+                    a.not_after
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0),
+                    1,
+                ),
+                crate::identity::Status::Pending(_) => (0, 0),
+            };
+            out.push_str(&format!("server.cert_expiry_timestamp_seconds: {expiry}\n"));
+            out.push_str(&format!("server.cert_ready: {ready}\n"));
+            out.push_str(&format!(
+                "server.cert_renewal_failures: {}\n",
+                crate::identity::RENEWAL_FAILURES.load(Ordering::Relaxed)
+            ));
+        }
         for rt in self.upstreams.all() {
             let s = &rt.stats;
             for (name, v) in [

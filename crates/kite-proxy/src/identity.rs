@@ -52,6 +52,9 @@ pub fn channel() -> (watch::Sender<Status>, Watch) {
     ))
 }
 
+/// Failed attempts to obtain or renew the certificate.
+pub static RENEWAL_FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Obtains and renews the certificate for as long as the proxy runs.
 pub async fn run(config: IdentityConfig, tx: watch::Sender<Status>) {
     let mut backoff = Duration::from_millis(250);
@@ -78,6 +81,7 @@ pub async fn run(config: IdentityConfig, tx: watch::Sender<Status>) {
                 tokio::time::sleep(wait).await;
             }
             Err(error) => {
+                RENEWAL_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let current = match &*tx.borrow() {
                     Status::Ready(a) => Some(a.not_after),
                     Status::Pending(_) => None,

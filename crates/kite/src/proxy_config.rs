@@ -86,9 +86,27 @@ fn secret_table(certs: &Value) -> String {
     };
     out.push_str(&format!(
         "{:<60} {:<40} {:<28} {}\n",
-        "IDENTITY", "ISSUER", "VALID FROM (unix)", "EXPIRES (unix)"
+        "IDENTITY", "ISSUER", "VALID FROM", "EXPIRES"
     ));
     for c in &list {
+        // Envoy lists the chain it was given (SDS): identity from the
+        // leaf's URI SAN, times as Envoy prints them.
+        if let Some(leaf) = c["cert_chain"].as_array().and_then(|chain| chain.first()) {
+            let identity = leaf["subject_alt_names"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find_map(|san| san["uri"].as_str())
+                .unwrap_or("-");
+            out.push_str(&format!(
+                "{:<60} {:<40} {:<28} {}\n",
+                identity,
+                "-",
+                leaf["valid_from"].as_str().unwrap_or("-"),
+                leaf["expiration_time"].as_str().unwrap_or("-"),
+            ));
+            continue;
+        }
         out.push_str(&format!(
             "{:<60} {:<40} {:<28} {}\n",
             c["identity"].as_str().unwrap_or("-"),

@@ -675,6 +675,27 @@ async fn traffic_continues_while_the_ca_is_down() {
         log.contains("renewal failed"),
         "the client proxy should log the failed renewal:\n{log}"
     );
+    // And says so in its metrics: failures counted, the expiry in force.
+    let stats = get(SocketAddr::new(client, 15000), "/stats", &[])
+        .await
+        .unwrap()
+        .text();
+    let value = |name: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /stats:\n{stats}"))
+    };
+    assert!(value("server.cert_renewal_failures") > 0, "{stats}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        value("server.cert_expiry_timestamp_seconds") > now,
+        "{stats}"
+    );
 }
 
 /// Istio's auto mTLS looks at the server's PeerAuthentication too: an
