@@ -50,6 +50,11 @@ impl Citadel {
         self.tokens.lock().insert(token.clone(), id.clone());
         (token, id)
     }
+
+    /// The identity a credential entitles its holder to.
+    pub fn identity_for(&self, token: &str) -> Option<SpiffeId> {
+        self.tokens.lock().get(token).cloned()
+    }
 }
 
 impl Authority for Citadel {

@@ -90,12 +90,15 @@ impl Control {
         self.connections.lock().clone().unwrap_or_default()
     }
 
-    /// The proxy as translation sees it: an Envoy gets a mesh identity (by
-    /// SDS) whenever the control plane runs a CA.
+    /// The proxy as translation sees it: an Envoy has a mesh identity (by
+    /// SDS) when it holds a credential the CA issued.
     fn effective(&self, proxy: &Proxy) -> Proxy {
         let mut p = proxy.clone();
         if !p.kite {
-            p.identity = self.citadel.lock().is_some();
+            p.identity = match (self.citadel.lock().as_ref(), p.token.as_deref()) {
+                (Some(c), Some(t)) => c.identity_for(t).is_some(),
+                _ => false,
+            };
         }
         p
     }
@@ -106,14 +109,13 @@ impl Control {
         let effective = self.effective(proxy);
         let mut snapshot =
             translate::snapshot(&config, &registry, &effective, &self.trust_domain());
-        self.add_secrets(&effective, &registry, issued, &mut snapshot);
+        self.add_secrets(&effective, issued, &mut snapshot);
         snapshot
     }
 
     fn add_secrets(
         &self,
         proxy: &Proxy,
-        registry: &Registry,
         issued: &Mutex<Option<sds::Issued>>,
         snapshot: &mut Snapshot,
     ) {
@@ -123,7 +125,7 @@ impl Control {
         let Some(citadel) = self.citadel.lock().clone() else {
             return;
         };
-        sds::add(&citadel, proxy, registry, issued, snapshot);
+        sds::add(&citadel, proxy, issued, snapshot);
     }
 
     /// Recomputes every connected proxy's snapshot; streams push what
@@ -137,7 +139,7 @@ impl Control {
         for entry in proxies.values() {
             let effective = self.effective(&entry.proxy);
             let mut snapshot = translate::snapshot(&config, &registry, &effective, &trust_domain);
-            self.add_secrets(&effective, &registry, &entry.issued, &mut snapshot);
+            self.add_secrets(&effective, &entry.issued, &mut snapshot);
             entry.tx.send_if_modified(|current| {
                 if **current == snapshot {
                     false

@@ -35,6 +35,9 @@ pub struct Proxy {
     /// Kite's own proxy (`KITE_PROXY`), which gets its certificate from the
     /// CA itself; any other proxy is treated as Envoy.
     pub kite: bool,
+    /// The credential an Envoy presents (`KITE_TOKEN`) for its certificate
+    /// over SDS.
+    pub token: Option<String>,
 }
 
 // === impl Proxy ===
@@ -90,6 +93,7 @@ impl Proxy {
         };
         let kite = matches!(meta("KITE_PROXY"), Some(PbKind::StringValue(s)) if s == "true");
         Ok(Self {
+            token: text("KITE_TOKEN"),
             identity,
             kite,
             id: node.id.clone(),

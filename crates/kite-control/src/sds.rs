@@ -1,8 +1,7 @@
 //! Certificates for Envoy sidecars, served over SDS as Istio's agent would
 //! provide them: `default` (the workload's key and chain) and `ROOTCA` (the
-//! mesh root). The identity is the registered workload's service account
-//! (the WorkloadEntry for the proxy's pod), not whatever the node claims;
-//! an unregistered proxy gets the one in its node metadata.
+//! mesh root). The identity is the one the node's credential (`KITE_TOKEN`,
+//! handed to that proxy alone) entitles it to, never what the node claims.
 
 use std::time::{Duration, SystemTime};
 
@@ -17,7 +16,7 @@ use kite_xds::{Snapshot, type_url};
 use parking_lot::Mutex;
 use tracing::{info, warn};
 
-use crate::{Registry, citadel::Citadel, proxy::Proxy};
+use crate::{citadel::Citadel, proxy::Proxy};
 
 /// Lifetime of certificates issued for Envoy sidecars (Istio's default).
 const TTL: Duration = Duration::from_secs(24 * 3600);
@@ -39,16 +38,12 @@ fn inline(s: &str) -> Option<DataSource> {
 pub(crate) fn add(
     citadel: &Citadel,
     proxy: &Proxy,
-    registry: &Registry,
     issued: &Mutex<Option<Issued>>,
     snapshot: &mut Snapshot,
 ) {
-    let sa = registry
-        .workload(&proxy.namespace, &proxy.workload)
-        .map_or(proxy.service_account.as_str(), |w| {
-            w.service_account.as_str()
-        });
-    let identity = SpiffeId::new(citadel.ca.trust_domain(), &proxy.namespace, sa);
+    let Some(identity) = proxy.token.as_deref().and_then(|t| citadel.identity_for(t)) else {
+        return;
+    };
     let mut issued = issued.lock();
     let fresh = issued
         .as_ref()
@@ -96,4 +91,83 @@ pub(crate) fn add(
             )),
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, SocketAddr};
+
+    use kite_identity::tls::{certs_from_pem, spiffe_ids};
+
+    use super::*;
+    use crate::{citadel::CaConfig, proxy::ProxyKind};
+
+    fn citadel(dir: &std::path::Path) -> Citadel {
+        Citadel::new(&CaConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            dir: dir.to_owned(),
+            trust_domain: "cluster.local".to_owned(),
+            workload_ttl: Duration::from_secs(3600),
+        })
+        .unwrap()
+    }
+
+    /// A proxy that claims `bookinfo-productpage`'s service account.
+    fn proxy(token: Option<&str>) -> Proxy {
+        Proxy {
+            id: "sidecar~127.10.0.9~productpage-v1.default~default.svc.cluster.local".into(),
+            kind: ProxyKind::Sidecar,
+            ip: IpAddr::from([127, 10, 0, 9]),
+            workload: "productpage-v1".into(),
+            namespace: "default".into(),
+            labels: Default::default(),
+            service_account: "bookinfo-productpage".into(),
+            app_ip: IpAddr::from([127, 0, 0, 1]),
+            identity: false,
+            kite: false,
+            token: token.map(str::to_owned),
+        }
+    }
+
+    fn served_identities(citadel: &Citadel, proxy: &Proxy) -> Option<Vec<String>> {
+        let mut snapshot = Snapshot::default();
+        add(citadel, proxy, &Mutex::default(), &mut snapshot);
+        let secrets = snapshot.decode::<Secret>(type_url::SECRET);
+        if secrets.is_empty() {
+            return None;
+        }
+        let cert = secrets
+            .iter()
+            .find_map(|(_, s)| match &s.r#type {
+                Some(secret::Type::TlsCertificate(c)) => c.certificate_chain.clone(),
+                _ => None,
+            })
+            .expect("a workload certificate among the secrets");
+        let Some(data_source::Specifier::InlineString(pem)) = cert.specifier else {
+            panic!("certificate not inline");
+        };
+        let leaf = certs_from_pem(&pem).unwrap().remove(0);
+        Some(spiffe_ids(&leaf).iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn the_token_not_the_node_decides_the_identity() {
+        let dir = std::env::temp_dir().join(format!("kite-sds-{}", std::process::id()));
+        let citadel = citadel(&dir);
+        let (token, _) = citadel.mint_token("default", "bookinfo-reviews");
+
+        assert_eq!(
+            served_identities(&citadel, &proxy(Some(&token))),
+            Some(vec![
+                "spiffe://cluster.local/ns/default/sa/bookinfo-reviews".to_owned()
+            ]),
+            "the certificate names the token's service account, not the node's claim"
+        );
+        assert_eq!(served_identities(&citadel, &proxy(None)), None);
+        assert_eq!(
+            served_identities(&citadel, &proxy(Some("not-a-minted-token"))),
+            None
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

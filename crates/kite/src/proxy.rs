@@ -103,18 +103,19 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         _ => anyhow::bail!("--ca, --token-file and --ca-root go together"),
     };
     let mut node = boot.node();
-    if identity.is_some()
-        && let Some(meta) = node.metadata.as_mut()
-    {
-        // Tells the control plane to configure mutual TLS for this proxy.
-        meta.fields.insert(
-            "KITE_IDENTITY".to_owned(),
-            envoy_types::pb::google::protobuf::Value {
-                kind: Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(
-                    "true".to_owned(),
-                )),
-            },
-        );
+    if let Some(meta) = node.metadata.as_mut() {
+        let text = |s: &str| envoy_types::pb::google::protobuf::Value {
+            kind: Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(
+                s.to_owned(),
+            )),
+        };
+        // Kite's proxy obtains its certificate from the CA itself, so the
+        // control plane sends it no SDS secrets.
+        meta.fields.insert("KITE_PROXY".to_owned(), text("true"));
+        if identity.is_some() {
+            // Tells the control plane to configure mutual TLS for this proxy.
+            meta.fields.insert("KITE_IDENTITY".to_owned(), text("true"));
+        }
     }
     let config = kite_proxy::Config {
         node,

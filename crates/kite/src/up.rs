@@ -198,18 +198,10 @@ async fn bring_up(
         xds,
         admin: SocketAddr::new(IpAddr::V4(args.gateway_ip), 15000),
     };
-    let mut gateway = start_proxy_command(args, exe, &gw, logs, "istio-ingressgateway.proxy")?;
     // The gateway has a mesh identity too, so it reaches STRICT workloads
     // with mutual TLS.
-    attach_identity(
-        &mut gateway,
-        args,
-        &api_url,
-        &gw.pod,
-        &gw.namespace,
-        &gw.service_account,
-    )
-    .await?;
+    let gateway =
+        proxy_command(args, exe, &gw, logs, "istio-ingressgateway.proxy", &api_url).await?;
     procs.push(start("istio-ingressgateway.proxy", gateway, logs)?);
     wait_proxy_ready(args, procs.last_mut(), args.gateway_ip).await?;
     let ports = gateway_ports(objects);
@@ -307,16 +299,14 @@ async fn start_pod(
             xds: cluster.xds,
             admin: SocketAddr::new(IpAddr::V4(ip), 15000),
         };
-        let mut proxy =
-            start_proxy_command(args, exe, &boot, logs, &format!("{}.proxy", pod.name))?;
         // Only this pod's sidecar gets the credential for its identity.
-        attach_identity(
-            &mut proxy,
+        let proxy = proxy_command(
             args,
+            exe,
+            &boot,
+            logs,
+            &format!("{}.proxy", pod.name),
             &cluster.api_url,
-            &pod.name,
-            &pod.namespace,
-            sa,
         )
         .await?;
         procs.push(start(&format!("{}.proxy", pod.name), proxy, logs)?);
@@ -545,30 +535,38 @@ fn envoy_binary() -> PathBuf {
     PathBuf::from("envoy")
 }
 
-/// Gives a Kite proxy the flags to obtain its workload certificate (Envoy
-/// gets its certificate over SDS instead).
-async fn attach_identity(
-    cmd: &mut Command,
+/// The command for a workload's proxy, holding the credential for its
+/// identity alone: Kite's proxy presents it to the CA itself; Envoy's
+/// bootstrap carries it in its node metadata (`KITE_TOKEN`), and the control
+/// plane serves the certificate over SDS only to a node that holds it.
+async fn proxy_command(
     args: &Args,
+    exe: &Path,
+    boot: &Bootstrap,
+    logs: &Path,
+    name: &str,
     api: &str,
-    pod: &str,
-    namespace: &str,
-    service_account: &str,
-) -> anyhow::Result<()> {
-    if args.sidecar != "kite" {
-        return Ok(());
+) -> anyhow::Result<Command> {
+    let (token, root) = workload_credentials(
+        api,
+        &args.state_dir,
+        &boot.pod,
+        &boot.namespace,
+        &boot.service_account,
+    )
+    .await?;
+    let mut cmd = start_proxy_command(args, exe, boot, logs, name, &token)?;
+    if args.sidecar == "kite" {
+        cmd.args([
+            "--ca",
+            &SocketAddr::new(IpAddr::V4(args.control_ip), 15012).to_string(),
+        ])
+        .arg("--token-file")
+        .arg(token)
+        .arg("--ca-root")
+        .arg(root);
     }
-    let (token, root) =
-        workload_credentials(api, &args.state_dir, pod, namespace, service_account).await?;
-    cmd.args([
-        "--ca",
-        &SocketAddr::new(IpAddr::V4(args.control_ip), 15012).to_string(),
-    ])
-    .arg("--token-file")
-    .arg(token)
-    .arg("--ca-root")
-    .arg(root);
-    Ok(())
+    Ok(cmd)
 }
 
 /// Asks the CA for a token bound to the pod's service account and writes it
@@ -615,11 +613,16 @@ fn start_proxy_command(
     boot: &Bootstrap,
     logs: &Path,
     name: &str,
+    token_file: &Path,
 ) -> anyhow::Result<Command> {
     let cmd = if args.sidecar == "envoy" {
         let path = logs.join(format!("{name}.bootstrap.json"));
-        std::fs::write(&path, boot.to_json().to_string())
-            .with_context(|| format!("writing {}", path.display()))?;
+        let mut bootstrap = boot.to_json();
+        let token = std::fs::read_to_string(token_file)
+            .with_context(|| format!("reading {}", token_file.display()))?;
+        bootstrap["node"]["metadata"]["KITE_TOKEN"] =
+            serde_json::Value::String(token.trim().to_owned());
+        write_private(&path, &bootstrap.to_string())?;
         let mut cmd = Command::new(envoy_binary());
         cmd.arg("-c").arg(&path).args([
             "--disable-hot-restart",

@@ -75,6 +75,7 @@ fn proxy() -> Proxy {
         app_ip: "127.9.1.1".parse().unwrap(),
         identity: false,
         kite: true,
+        token: None,
     }
 }
 

@@ -550,7 +550,14 @@ impl Mesh {
         let proxy = match self.sidecar {
             Sidecar::Envoy => {
                 let path = self.dir.join(format!("{name}-envoy.json"));
-                std::fs::write(&path, boot.to_json().to_string()).unwrap();
+                let mut bootstrap = boot.to_json();
+                if let Some(creds) = creds {
+                    // Envoy's credential for its certificate over SDS.
+                    let token = std::fs::read_to_string(&creds.token).unwrap();
+                    bootstrap["node"]["metadata"]["KITE_TOKEN"] =
+                        Value::String(token.trim().to_owned());
+                }
+                std::fs::write(&path, bootstrap.to_string()).unwrap();
                 spawn(
                     &format!("{name}-envoy"),
                     &self.dir.clone(),
