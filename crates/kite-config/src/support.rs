@@ -119,20 +119,12 @@ const TRAFFIC_POLICY: &[&str] = &[
 
 /// Values of honoured fields that Kite does not act on yet: (kind, pattern
 /// suffix, value, what is missing).
-const UNHONOURED_VALUES: &[(Kind, &str, &str, &str)] = &[
-    (
-        Kind::DestinationRule,
-        "tls.mode",
-        "ISTIO_MUTUAL",
-        "ISTIO_MUTUAL is honoured by Kite sidecars (mesh mTLS is on for them by default); Envoy sidecars get no mesh certificates yet, so their traffic stays plaintext",
-    ),
-    (
-        Kind::DestinationRule,
-        "loadBalancer.simple",
-        "PASSTHROUGH",
-        "PASSTHROUGH load balancing is not honoured yet; LEAST_REQUEST is used",
-    ),
-];
+const UNHONOURED_VALUES: &[(Kind, &str, &str, &str)] = &[(
+    Kind::DestinationRule,
+    "loadBalancer.simple",
+    "PASSTHROUGH",
+    "PASSTHROUGH load balancing is not honoured yet; LEAST_REQUEST is used",
+)];
 
 /// The traffic policy fields under the top level, each port and each subset.
 static DESTINATION_RULE: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {

@@ -212,3 +212,118 @@ impl ServerCertVerifier for SpiffeVerifier {
             .supported_schemes()
     }
 }
+
+/// TLS origination to a server outside the mesh (DestinationRule SIMPLE or
+/// MUTUAL), with Envoy's semantics: without a CA the server is not
+/// verified; with one the chain must reach it and the certificate must name
+/// one of `subject_alt_names`, or the SNI when there are none.
+pub fn origination_config(
+    ca_pem: Option<&str>,
+    subject_alt_names: Vec<String>,
+    client: Option<(&str, &str)>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let verifier = Arc::new(OriginationVerifier {
+        roots: ca_pem.map(roots_from_pem).transpose()?.map(Arc::new),
+        subject_alt_names,
+        provider: provider(),
+    });
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    Ok(match client {
+        Some((chain, key)) => {
+            builder.with_client_auth_cert(certs_from_pem(chain)?, key_from_pem(key)?)?
+        }
+        None => builder.with_no_client_auth(),
+    })
+}
+
+#[derive(Debug)]
+struct OriginationVerifier {
+    roots: Option<Arc<RootCertStore>>,
+    subject_alt_names: Vec<String>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for OriginationVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        let Some(roots) = &self.roots else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        let parsed = ParsedCertificate::try_from(end_entity)?;
+        verify_server_cert_signed_by_trust_anchor(
+            &parsed,
+            roots,
+            intermediates,
+            now,
+            self.provider.signature_verification_algorithms.all,
+        )?;
+        if self.subject_alt_names.is_empty() {
+            // An address is not a name to check: Envoy checks no name then.
+            if matches!(server_name, ServerName::IpAddress(_)) {
+                return Ok(ServerCertVerified::assertion());
+            }
+            rustls::client::verify_server_name(&parsed, server_name)?;
+            return Ok(ServerCertVerified::assertion());
+        }
+        let spiffe = spiffe_ids(end_entity);
+        let named = self.subject_alt_names.iter().any(|san| {
+            if san.starts_with("spiffe://") {
+                spiffe.iter().any(|id| id.to_string() == *san)
+            } else {
+                ServerName::try_from(san.as_str())
+                    .is_ok_and(|n| rustls::client::verify_server_name(&parsed, &n).is_ok())
+            }
+        });
+        if named {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(Error::General(format!(
+                "the server's certificate names none of {}",
+                self.subject_alt_names.join(", ")
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

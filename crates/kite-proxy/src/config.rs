@@ -4,7 +4,7 @@
 //! conversion, so the control plane gets a NACK naming it instead of the
 //! proxy silently behaving differently from Envoy.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use envoy_types::pb::{
     envoy::{
@@ -251,6 +251,26 @@ pub struct Cluster {
     /// Auto mTLS: endpoints marked as having a sidecar are reached over
     /// mutual TLS, accepting only these identities.
     pub mtls: Option<UpstreamMtls>,
+    /// TLS to every endpoint with certificates from files (DestinationRule
+    /// SIMPLE or MUTUAL).
+    pub origination: Option<Arc<Origination>>,
+}
+
+/// TLS origination, read and checked when the cluster arrives so that a
+/// missing or unreadable file NACKs the cluster.
+#[derive(Debug)]
+pub struct Origination {
+    pub sni: String,
+    /// A digest of the settings (the key among them), which decides
+    /// equality.
+    source: u64,
+    pub config: Arc<rustls::ClientConfig>,
+}
+
+impl PartialEq for Origination {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -939,12 +959,12 @@ impl TryFrom<&Any> for Cluster {
     fn try_from(any: &Any) -> Result<Self, Unsupported> {
         let c: PbCluster = decode(any, "cluster")?;
         let name = format!("cluster {}", c.name);
-        if c.transport_socket.is_some() {
-            return Err(bad(
-                &name,
-                "upstream TLS (transport_socket) is not supported yet",
-            ));
-        }
+        let origination = c
+            .transport_socket
+            .as_ref()
+            .map(|t| origination(t, &name))
+            .transpose()?
+            .map(Arc::new);
         let discovery = match c.cluster_discovery_type {
             Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::Eds as i32 => {
                 Discovery::Eds(
@@ -1091,6 +1111,7 @@ impl TryFrom<&Any> for Cluster {
         }
         Ok(Cluster {
             mtls,
+            origination,
             protocol,
             name: c.name,
             discovery,
@@ -1103,6 +1124,91 @@ impl TryFrom<&Any> for Cluster {
             outlier,
         })
     }
+}
+
+/// TLS origination with files named in the cluster's transport socket.
+fn origination(
+    socket: &envoy_types::pb::envoy::config::core::v3::TransportSocket,
+    name: &str,
+) -> Result<Origination, Unsupported> {
+    use envoy_types::pb::envoy::{
+        config::core::v3::{DataSource, data_source::Specifier, transport_socket},
+        extensions::transport_sockets::tls::v3::{
+            UpstreamTlsContext, common_tls_context::ValidationContextType,
+        },
+    };
+    if socket.name != "envoy.transport_sockets.tls" {
+        return Err(bad(
+            name,
+            format!("transport socket {} is not supported", socket.name),
+        ));
+    }
+    let Some(transport_socket::ConfigType::TypedConfig(cfg)) = socket.config_type.as_ref() else {
+        return Err(bad(name, "TLS transport socket without typed config"));
+    };
+    let ctx: UpstreamTlsContext = decode(cfg, name)?;
+    let common = ctx.common_tls_context.unwrap_or_default();
+    let read = |field: &str, source: Option<&DataSource>| -> Result<String, Unsupported> {
+        match source.and_then(|s| s.specifier.as_ref()) {
+            Some(Specifier::Filename(path)) => {
+                std::fs::read_to_string(path).map_err(|e| bad(name, format!("{field} {path}: {e}")))
+            }
+            Some(Specifier::InlineString(s)) => Ok(s.clone()),
+            Some(Specifier::InlineBytes(b)) => String::from_utf8(b.clone())
+                .map_err(|_| bad(name, format!("{field} is not PEM text"))),
+            _ => Err(bad(name, format!("{field} must be a file or inline PEM"))),
+        }
+    };
+    let (ca, sans) = match &common.validation_context_type {
+        None => (None, Vec::new()),
+        Some(ValidationContextType::ValidationContext(v)) => {
+            let ca = read("trusted_ca", v.trusted_ca.as_ref())?;
+            let sans = v
+                .match_typed_subject_alt_names
+                .iter()
+                .map(
+                    |m| match m.matcher.as_ref().and_then(|x| x.match_pattern.as_ref()) {
+                        Some(MatchPattern::Exact(s)) => Ok(s.clone()),
+                        _ => Err(bad(
+                            name,
+                            "only exact subject alt name matches are supported",
+                        )),
+                    },
+                )
+                .collect::<Result<Vec<_>, _>>()?;
+            (Some(ca), sans)
+        }
+        Some(_) => {
+            return Err(bad(
+                name,
+                "TLS origination needs its CA inline or from a file (not SDS)",
+            ));
+        }
+    };
+    let client = match common.tls_certificates.as_slice() {
+        [] => None,
+        [c] => Some((
+            read("certificate_chain", c.certificate_chain.as_ref())?,
+            read("private_key", c.private_key.as_ref())?,
+        )),
+        _ => return Err(bad(name, "more than one client certificate")),
+    };
+    let config = kite_identity::tls::origination_config(
+        ca.as_deref(),
+        sans.clone(),
+        client.as_ref().map(|(c, k)| (c.as_str(), k.as_str())),
+    )
+    .map_err(|e| bad(name, format!("TLS origination: {e}")))?;
+    Ok(Origination {
+        source: {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (&ctx.sni, &ca, &sans, &client).hash(&mut h);
+            h.finish()
+        },
+        sni: ctx.sni,
+        config: Arc::new(config),
+    })
 }
 
 /// The mesh mTLS a cluster asks for: Kite's own certificate (SDS

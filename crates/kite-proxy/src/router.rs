@@ -795,7 +795,8 @@ fn mirror_request(
     if let Ok(v) = HeaderValue::from_str(&shadow) {
         headers.insert(header::HOST, v);
     }
-    let secure = cluster.mtls.is_some() && endpoints.iter().any(|e| e.addr == addr && e.tls);
+    let secure = cluster.origination.is_some()
+        || (cluster.mtls.is_some() && endpoints.iter().any(|e| e.addr == addr && e.tls));
     let Ok(req) = build(method, (addr, secure), path, &headers, body) else {
         return;
     };
@@ -907,7 +908,8 @@ async fn attempts(
                 Flag::Overflow,
             ));
         }
-        let secure = rt.config.mtls.is_some() && endpoints.iter().any(|e| e.addr == addr && e.tls);
+        let secure = rt.config.origination.is_some()
+            || (rt.config.mtls.is_some() && endpoints.iter().any(|e| e.addr == addr && e.tls));
         let req = match build(method, (addr, secure), path, headers, body.clone()) {
             Ok(r) => r,
             Err(_) => return Err((local(StatusCode::BAD_REQUEST, "bad request"), Flag::None)),

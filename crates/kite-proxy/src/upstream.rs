@@ -133,6 +133,7 @@ impl ClusterRuntime {
         let connector = MeshConnector {
             http,
             mtls: identity.zip(config.mtls.clone()).map(Arc::new),
+            origination: config.origination.clone(),
             alpn: kite_identity::tls::ALPN_HTTP11,
         };
         let client = Client::builder(TokioExecutor::new())
@@ -360,6 +361,7 @@ pub(crate) fn hash_key(key: &str) -> u64 {
 pub(crate) struct MeshConnector {
     http: HttpConnector,
     mtls: Option<Arc<(crate::identity::Watch, crate::config::UpstreamMtls)>>,
+    origination: Option<Arc<crate::config::Origination>>,
     alpn: &'static [u8],
 }
 
@@ -380,17 +382,38 @@ impl tower_service::Service<http::Uri> for MeshConnector {
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         let secure = uri.scheme_str() == Some("https");
+        let host = plain_host(&uri);
         let plain: http::Uri = match uri.authority() {
             Some(a) => format!("http://{a}/").parse().unwrap_or(uri),
             None => uri,
         };
         let connecting = self.http.call(plain);
         let mtls = self.mtls.clone();
+        let origination = self.origination.clone();
         let alpn = self.alpn;
         Box::pin(async move {
             let tcp = connecting.await?;
             if !secure {
                 return Ok(MeshStream::Plain(tcp));
+            }
+            if let Some(tls) = origination {
+                let mut config = (*tls.config).clone();
+                config.alpn_protocols = vec![alpn.to_vec()];
+                // Without an SNI the address is the name, which sends none.
+                let sni = if tls.sni.is_empty() {
+                    host
+                } else {
+                    tls.sni.clone()
+                };
+                let name = rustls::pki_types::ServerName::try_from(sni.clone())
+                    .map_err(|e| -> BoxError { format!("SNI {sni:?}: {e}").into() })?;
+                let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+                    .connect(name, tcp.into_inner())
+                    .await
+                    .map_err(|e| -> BoxError { format!("TLS handshake: {e}").into() })?;
+                return Ok(MeshStream::Tls(Box::new(hyper_util::rt::TokioIo::new(
+                    stream,
+                ))));
             }
             let Some(mtls) = mtls else {
                 return Err("this cluster has no mutual TLS settings".into());
@@ -421,6 +444,15 @@ impl tower_service::Service<http::Uri> for MeshConnector {
             Ok(MeshStream::Tls(Box::new(hyper_util::rt::TokioIo::new(tls))))
         })
     }
+}
+
+/// The host of a URI without brackets, as a TLS server name.
+fn plain_host(uri: &http::Uri) -> String {
+    uri.host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned()
 }
 
 pub(crate) enum MeshStream {

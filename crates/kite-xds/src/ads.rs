@@ -288,9 +288,14 @@ impl Stream_ {
 
     async fn push_changed(&mut self) -> Result<(), Closed> {
         let generation = self.snapshots.borrow().generation;
+        let mut clusters_sent = false;
         for kind in type_url::PUSH_ORDER {
             if self.subscriptions.contains_key(kind) {
-                self.send(kind, false).await?;
+                // A changed cluster warms until its endpoints arrive again,
+                // even if they did not change (Envoy's warming rule).
+                let force = clusters_sent && kind == type_url::ENDPOINT;
+                let sent = self.send(kind, force).await?;
+                clusters_sent |= sent && kind == type_url::CLUSTER;
             }
         }
         self.connections.set_generation(self.id, generation);
@@ -298,16 +303,16 @@ impl Stream_ {
     }
 
     /// Sends the type's current resources, unless `force` is false and the
-    /// proxy already has exactly these.
-    async fn send(&mut self, kind: &str, force: bool) -> Result<(), Closed> {
+    /// proxy already has exactly these; says whether it sent.
+    async fn send(&mut self, kind: &str, force: bool) -> Result<bool, Closed> {
         let snapshot = self.snapshots.borrow_and_update().clone();
         let Some(sub) = self.subscriptions.get_mut(kind) else {
-            return Ok(());
+            return Ok(false);
         };
         let selected = snapshot.select(kind, &sub.names);
         let version = version_of(&selected);
         if !force && sub.sent_version.as_deref() == Some(version.as_str()) {
-            return Ok(());
+            return Ok(false);
         }
         self.nonce += 1;
         let nonce = self.nonce.to_string();
@@ -330,7 +335,8 @@ impl Stream_ {
             s.sent_version = version;
             s.sent_nonce = nonce;
         });
-        self.tx.send(Ok(response)).await.map_err(|_| Closed)
+        self.tx.send(Ok(response)).await.map_err(|_| Closed)?;
+        Ok(true)
     }
 }
 

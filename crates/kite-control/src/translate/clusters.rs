@@ -370,11 +370,17 @@ fn origination(tls: &ClientTlsSettings) -> Option<TransportSocket> {
         })
     };
     let skip_verify = tls.insecure_skip_verify == Some(true);
+    // As Istio does: with no subjectAltNames the certificate must name
+    // the SNI.
+    let names = if tls.subject_alt_names.is_empty() && !tls.sni.is_empty() {
+        std::slice::from_ref(&tls.sni)
+    } else {
+        tls.subject_alt_names.as_slice()
+    };
     let validation = (!skip_verify && !tls.ca_certificates.is_empty()).then(|| {
         ValidationContextType::ValidationContext(CertificateValidationContext {
             trusted_ca: file(&tls.ca_certificates),
-            match_typed_subject_alt_names: tls
-                .subject_alt_names
+            match_typed_subject_alt_names: names
                 .iter()
                 .map(|san| SubjectAltNameMatcher {
                     san_type: if san.starts_with("spiffe://") {
