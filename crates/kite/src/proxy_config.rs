@@ -82,7 +82,12 @@ fn secret_table(certs: &Value) -> String {
             .duration_since(std::time::SystemTime::now())
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        format!("{s} (in {}h{:02}m)", left / 3600, (left % 3600) / 60)
+        format!(
+            "{} (in {}h{:02}m)",
+            rfc3339(s),
+            left / 3600,
+            (left % 3600) / 60
+        )
     };
     out.push_str(&format!(
         "{:<60} {:<40} {:<28} {}\n",
@@ -111,7 +116,7 @@ fn secret_table(certs: &Value) -> String {
             "{:<60} {:<40} {:<28} {}\n",
             c["identity"].as_str().unwrap_or("-"),
             c["issuer"].as_str().unwrap_or("-"),
-            c["valid_from"].as_u64().unwrap_or(0),
+            rfc3339(c["valid_from"].as_u64().unwrap_or(0)),
             when(&c["expires"]),
         ));
     }
@@ -980,9 +985,38 @@ fn endpoints_table(endpoints: &[EndpointRow]) -> String {
     table(&["ENDPOINT", "STATUS", "OUTLIER CHECK", "CLUSTER"], &rows)
 }
 
+/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`, the form Envoy's
+/// `/certs` uses (civil-from-days, H. Hinnant).
+fn rfc3339(secs: u64) -> String {
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(super::rfc3339(1_795_847_338), "2026-11-28T06:28:58Z");
+    }
+
     use super::*;
 
     fn proxy(node: &str) -> Proxy {
