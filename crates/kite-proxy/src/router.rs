@@ -434,12 +434,8 @@ async fn tunnel(
             Some(name),
         );
     };
-    let connected = tokio::time::timeout(
-        cluster.connect_timeout,
-        tokio::net::TcpStream::connect(addr),
-    )
-    .await;
-    let Ok(Ok(mut upstream)) = connected else {
+    let connected = rt.connect_tcp(addr, rt.secure(&endpoints, addr)).await;
+    let Ok(mut upstream) = connected else {
         rt.record(addr, Outcome::ConnectFailure, endpoints.len());
         return (
             local(
@@ -450,7 +446,6 @@ async fn tunnel(
             Some(name),
         );
     };
-    let _ = upstream.set_nodelay(true);
     let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
         return (
             local(
@@ -795,8 +790,7 @@ fn mirror_request(
     if let Ok(v) = HeaderValue::from_str(&shadow) {
         headers.insert(header::HOST, v);
     }
-    let secure = cluster.origination.is_some()
-        || (cluster.mtls.is_some() && endpoints.iter().any(|e| e.addr == addr && e.tls));
+    let secure = rt.secure(&endpoints, addr);
     let Ok(req) = build(method, (addr, secure), path, &headers, body) else {
         return;
     };

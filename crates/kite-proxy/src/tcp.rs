@@ -1,8 +1,8 @@
-//! L4 proxying: accept, pick an endpoint, copy bytes both ways.
+//! L4 proxying: accept, pick an endpoint (over mutual TLS when it has a
+//! sidecar), copy bytes both ways.
 
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
 use tracing::debug;
 
 use crate::router::Shared;
@@ -23,10 +23,10 @@ where
         return;
     };
     let _guard = rt.start(addr);
-    let upstream = tokio::time::timeout(c.connect_timeout, TcpStream::connect(addr)).await;
-    let mut upstream = match upstream {
-        Ok(Ok(s)) => s,
-        _ => {
+    let mut upstream = match rt.connect_tcp(addr, rt.secure(&endpoints, addr)).await {
+        Ok(s) => s,
+        Err(error) => {
+            debug!(%cluster, %addr, %error, "upstream connection failed");
             rt.record(
                 addr,
                 crate::upstream::Outcome::ConnectFailure,
@@ -35,7 +35,6 @@ where
             return;
         }
     };
-    let _ = upstream.set_nodelay(true);
     match tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
         Ok((up, down)) => debug!(sent = up, received = down, "tcp connection closed"),
         Err(e) => debug!(error = %e, "tcp connection failed"),

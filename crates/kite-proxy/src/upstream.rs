@@ -36,6 +36,8 @@ pub(crate) struct ClusterRuntime {
     /// HTTP/2 with prior knowledge, for requests that arrived as HTTP/2
     /// (gRPC): Istio's upstream protocol follows the downstream one.
     pub(crate) h2_client: HttpClient,
+    /// For TCP proxying and CONNECT tunnels: the same TLS, no ALPN.
+    tcp: MeshConnector,
     endpoint_state: Mutex<HashMap<SocketAddr, Arc<EndpointState>>>,
     rr: AtomicUsize,
     /// Requests in flight, for `max_requests` / `max_connections`.
@@ -126,6 +128,35 @@ impl Upstreams {
 // === impl ClusterRuntime ===
 
 impl ClusterRuntime {
+    /// Whether traffic to `addr` goes over TLS: origination for the whole
+    /// cluster, or mesh mTLS to an endpoint that has a sidecar.
+    pub(crate) fn secure(&self, endpoints: &[Endpoint], addr: SocketAddr) -> bool {
+        self.config.origination.is_some()
+            || (self.config.mtls.is_some() && endpoints.iter().any(|e| e.addr == addr && e.tls))
+    }
+
+    /// A byte stream to `addr` for TCP proxying and CONNECT tunnels, over
+    /// the same TLS as HTTP to that endpoint.
+    pub(crate) async fn connect_tcp(
+        &self,
+        addr: SocketAddr,
+        secure: bool,
+    ) -> Result<Box<dyn TcpIo>, BoxError> {
+        let scheme = if secure { "https" } else { "http" };
+        let uri: http::Uri = format!("{scheme}://{addr}/").parse()?;
+        let mut connector = self.tcp.clone();
+        let stream = tokio::time::timeout(
+            self.config.connect_timeout,
+            tower_service::Service::call(&mut connector, uri),
+        )
+        .await
+        .map_err(|_| -> BoxError { "connect timeout".into() })??;
+        Ok(match stream {
+            MeshStream::Plain(s) => Box::new(s.into_inner()),
+            MeshStream::Tls(s) => Box::new(s.into_inner()),
+        })
+    }
+
     fn new(config: Arc<Cluster>, identity: Option<crate::identity::Watch>) -> Self {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(config.connect_timeout));
@@ -143,6 +174,10 @@ impl ClusterRuntime {
         // The HTTP/2 client negotiates h2 over mTLS; the HTTP/1.1 client
         // stays on HTTP/1.1, whose Host header carries the authority the
         // app used (HTTP/2 would carry the endpoint's address instead).
+        let tcp = MeshConnector {
+            alpn: b"",
+            ..connector.clone()
+        };
         let connector = MeshConnector {
             alpn: kite_identity::tls::ALPN_H2,
             ..connector
@@ -156,6 +191,7 @@ impl ClusterRuntime {
             config,
             client,
             h2_client,
+            tcp,
             endpoint_state: Mutex::default(),
             rr: AtomicUsize::new(0),
             active: AtomicU32::new(0),
@@ -362,6 +398,7 @@ pub(crate) struct MeshConnector {
     http: HttpConnector,
     mtls: Option<Arc<(crate::identity::Watch, crate::config::UpstreamMtls)>>,
     origination: Option<Arc<crate::config::Origination>>,
+    /// The one application protocol offered; none when empty (raw TCP).
     alpn: &'static [u8],
 }
 
@@ -398,7 +435,7 @@ impl tower_service::Service<http::Uri> for MeshConnector {
             }
             if let Some(tls) = origination {
                 let mut config = (*tls.config).clone();
-                config.alpn_protocols = vec![alpn.to_vec()];
+                config.alpn_protocols = offered(alpn);
                 // Without an SNI the address is the name, which sends none.
                 let sni = if tls.sni.is_empty() {
                     host
@@ -425,9 +462,10 @@ impl tower_service::Service<http::Uri> for MeshConnector {
                     return Err(format!("no workload certificate yet: {why}").into());
                 }
             };
-            let config = active
-                .creds
-                .client_config(settings.allowed.clone(), &[alpn])?;
+            let config = active.creds.client_config(
+                settings.allowed.clone(),
+                &[alpn][..usize::from(!alpn.is_empty())],
+            )?;
             // The SNI names the destination for gateways that route on it;
             // the certificate check itself is by SPIFFE identity.
             let sni = if settings.sni.is_empty() {
@@ -446,6 +484,14 @@ impl tower_service::Service<http::Uri> for MeshConnector {
     }
 }
 
+fn offered(alpn: &[u8]) -> Vec<Vec<u8>> {
+    if alpn.is_empty() {
+        Vec::new()
+    } else {
+        vec![alpn.to_vec()]
+    }
+}
+
 /// The host of a URI without brackets, as a TLS server name.
 fn plain_host(uri: &http::Uri) -> String {
     uri.host()
@@ -454,6 +500,11 @@ fn plain_host(uri: &http::Uri) -> String {
         .trim_end_matches(']')
         .to_owned()
 }
+
+/// A connection to an endpoint as plain bytes.
+pub(crate) trait TcpIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> TcpIo for T {}
 
 pub(crate) enum MeshStream {
     Plain(hyper_util::rt::TokioIo<tokio::net::TcpStream>),

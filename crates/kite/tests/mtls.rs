@@ -864,3 +864,69 @@ async fn kite_and_envoy_sidecars_talk_mtls() {
         "reviews (Envoy) → ratings (Kite):\n{last}"
     );
 }
+
+/// Raw TCP between sidecars (a CONNECT tunnel to a `tcp` port) is mutual
+/// TLS too: the destination is STRICT, so only a tunnel the client sidecar
+/// wraps in mTLS reaches the app.
+async fn tcp_over_mtls_with(sidecar: Sidecar) {
+    let _serial = SERIAL.lock().await;
+    let options = MeshOptions {
+        identity: true,
+        ..MeshOptions::default()
+    };
+    let test = format!("mtls-tcp-{sidecar:?}").to_lowercase();
+    let mut mesh = Mesh::start_with(&test, sidecar, options).await;
+    let services = write(
+        &mesh.dir,
+        "tcp-service.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: details}\nspec:\n  selector: {app: details}\n  ports: [{name: tcp, port: 9080}]\n",
+    );
+    let strict = write(
+        &mesh.dir,
+        "mesh-strict.yaml",
+        &peer_authentication("default", "istio-system", None, "STRICT", ""),
+    );
+    mesh.apply(&[&services, &strict]);
+    mesh.add_pod("details", "v1", "bookinfo-details").await;
+    let server = SocketAddr::new(mesh.pods[0].pod_ip, 9080);
+    let client = mesh.add_client("client").await;
+    mesh.synced(2).await;
+    wait_plaintext(server, false, 5, "mesh-wide STRICT").await;
+
+    let mut tunnel = tokio::net::TcpStream::connect(SocketAddr::new(client, 15001))
+        .await
+        .unwrap();
+    tunnel
+        .write_all(b"CONNECT details:9080 HTTP/1.1\r\nHost: details:9080\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    use tokio::io::AsyncReadExt as _;
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), tunnel.read(&mut buf))
+            .await
+            .expect("CONNECT answered")
+            .unwrap();
+        assert!(n > 0, "tunnel closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&answer).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    tunnel
+        .write_all(b"GET /health HTTP/1.1\r\nHost: details\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tunnel.read_to_end(&mut reply)).await;
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(
+        reply.starts_with("HTTP/1.1 200"),
+        "the app behind a STRICT sidecar answers through the tunnel: {reply:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_over_mtls() {
+    tcp_over_mtls_with(Sidecar::Kite).await;
+}
