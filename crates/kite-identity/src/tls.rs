@@ -99,9 +99,9 @@ impl Credentials {
         allowed: Vec<SpiffeId>,
         alpn: &[&[u8]],
     ) -> Result<rustls::ClientConfig, TlsError> {
-        let verifier = Arc::new(SpiffeVerifier {
-            roots: self.roots.clone(),
-            allowed,
+        let verifier = Arc::new(Verifier {
+            roots: Some(self.roots.clone()),
+            naming: Naming::Spiffe(allowed),
             provider: provider(),
         });
         let mut config = rustls::ClientConfig::builder_with_provider(provider())
@@ -132,50 +132,50 @@ pub fn spiffe_ids(cert: &CertificateDer<'_>) -> Vec<SpiffeId> {
         .collect()
 }
 
-/// Chain to the mesh root, then secure naming instead of DNS names.
+/// What the server's certificate must name once its chain checks out.
 #[derive(Debug)]
-struct SpiffeVerifier {
-    roots: Arc<RootCertStore>,
-    allowed: Vec<SpiffeId>,
+enum Naming {
+    /// Secure naming: one of these SPIFFE identities (any when empty).
+    Spiffe(Vec<SpiffeId>),
+    /// TLS origination: one of these names (DNS or SPIFFE), or the server
+    /// name when there are none.
+    Names(Vec<String>),
+}
+
+/// Chains to `roots` (no check at all without roots, as Envoy does for TLS
+/// origination without a CA), then applies the naming rule.
+#[derive(Debug)]
+struct Verifier {
+    roots: Option<Arc<RootCertStore>>,
+    naming: Naming,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for SpiffeVerifier {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        server_name: &ServerName<'_>,
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
+        let Some(roots) = &self.roots else {
+            return Ok(ServerCertVerified::assertion());
+        };
         let parsed = ParsedCertificate::try_from(end_entity)?;
         verify_server_cert_signed_by_trust_anchor(
             &parsed,
-            &self.roots,
+            roots,
             intermediates,
             now,
             self.provider.signature_verification_algorithms.all,
         )?;
-        if self.allowed.is_empty() {
-            return Ok(ServerCertVerified::assertion());
+        match &self.naming {
+            Naming::Spiffe(allowed) => secure_naming(end_entity, allowed)?,
+            Naming::Names(names) => origination_naming(end_entity, &parsed, server_name, names)?,
         }
-        let presented = spiffe_ids(end_entity);
-        if presented.iter().any(|id| self.allowed.contains(id)) {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            let presented: Vec<String> = presented.iter().map(ToString::to_string).collect();
-            let allowed: Vec<String> = self.allowed.iter().map(ToString::to_string).collect();
-            Err(Error::General(format!(
-                "secure naming: the server presented {} but the service's identities are {}",
-                if presented.is_empty() {
-                    "no SPIFFE identity".to_owned()
-                } else {
-                    presented.join(", ")
-                },
-                allowed.join(", ")
-            )))
-        }
+        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -222,9 +222,9 @@ pub fn origination_config(
     subject_alt_names: Vec<String>,
     client: Option<(&str, &str)>,
 ) -> Result<rustls::ClientConfig, TlsError> {
-    let verifier = Arc::new(OriginationVerifier {
+    let verifier = Arc::new(Verifier {
         roots: ca_pem.map(roots_from_pem).transpose()?.map(Arc::new),
-        subject_alt_names,
+        naming: Naming::Names(subject_alt_names),
         provider: provider(),
     });
     let builder = rustls::ClientConfig::builder_with_provider(provider())
@@ -239,91 +239,57 @@ pub fn origination_config(
     })
 }
 
-#[derive(Debug)]
-struct OriginationVerifier {
-    roots: Option<Arc<RootCertStore>>,
-    subject_alt_names: Vec<String>,
-    provider: Arc<CryptoProvider>,
+/// The server's SPIFFE identity must be one the service lists.
+fn secure_naming(end_entity: &CertificateDer<'_>, allowed: &[SpiffeId]) -> Result<(), Error> {
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    let presented = spiffe_ids(end_entity);
+    if presented.iter().any(|id| allowed.contains(id)) {
+        return Ok(());
+    }
+    let presented: Vec<String> = presented.iter().map(ToString::to_string).collect();
+    let allowed: Vec<String> = allowed.iter().map(ToString::to_string).collect();
+    Err(Error::General(format!(
+        "secure naming: the server presented {} but the service's identities are {}",
+        if presented.is_empty() {
+            "no SPIFFE identity".to_owned()
+        } else {
+            presented.join(", ")
+        },
+        allowed.join(", ")
+    )))
 }
 
-impl ServerCertVerifier for OriginationVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
-        let Some(roots) = &self.roots else {
-            return Ok(ServerCertVerified::assertion());
-        };
-        let parsed = ParsedCertificate::try_from(end_entity)?;
-        verify_server_cert_signed_by_trust_anchor(
-            &parsed,
-            roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
-        if self.subject_alt_names.is_empty() {
-            // An address is not a name to check: Envoy checks no name then.
-            if matches!(server_name, ServerName::IpAddress(_)) {
-                return Ok(ServerCertVerified::assertion());
-            }
-            rustls::client::verify_server_name(&parsed, server_name)?;
-            return Ok(ServerCertVerified::assertion());
+/// The certificate must name one of `names`, or the server name when there
+/// are none (an address is no name to check: Envoy checks none then).
+fn origination_naming(
+    end_entity: &CertificateDer<'_>,
+    parsed: &ParsedCertificate<'_>,
+    server_name: &ServerName<'_>,
+    names: &[String],
+) -> Result<(), Error> {
+    if names.is_empty() {
+        if matches!(server_name, ServerName::IpAddress(_)) {
+            return Ok(());
         }
-        let spiffe = spiffe_ids(end_entity);
-        let named = self.subject_alt_names.iter().any(|san| {
-            if san.starts_with("spiffe://") {
-                spiffe.iter().any(|id| id.to_string() == *san)
-            } else {
-                ServerName::try_from(san.as_str())
-                    .is_ok_and(|n| rustls::client::verify_server_name(&parsed, &n).is_ok())
-            }
-        });
-        if named {
-            Ok(ServerCertVerified::assertion())
+        return rustls::client::verify_server_name(parsed, server_name);
+    }
+    let spiffe = spiffe_ids(end_entity);
+    let named = names.iter().any(|san| {
+        if san.starts_with("spiffe://") {
+            spiffe.iter().any(|id| id.to_string() == *san)
         } else {
-            Err(Error::General(format!(
-                "the server's certificate names none of {}",
-                self.subject_alt_names.join(", ")
-            )))
+            ServerName::try_from(san.as_str())
+                .is_ok_and(|n| rustls::client::verify_server_name(parsed, &n).is_ok())
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+    });
+    if named {
+        Ok(())
+    } else {
+        Err(Error::General(format!(
+            "the server's certificate names none of {}",
+            names.join(", ")
+        )))
     }
 }

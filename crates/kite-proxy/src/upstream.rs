@@ -164,9 +164,10 @@ impl ClusterRuntime {
         let connector = MeshConnector {
             http,
             mtls: identity.zip(config.mtls.clone()).map(Arc::new),
-            origination: config.origination.clone(),
+            origination: None,
             alpn: kite_identity::tls::ALPN_HTTP11,
-        };
+        }
+        .originating(config.origination.as_deref());
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(std::time::Duration::from_secs(60))
             .set_host(false)
@@ -177,11 +178,13 @@ impl ClusterRuntime {
         let tcp = MeshConnector {
             alpn: b"",
             ..connector.clone()
-        };
+        }
+        .originating(config.origination.as_deref());
         let connector = MeshConnector {
             alpn: kite_identity::tls::ALPN_H2,
             ..connector
-        };
+        }
+        .originating(config.origination.as_deref());
         let h2_client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(std::time::Duration::from_secs(60))
             .set_host(false)
@@ -397,12 +400,29 @@ pub(crate) fn hash_key(key: &str) -> u64 {
 pub(crate) struct MeshConnector {
     http: HttpConnector,
     mtls: Option<Arc<(crate::identity::Watch, crate::config::UpstreamMtls)>>,
-    origination: Option<Arc<crate::config::Origination>>,
+    /// TLS origination's settings with this connector's ALPN, and the SNI.
+    origination: Option<(Arc<rustls::ClientConfig>, String)>,
     /// The one application protocol offered; none when empty (raw TCP).
     alpn: &'static [u8],
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl MeshConnector {
+    /// Builds the origination settings for this connector's ALPN once, not
+    /// per connection.
+    fn originating(self, tls: Option<&crate::config::Origination>) -> Self {
+        let origination = tls.map(|tls| {
+            let mut config = (*tls.config).clone();
+            config.alpn_protocols = offered(self.alpn);
+            (Arc::new(config), tls.sni.clone())
+        });
+        Self {
+            origination,
+            ..self
+        }
+    }
+}
 
 impl tower_service::Service<http::Uri> for MeshConnector {
     type Response = MeshStream;
@@ -433,18 +453,12 @@ impl tower_service::Service<http::Uri> for MeshConnector {
             if !secure {
                 return Ok(MeshStream::Plain(tcp));
             }
-            if let Some(tls) = origination {
-                let mut config = (*tls.config).clone();
-                config.alpn_protocols = offered(alpn);
+            if let Some((config, sni)) = origination {
                 // Without an SNI the address is the name, which sends none.
-                let sni = if tls.sni.is_empty() {
-                    host
-                } else {
-                    tls.sni.clone()
-                };
+                let sni = if sni.is_empty() { host } else { sni };
                 let name = rustls::pki_types::ServerName::try_from(sni.clone())
                     .map_err(|e| -> BoxError { format!("SNI {sni:?}: {e}").into() })?;
-                let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+                let stream = tokio_rustls::TlsConnector::from(config)
                     .connect(name, tcp.into_inner())
                     .await
                     .map_err(|e| -> BoxError { format!("TLS handshake: {e}").into() })?;

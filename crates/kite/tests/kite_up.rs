@@ -7,7 +7,6 @@ mod support;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    process::Command,
     time::Duration,
 };
 
@@ -115,12 +114,8 @@ async fn scenario(sidecar: &str, net: u8) {
 
     // Ctrl-C: everything it started stops.
     let pod_ip = Ipv4Addr::new(127, net, 0, 2);
-    Command::new("kill")
-        .args(["-INT", &up.pid().to_string()])
-        .status()
-        .unwrap();
     let status = up
-        .wait(Duration::from_secs(30))
+        .interrupt(Duration::from_secs(30))
         .expect("kite up did not stop");
     assert!(status.success(), "kite up exit: {status}");
     for addr in [

@@ -12,7 +12,7 @@ use std::{
     collections::BTreeSet,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -148,10 +148,7 @@ impl Drop for Up {
                 }
             }
         }
-        let _ = Command::new("kill")
-            .args(["-INT", &self.proc.pid().to_string()])
-            .status();
-        let _ = self.proc.wait(Duration::from_secs(30));
+        let _ = self.proc.interrupt(Duration::from_secs(30));
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

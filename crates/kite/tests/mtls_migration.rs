@@ -9,7 +9,6 @@ mod support;
 
 use std::{
     net::{IpAddr, SocketAddr},
-    process::Command,
     time::Duration,
 };
 
@@ -291,12 +290,8 @@ async fn migration(sidecar: &str, net: u8) {
             .contains("stopped pod legacy/curl-")
     );
 
-    Command::new("kill")
-        .args(["-INT", &up.proc.pid().to_string()])
-        .status()
-        .unwrap();
     assert!(
-        up.proc.wait(Duration::from_secs(30)).is_some(),
+        up.proc.interrupt(Duration::from_secs(30)).is_some(),
         "kite up did not stop"
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -147,12 +147,8 @@ async fn presented_chain(sidecar: &str, net: u8) {
         "{}",
         String::from_utf8_lossy(&san.stdout)
     );
-    Command::new("kill")
-        .args(["-INT", &up.pid().to_string()])
-        .status()
-        .unwrap();
     assert!(
-        up.wait(Duration::from_secs(30)).is_some(),
+        up.interrupt(Duration::from_secs(30)).is_some(),
         "kite up did not stop"
     );
     let _ = std::fs::remove_dir_all(&dir);

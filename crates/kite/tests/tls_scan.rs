@@ -106,12 +106,8 @@ async fn scan(sidecar: &str, net: u8) {
         server["connectivity_result"]["highest_tls_version_supported"],
         "TLS_1_3"
     );
-    Command::new("kill")
-        .args(["-INT", &up.pid().to_string()])
-        .status()
-        .unwrap();
     assert!(
-        up.wait(Duration::from_secs(30)).is_some(),
+        up.interrupt(Duration::from_secs(30)).is_some(),
         "kite up did not stop"
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -49,6 +49,14 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// Ctrl-C, as a user stops `kite up`; waits up to `limit` for the exit.
+    pub fn interrupt(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.pid().to_string()])
+            .status();
+        self.wait(limit)
+    }
+
     /// Waits for the process to exit on its own.
     pub fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let deadline = std::time::Instant::now() + limit;
