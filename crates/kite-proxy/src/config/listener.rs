@@ -1,0 +1,201 @@
+//! Listeners: ports, filter chains, inbound TLS.
+
+use super::*;
+
+impl TryFrom<&Any> for Listener {
+    type Error = Unsupported;
+
+    fn try_from(any: &Any) -> Result<Self, Unsupported> {
+        let l: PbListener = decode(any, "listener")?;
+        let name = format!("listener {}", l.name);
+        let addr = socket_addr(l.address.as_ref(), &name)?;
+        for lf in &l.listener_filters {
+            if lf.name != "envoy.filters.listener.tls_inspector" {
+                return Err(bad(
+                    &name,
+                    format!("listener filter {} is not supported", lf.name),
+                ));
+            }
+        }
+        // Istio's inbound layouts: one plaintext chain; one mTLS chain
+        // (STRICT); or an mTLS chain and a plaintext chain told apart by
+        // the transport protocol (PERMISSIVE).
+        let transport = |c: &envoy_types::pb::envoy::config::listener::v3::FilterChain| {
+            c.filter_chain_match
+                .as_ref()
+                .map(|m| m.transport_protocol.clone())
+                .unwrap_or_default()
+        };
+        let (plain, secure) = match l.filter_chains.as_slice() {
+            [only] if only.transport_socket.is_none() => (Some(only), None),
+            [only] => (None, Some(only)),
+            [a, b] if transport(a) == "tls" && transport(b) == "raw_buffer" => (Some(b), Some(a)),
+            [a, b] if transport(b) == "tls" && transport(a) == "raw_buffer" => (Some(a), Some(b)),
+            _ => {
+                return Err(bad(
+                    &name,
+                    "unsupported filter chain layout (one plaintext chain, one TLS chain, or both matched on transport protocol)",
+                ));
+            }
+        };
+        if let Some(secure) = secure {
+            downstream_tls(secure.transport_socket.as_ref(), &name)?;
+        }
+        let tls = match (plain, secure) {
+            (Some(_), Some(_)) => InboundTls::Permissive,
+            (None, Some(_)) => InboundTls::Strict,
+            _ => InboundTls::Off,
+        };
+        let mut xfcc = false;
+        if let Some(secure) = secure
+            && let Some(f) = secure.filters.first()
+            && let Some(filter::ConfigType::TypedConfig(cfg)) = &f.config_type
+            && cfg.type_url.ends_with("HttpConnectionManager")
+        {
+            let hcm: HttpConnectionManager = decode(cfg, &name)?;
+            xfcc = hcm.set_current_client_cert_details.is_some();
+        }
+        let Some(chain) = plain.or(secure) else {
+            return Err(bad(&name, "no filter chain"));
+        };
+        let [f] = chain.filters.as_slice() else {
+            return Err(bad(&name, "exactly one network filter is supported"));
+        };
+        let Some(filter::ConfigType::TypedConfig(cfg)) = &f.config_type else {
+            return Err(bad(&name, format!("filter {} has no typed config", f.name)));
+        };
+        let kind = match cfg.type_url.as_str() {
+            "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager" =>
+            {
+                let hcm: HttpConnectionManager = decode(cfg, &name)?;
+                let Some(RouteSpecifier::Rds(rds)) = &hcm.route_specifier else {
+                    return Err(bad(&name, "only RDS route tables are supported"));
+                };
+                for hf in &hcm.http_filters {
+                    match hf.name.as_str() {
+                        "envoy.filters.http.router"
+                        | "envoy.filters.http.fault"
+                        | "envoy.filters.http.cors"
+                        | "envoy.filters.http.dynamic_forward_proxy" => {}
+                        other => {
+                            return Err(bad(
+                                &name,
+                                format!("HTTP filter {other} is not supported"),
+                            ));
+                        }
+                    }
+                    if let Some(http_filter::ConfigType::TypedConfig(c)) = &hf.config_type
+                        && hf.name == "envoy.filters.http.fault"
+                        && c.value != HttpFault::default().encode_to_vec()
+                    {
+                        return Err(bad(
+                            &name,
+                            "listener-wide fault settings are not supported (per-route only)",
+                        ));
+                    }
+                }
+                let mut websocket = false;
+                let mut connect = false;
+                for u in &hcm.upgrade_configs {
+                    match u.upgrade_type.to_ascii_lowercase().as_str() {
+                        "websocket" => websocket = u.enabled.as_ref().is_none_or(|b| b.value),
+                        "connect" => connect = u.enabled.as_ref().is_none_or(|b| b.value),
+                        other => {
+                            return Err(bad(
+                                &name,
+                                format!("upgrade type {other:?} is not supported"),
+                            ));
+                        }
+                    }
+                    if !u.filters.is_empty() {
+                        return Err(bad(&name, "per-upgrade filter chains are not supported"));
+                    }
+                }
+                ListenerKind::Http(HttpManager {
+                    stat_prefix: hcm.stat_prefix,
+                    route_config: rds.route_config_name.clone(),
+                    use_remote_address: hcm.use_remote_address.is_some_and(|b| b.value),
+                    websocket,
+                    connect,
+                    xfcc: false,
+                })
+            }
+            "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy" => {
+                let tcp: TcpProxy = decode(cfg, &name)?;
+                let Some(tcp_proxy::ClusterSpecifier::Cluster(cluster)) = tcp.cluster_specifier
+                else {
+                    return Err(bad(
+                        &name,
+                        "tcp_proxy needs a single cluster (weighted TCP is not supported yet)",
+                    ));
+                };
+                ListenerKind::Tcp {
+                    stat_prefix: tcp.stat_prefix,
+                    cluster,
+                }
+            }
+            other => {
+                return Err(bad(
+                    &name,
+                    format!("network filter {other} is not supported"),
+                ));
+            }
+        };
+        let kind = match kind {
+            ListenerKind::Http(mut h) => {
+                h.xfcc = xfcc;
+                ListenerKind::Http(h)
+            }
+            other => other,
+        };
+        Ok(Listener {
+            name: l.name,
+            addr,
+            kind,
+            tls,
+        })
+    }
+}
+
+/// The inbound TLS the control plane asks for: the mesh certificate by its
+/// SDS names (`default`, `ROOTCA`), which Kite's proxy holds itself, and a
+/// client certificate required.
+fn downstream_tls(
+    socket: Option<&envoy_types::pb::envoy::config::core::v3::TransportSocket>,
+    name: &str,
+) -> Result<(), Unsupported> {
+    use envoy_types::pb::envoy::{
+        config::core::v3::transport_socket,
+        extensions::transport_sockets::tls::v3::DownstreamTlsContext,
+    };
+    let Some(socket) = socket else {
+        return Err(bad(name, "a TLS chain without a transport socket"));
+    };
+    let Some(transport_socket::ConfigType::TypedConfig(cfg)) = &socket.config_type else {
+        return Err(bad(name, "transport socket without typed config"));
+    };
+    let ctx: DownstreamTlsContext = decode(cfg, name)?;
+    if ctx
+        .require_client_certificate
+        .as_ref()
+        .is_none_or(|b| !b.value)
+    {
+        return Err(bad(
+            name,
+            "inbound TLS without client certificates is not supported (mesh mTLS only)",
+        ));
+    }
+    let common = ctx.common_tls_context.unwrap_or_default();
+    if !common.tls_certificates.is_empty()
+        || common
+            .tls_certificate_sds_secret_configs
+            .iter()
+            .any(|s| s.name != "default")
+    {
+        return Err(bad(
+            name,
+            "only the workload's own certificate (SDS name \"default\") is supported",
+        ));
+    }
+    Ok(())
+}
