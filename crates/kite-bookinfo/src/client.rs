@@ -191,7 +191,7 @@ impl Client {
     }
 }
 
-fn parse_proxy(value: &str) -> Option<String> {
+pub(crate) fn parse_proxy(value: &str) -> Option<String> {
     let rest = value.strip_prefix("http://").unwrap_or(value);
     let authority = rest.split('/').next()?.rsplit('@').next()?;
     if authority.is_empty() {

@@ -7,6 +7,8 @@
 mod client;
 pub mod details;
 mod env;
+pub mod fortio;
+pub mod helloworld;
 pub mod httpbin;
 pub mod productpage;
 mod propagate;
@@ -14,6 +16,7 @@ pub mod ratings;
 pub mod reviews;
 mod server;
 mod session;
+pub mod tcp_echo;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -33,6 +36,12 @@ pub enum Service {
     /// Istio's httpbin sample (go-httpbin), for the security and
     /// resilience tasks.
     Httpbin,
+    /// Istio's helloworld sample, for locality load balancing.
+    Helloworld,
+    /// Istio's tcp-echo sample, for TCP traffic shifting.
+    TcpEcho,
+    /// The fortio client pod's echo server (`fortio load` is [`fortio::load`]).
+    Fortio,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +64,11 @@ pub enum Error {
         value: String,
         reason: &'static str,
     },
+    #[error("{service}: {reason}")]
+    BadArgs {
+        service: &'static str,
+        reason: String,
+    },
     #[error(transparent)]
     Serve(#[from] ServeError),
 }
@@ -62,12 +76,15 @@ pub enum Error {
 // === impl Service ===
 
 impl Service {
-    pub const ALL: [Service; 5] = [
+    pub const ALL: [Service; 8] = [
         Service::Productpage,
         Service::Details,
         Service::Reviews,
         Service::Ratings,
         Service::Httpbin,
+        Service::Helloworld,
+        Service::TcpEcho,
+        Service::Fortio,
     ];
 
     pub fn name(self) -> &'static str {
@@ -77,44 +94,72 @@ impl Service {
             Service::Reviews => "reviews",
             Service::Ratings => "ratings",
             Service::Httpbin => "httpbin",
+            Service::Helloworld => "helloworld",
+            Service::TcpEcho => "tcp-echo",
+            Service::Fortio => "fortio",
         }
     }
 
     /// Binds `listen` and serves until `shutdown` resolves. `version` is the
     /// image version (`v1`, `v2`, …); its build-time defaults apply unless the
-    /// environment overrides them, as with the upstream images.
+    /// environment overrides them, as with the upstream images. `args` are
+    /// the container's arguments, for the images that take them (tcp-echo:
+    /// its ports and prefix, served on `listen`'s address).
     pub async fn run(
         self,
         version: &str,
         listen: SocketAddr,
+        args: &[String],
         env: &Env,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), Error> {
-        let listener = server::bind(listen).await?;
         match self {
             Service::Productpage => {
-                let app = productpage::Productpage::from_env(version, env)?;
-                server::serve(listener, Arc::new(app), shutdown).await?
+                serve(
+                    listen,
+                    productpage::Productpage::from_env(version, env)?,
+                    shutdown,
+                )
+                .await
             }
             Service::Details => {
-                let app = details::Details::from_env(version, env)?;
-                server::serve(listener, Arc::new(app), shutdown).await?
+                serve(listen, details::Details::from_env(version, env)?, shutdown).await
             }
             Service::Reviews => {
-                let app = reviews::Reviews::from_env(version, env)?;
-                server::serve(listener, Arc::new(app), shutdown).await?
+                serve(listen, reviews::Reviews::from_env(version, env)?, shutdown).await
             }
             Service::Ratings => {
-                let app = ratings::Ratings::from_env(version, env)?;
-                server::serve(listener, Arc::new(app), shutdown).await?
+                serve(listen, ratings::Ratings::from_env(version, env)?, shutdown).await
             }
             Service::Httpbin => {
-                let app = httpbin::Httpbin::from_env(version, env)?;
-                server::serve(listener, Arc::new(app), shutdown).await?
+                serve(listen, httpbin::Httpbin::from_env(version, env)?, shutdown).await
+            }
+            Service::Helloworld => {
+                serve(
+                    listen,
+                    helloworld::Helloworld::from_env(version, env)?,
+                    shutdown,
+                )
+                .await
+            }
+            Service::Fortio => serve(listen, fortio::Echo, shutdown).await,
+            Service::TcpEcho => {
+                tcp_echo::TcpEcho::from_args(args)?
+                    .run(listen.ip(), shutdown)
+                    .await
             }
         }
-        Ok(())
     }
+}
+
+async fn serve<A: server::App>(
+    listen: SocketAddr,
+    app: A,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let listener = server::bind(listen).await?;
+    server::serve(listener, Arc::new(app), shutdown).await?;
+    Ok(())
 }
 
 impl std::fmt::Display for Service {

@@ -114,8 +114,14 @@ async fn dispatch<A: App>(app: &A, req: http::Request<Incoming>) -> Response {
     };
     let method = parts.method.clone();
     let path = parts.uri.path().to_owned();
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let rsp = app.handle(http::Request::from_parts(parts, body)).await;
-    info!(%method, path, status = rsp.status().as_u16(), "request");
+    info!(%method, path, host, status = rsp.status().as_u16(), "request");
     rsp
 }
 

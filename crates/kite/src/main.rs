@@ -26,8 +26,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run one of the BookInfo sample services (productpage, details, reviews, ratings)
+    /// Run one of the sample services (BookInfo's productpage, details, reviews, ratings; httpbin, helloworld, tcp-echo, fortio)
     Bookinfo(BookinfoArgs),
+    /// Send a fixed number of requests over keep-alive connections and count the status codes, like fortio load
+    Load(LoadArgs),
     /// Run the BookInfo demo on this machine, each workload on its own loopback address
     Up(up::Args),
     /// Validate Istio and Kubernetes configuration files and cross-check them, like istioctl analyze
@@ -59,6 +61,27 @@ struct BookinfoArgs {
     /// Address to listen on
     #[arg(long, env = "BOOKINFO_LISTEN", default_value = "0.0.0.0:9080")]
     listen: SocketAddr,
+    /// The container's arguments (tcp-echo: `<port,port,...> <prefix>`)
+    #[arg(trailing_var_arg = true)]
+    args: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// Connections, each with its own sequence of requests
+    #[arg(short = 'c', long, default_value_t = 8)]
+    connections: usize,
+    /// Requests per second over all connections; 0 is as fast as possible
+    #[arg(long, default_value_t = 8.0)]
+    qps: f64,
+    /// Total number of requests
+    #[arg(short = 'n', long, default_value_t = 40)]
+    requests: usize,
+    /// Per-request timeout in seconds
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+    /// The URL to load (through HTTP_PROXY when it is set, as a pod's app reaches its sidecar)
+    url: http::Uri,
 }
 
 fn parse_service(s: &str) -> Result<Service, String> {
@@ -79,6 +102,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Bookinfo(args) => runtime()?
             .block_on(bookinfo(args))
             .map(|()| ExitCode::SUCCESS),
+        Command::Load(args) => runtime()?.block_on(load(args)),
         Command::Up(args) => runtime()?.block_on(up::run(args)),
         Command::Control(args) => runtime()?.block_on(ctl::control(args)),
         Command::Apply(args) => runtime()?.block_on(ctl::apply(args, false)),
@@ -93,9 +117,29 @@ fn main() -> anyhow::Result<ExitCode> {
 async fn bookinfo(args: BookinfoArgs) -> anyhow::Result<()> {
     let env = Env::from_process();
     args.service
-        .run(&args.version, args.listen, &env, shutdown_signal())
+        .run(
+            &args.version,
+            args.listen,
+            &args.args,
+            &env,
+            shutdown_signal(),
+        )
         .await
         .with_context(|| format!("{} {}", args.service, args.version))
+}
+
+async fn load(args: LoadArgs) -> anyhow::Result<ExitCode> {
+    let options = kite_bookinfo::fortio::LoadOptions {
+        connections: args.connections,
+        qps: args.qps,
+        requests: args.requests,
+        url: args.url,
+        timeout: std::time::Duration::try_from_secs_f64(args.timeout)
+            .context("--timeout must be a positive number of seconds")?,
+    };
+    let report = kite_bookinfo::fortio::load(options, &Env::from_process()).await?;
+    println!("{report}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -673,7 +673,7 @@ fn app_command(
     pod: &Pod,
 ) -> anyhow::Result<Command> {
     let listen = SocketAddr::new(IpAddr::V4(pod.app_ip), pod.port).to_string();
-    let mut cmd = if let Some((service, version)) = bookinfo_image(&container.image) {
+    let mut cmd = if let Some((service, version)) = sample_image(&container.image) {
         let mut cmd = Command::new(exe);
         cmd.args([
             "bookinfo",
@@ -683,17 +683,9 @@ fn app_command(
             "--listen",
             &listen,
         ]);
-        cmd
-    } else if is_httpbin(&container.image) {
-        let mut cmd = Command::new(exe);
-        cmd.args([
-            "bookinfo",
-            "httpbin",
-            "--version",
-            "v1",
-            "--listen",
-            &listen,
-        ]);
+        if service == "tcp-echo" {
+            cmd.arg("--").args(&container.args);
+        }
         cmd
     } else if let Some(command) = annotations.get(COMMAND_ANNOTATION) {
         let mut cmd = Command::new("sh");
@@ -739,18 +731,30 @@ fn app_command(
     Ok(cmd)
 }
 
-/// Istio's httpbin sample images (go-httpbin now, kennethreitz's before).
-fn is_httpbin(image: &str) -> bool {
-    image.contains("go-httpbin") || image.contains("kennethreitz/httpbin")
-}
-
-/// `…/examples-bookinfo-reviews-v2:1.20.3` → (`reviews`, `v2`).
-fn bookinfo_image(image: &str) -> Option<(String, String)> {
-    let rest = image.split("examples-bookinfo-").nth(1)?;
-    let name = rest.split(':').next()?;
-    let (service, version) = name.split_once('-')?;
-    matches!(service, "productpage" | "details" | "reviews" | "ratings")
-        .then(|| (service.to_owned(), version.to_owned()))
+/// The built-in app (service, version) an image of Istio's samples stands
+/// for: BookInfo's four services, httpbin (go-httpbin, kennethreitz's
+/// before it), helloworld, tcp-echo and the fortio client.
+fn sample_image(image: &str) -> Option<(String, String)> {
+    let name = image.rsplit('/').next()?.split(':').next()?;
+    let owned = |s: &str, v: &str| Some((s.to_owned(), v.to_owned()));
+    if let Some(rest) = name.strip_prefix("examples-bookinfo-") {
+        let (service, version) = rest.split_once('-')?;
+        return matches!(service, "productpage" | "details" | "reviews" | "ratings")
+            .then(|| (service.to_owned(), version.to_owned()));
+    }
+    if let Some(version) = name.strip_prefix("examples-helloworld-") {
+        return owned("helloworld", version);
+    }
+    match name {
+        "go-httpbin" | "httpbin"
+            if image.contains("go-httpbin") || image.contains("kennethreitz/httpbin") =>
+        {
+            owned("httpbin", "v1")
+        }
+        "tcp-echo-server" => owned("tcp-echo", "v1"),
+        "fortio" => owned("fortio", "v1"),
+        _ => None,
+    }
 }
 
 fn gateway_ports(objects: &[Object]) -> Vec<u16> {
@@ -929,17 +933,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bookinfo_images() {
-        assert_eq!(
-            bookinfo_image("registry.istio.io/release/examples-bookinfo-reviews-v2:1.20.3"),
-            Some(("reviews".into(), "v2".into()))
-        );
-        assert_eq!(
-            bookinfo_image("docker.io/istio/examples-bookinfo-productpage-v-flooding:1.20"),
-            Some(("productpage".into(), "v-flooding".into()))
-        );
-        assert_eq!(bookinfo_image("docker.io/kennethreitz/httpbin"), None);
-        assert!(is_httpbin("docker.io/mccutchen/go-httpbin:v2.15.0"));
+    fn sample_images() {
+        let cases = [
+            (
+                "registry.istio.io/release/examples-bookinfo-reviews-v2:1.20.3",
+                Some(("reviews", "v2")),
+            ),
+            (
+                "docker.io/istio/examples-bookinfo-productpage-v-flooding:1.20",
+                Some(("productpage", "v-flooding")),
+            ),
+            ("docker.io/kennethreitz/httpbin", Some(("httpbin", "v1"))),
+            (
+                "docker.io/mccutchen/go-httpbin:v2.15.0",
+                Some(("httpbin", "v1")),
+            ),
+            (
+                "registry.istio.io/release/examples-helloworld-v2:1.0",
+                Some(("helloworld", "v2")),
+            ),
+            (
+                "registry.istio.io/release/tcp-echo-server:1.3",
+                Some(("tcp-echo", "v1")),
+            ),
+            (
+                "docker.io/fortio/fortio:latest_release",
+                Some(("fortio", "v1")),
+            ),
+            ("docker.io/curlimages/curl:8.16.0", None),
+            ("example.com/examples-bookinfo-mongodb:1.20", None),
+        ];
+        for (image, want) in cases {
+            let want = want.map(|(s, v)| (s.to_owned(), v.to_owned()));
+            assert_eq!(sample_image(image), want, "{image}");
+        }
     }
 
     #[test]

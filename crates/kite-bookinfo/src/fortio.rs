@@ -1,0 +1,270 @@
+//! Istio's fortio client pod (`samples/httpbin/sample-client`): its server
+//! echoes requests, and `load` drives a fixed number of requests over a few
+//! keep-alive connections, as `fortio load -c <n> -qps <q> -n <n>` does in
+//! the circuit-breaking task, and reports the status codes the same way.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::{net::TcpStream, sync::Mutex};
+
+use crate::{
+    Env, Error,
+    server::{self, App, Request, Response},
+};
+
+/// `fortio server`'s echo: the request body back, with `?status=<code>` and
+/// `?delay=<duration>` honoured.
+pub struct Echo;
+
+impl App for Echo {
+    async fn handle(&self, req: Request) -> Response {
+        let mut status = StatusCode::OK;
+        for (key, value) in req
+            .uri()
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+        {
+            match key {
+                "status" => {
+                    status = value
+                        .parse()
+                        .ok()
+                        .and_then(|c| StatusCode::from_u16(c).ok())
+                        .unwrap_or(status)
+                }
+                "delay" => {
+                    if let Some(d) = parse_duration(value) {
+                        tokio::time::sleep(d.min(Duration::from_secs(10))).await;
+                    }
+                }
+                _ => {}
+            }
+        }
+        server::with_type(status, "application/octet-stream", req.into_body())
+    }
+}
+
+fn parse_duration(s: &str) -> Option<Duration> {
+    let (number, scale) = if let Some(ms) = s.strip_suffix("ms") {
+        (ms, 0.001)
+    } else if let Some(secs) = s.strip_suffix('s') {
+        (secs, 1.0)
+    } else {
+        (s, 1.0)
+    };
+    Duration::try_from_secs_f64(number.parse::<f64>().ok()? * scale).ok()
+}
+
+/// What `fortio load` is told.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Connections, each driven by its own worker (`-c`).
+    pub connections: usize,
+    /// Requests per second over all connections; 0 is as fast as possible.
+    pub qps: f64,
+    /// Total requests (`-n`).
+    pub requests: usize,
+    pub url: Uri,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+/// Status codes seen (`None`: no HTTP response), sockets opened, elapsed.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub codes: BTreeMap<Option<u16>, usize>,
+    pub sockets: usize,
+    pub connections: usize,
+    pub elapsed: Duration,
+}
+
+impl LoadReport {
+    pub fn count(&self, code: u16) -> usize {
+        self.codes.get(&Some(code)).copied().unwrap_or(0)
+    }
+}
+
+impl fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let total: usize = self.codes.values().sum();
+        writeln!(
+            f,
+            "Sockets used: {} (for perfect keepalive, would be {})",
+            self.sockets, self.connections
+        )?;
+        for (code, n) in &self.codes {
+            let pct = 100.0 * *n as f64 / total.max(1) as f64;
+            match code {
+                Some(c) => writeln!(f, "Code {c} : {n} ({pct:.1} %)")?,
+                None => writeln!(f, "Code -1 : {n} ({pct:.1} %)")?,
+            }
+        }
+        let secs = self.elapsed.as_secs_f64();
+        write!(
+            f,
+            "All done {total} calls {:.3} ms avg, {:.1} qps",
+            1000.0 * secs * self.connections as f64 / total.max(1) as f64,
+            total as f64 / secs.max(f64::EPSILON)
+        )
+    }
+}
+
+/// Sends `requests` requests over `connections` keep-alive connections,
+/// through the `HTTP_PROXY` of `env` when it names one (as the pod's app
+/// reaches its sidecar in local mode).
+pub async fn load(options: LoadOptions, env: &Env) -> Result<LoadReport, Error> {
+    let authority = options
+        .url
+        .authority()
+        .map(|a| a.to_string())
+        .ok_or_else(|| Error::BadArgs {
+            service: "fortio",
+            reason: format!("{} has no host", options.url),
+        })?;
+    let proxy = ["http_proxy", "HTTP_PROXY"]
+        .iter()
+        .find_map(|name| env.get(name).filter(|v| !v.is_empty()))
+        .and_then(crate::client::parse_proxy);
+    let target = match proxy {
+        Some(_) => options.url.to_string(),
+        None => options
+            .url
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |pq| pq.to_string()),
+    };
+    let connect_to = proxy.unwrap_or_else(|| {
+        if authority.contains(':') {
+            authority.clone()
+        } else {
+            format!("{authority}:80")
+        }
+    });
+    let next = Arc::new(AtomicUsize::new(0));
+    let sockets = Arc::new(AtomicUsize::new(0));
+    let codes = Arc::new(Mutex::new(BTreeMap::new()));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..options.connections.max(1))
+        .map(|_| {
+            let (next, sockets, codes) = (next.clone(), sockets.clone(), codes.clone());
+            let (connect_to, authority, target) =
+                (connect_to.clone(), authority.clone(), target.clone());
+            let options = options.clone();
+            tokio::spawn(async move {
+                let mut conn: Option<SendRequest<Full<Bytes>>> = None;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= options.requests {
+                        return;
+                    }
+                    if options.qps > 0.0 {
+                        let due = start + Duration::from_secs_f64(i as f64 / options.qps);
+                        tokio::time::sleep_until(due.into()).await;
+                    }
+                    if conn.as_ref().is_none_or(|c| c.is_closed()) {
+                        conn = open(&connect_to).await;
+                        if conn.is_some() {
+                            sockets.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    let code = match conn.as_mut() {
+                        Some(sender) => {
+                            exchange(sender, &target, &authority, options.timeout).await
+                        }
+                        None => None,
+                    };
+                    if code.is_none() {
+                        conn = None;
+                    }
+                    *codes.lock().await.entry(code).or_insert(0) += 1;
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.await;
+    }
+    let codes = std::mem::take(&mut *codes.lock().await);
+    Ok(LoadReport {
+        codes,
+        sockets: sockets.load(Ordering::Relaxed),
+        connections: options.connections.max(1),
+        elapsed: start.elapsed(),
+    })
+}
+
+async fn open(addr: &str) -> Option<SendRequest<Full<Bytes>>> {
+    let stream = TcpStream::connect(addr).await.ok()?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    Some(sender)
+}
+
+async fn exchange(
+    sender: &mut SendRequest<Full<Bytes>>,
+    target: &str,
+    authority: &str,
+    timeout: Duration,
+) -> Option<u16> {
+    let attempt = async {
+        sender.ready().await.ok()?;
+        let req = http::Request::get(target)
+            .header(header::HOST, authority)
+            .header(header::USER_AGENT, "fortio.org/fortio-kite")
+            .body(Full::new(Bytes::new()))
+            .ok()?;
+        let rsp = sender.send_request(req).await.ok()?;
+        let status = rsp.status().as_u16();
+        rsp.into_body().collect().await.ok()?;
+        Some(status)
+    };
+    tokio::time::timeout(timeout, attempt).await.ok().flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn load_counts_codes_over_keepalive_connections() {
+        let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(server::serve(
+            listener,
+            Arc::new(Echo),
+            std::future::pending(),
+        ));
+        let report = load(
+            LoadOptions {
+                connections: 2,
+                qps: 0.0,
+                requests: 10,
+                url: format!("http://{addr}/echo?status=503").parse().unwrap(),
+                timeout: Duration::from_secs(5),
+            },
+            &Env::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.count(503), 10, "{report}");
+        assert_eq!(report.sockets, 2, "{report}");
+        assert!(report.to_string().contains("Code 503 : 10 (100.0 %)"));
+    }
+}
