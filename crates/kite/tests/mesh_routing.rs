@@ -9,63 +9,13 @@ mod support;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use support::{Mesh, Sidecar, get, sample, send};
+use support::{
+    Mesh, Sidecar,
+    bookinfo::{login, page, version_of, versions},
+    get, sample, send,
+};
 
 const PROXIES: usize = 7;
-
-fn version_of(page: &str) -> &'static str {
-    if page.contains("gap-x-1 text-red-500") {
-        "v3"
-    } else if page.contains("gap-x-1 text-black-500") {
-        "v2"
-    } else {
-        "v1"
-    }
-}
-
-async fn page(gw: SocketAddr, cookie: Option<&str>) -> String {
-    let headers: Vec<(&str, &str)> = cookie.map(|c| ("cookie", c)).into_iter().collect();
-    let r = get(gw, "/productpage", &headers).await.unwrap();
-    assert_eq!(r.status, 200, "{}", r.text());
-    let text = r.text();
-    assert!(
-        text.contains("<title>Simple Bookstore App</title>"),
-        "{text}"
-    );
-    text
-}
-
-/// Versions of reviews seen over `n` page loads.
-async fn versions(gw: SocketAddr, cookie: Option<&str>, n: usize) -> [usize; 3] {
-    let mut seen = [0; 3];
-    for _ in 0..n {
-        match version_of(&page(gw, cookie).await) {
-            "v1" => seen[0] += 1,
-            "v2" => seen[1] += 1,
-            _ => seen[2] += 1,
-        }
-    }
-    seen
-}
-
-async fn login(gw: SocketAddr, user: &str) -> String {
-    let referer = format!("http://{gw}/productpage");
-    let r = send(
-        gw,
-        "POST",
-        "/login",
-        &[
-            ("content-type", "application/x-www-form-urlencoded"),
-            ("referer", &referer),
-        ],
-        Bytes::from(format!("username={user}&passwd=x")),
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status, 302, "{}", r.text());
-    let cookie = r.headers["set-cookie"].to_str().unwrap();
-    cookie.split(';').next().unwrap().to_owned()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_follows_kite_config() {

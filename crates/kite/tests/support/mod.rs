@@ -17,6 +17,9 @@ use hyper_util::rt::TokioIo;
 use kite_control::{bootstrap::Bootstrap, proxy::ProxyKind};
 use serde_json::Value;
 
+pub mod bookinfo;
+pub mod up;
+
 pub const SAMPLES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../../shared/istio-samples/samples"
