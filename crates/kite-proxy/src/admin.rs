@@ -257,6 +257,11 @@ impl Admin {
                     v.load(Ordering::Relaxed)
                 ));
             }
+            out.push_str(&format!(
+                "cluster.{}.outlier_detection.ejections_active: {}\n",
+                rt.config.name,
+                rt.ejections_active()
+            ));
         }
         out
     }

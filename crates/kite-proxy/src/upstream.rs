@@ -327,12 +327,7 @@ impl ClusterRuntime {
         }
         drop(o);
         let now = Instant::now();
-        let ejected = self
-            .endpoint_state
-            .lock()
-            .values()
-            .filter(|e| e.outlier.lock().ejected_until.is_some_and(|t| t > now))
-            .count();
+        let ejected = self.ejections_active();
         let max = (endpoint_count * od.max_ejection_percent as usize)
             .div_ceil(100)
             .max(1);
@@ -347,6 +342,16 @@ impl ClusterRuntime {
         s.outlier_detection_ejections_enforced_total
             .fetch_add(1, Ordering::Relaxed);
         tracing::info!(cluster = %self.config.name, endpoint = %addr, until = ?o.ejected_until, "outlier ejected");
+    }
+
+    /// Endpoints ejected now (Envoy's `outlier_detection.ejections_active`).
+    pub(crate) fn ejections_active(&self) -> usize {
+        let now = Instant::now();
+        self.endpoint_state
+            .lock()
+            .values()
+            .filter(|e| e.outlier.lock().ejected_until.is_some_and(|t| t > now))
+            .count()
     }
 
     pub(crate) fn is_ejected(&self, addr: SocketAddr) -> bool {

@@ -163,8 +163,11 @@ pub(crate) async fn shutdown_signal() {
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("KITE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a terminal: `kite up` writes each process's log to a
+    // file that people grep.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if std::env::var("KITE_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();

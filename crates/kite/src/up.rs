@@ -76,6 +76,50 @@ struct Proc {
     name: String,
     child: Child,
     log: PathBuf,
+    /// How it was started, to start it again after it exits.
+    spec: Launch,
+    /// Restarts so far, and when the next one is due once it has exited.
+    restarts: u32,
+    restart_at: Option<tokio::time::Instant>,
+}
+
+/// A command as it was spawned: program, arguments and environment changes.
+#[derive(Clone)]
+struct Launch {
+    program: std::ffi::OsString,
+    args: Vec<std::ffi::OsString>,
+    envs: Vec<(std::ffi::OsString, Option<std::ffi::OsString>)>,
+}
+
+impl Launch {
+    fn of(cmd: &Command) -> Self {
+        let std = cmd.as_std();
+        Self {
+            program: std.get_program().to_owned(),
+            args: std.get_args().map(ToOwned::to_owned).collect(),
+            envs: std
+                .get_envs()
+                .map(|(k, v)| (k.to_owned(), v.map(ToOwned::to_owned)))
+                .collect(),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args);
+        for (k, v) in &self.envs {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd
+    }
+}
+
+/// The kubelet's restart back-off: 10 s, doubling, at most 5 min.
+fn restart_delay(restarts: u32) -> Duration {
+    Duration::from_secs(10u64.saturating_mul(1 << restarts.min(5)).min(300))
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -505,10 +549,32 @@ async fn register(
     Ok(())
 }
 
-fn start(name: &str, mut cmd: Command, logs: &Path) -> anyhow::Result<Proc> {
+fn start(name: &str, cmd: Command, logs: &Path) -> anyhow::Result<Proc> {
     let log = logs.join(format!("{name}.log"));
     let file =
         std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    spawn(name, &Launch::of(&cmd), cmd, log, file)
+}
+
+/// Starts an exited process again, appending to its log.
+fn restart(p: &mut Proc) -> anyhow::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&p.log)
+        .with_context(|| format!("opening {}", p.log.display()))?;
+    let restarts = p.restarts + 1;
+    *p = spawn(&p.name, &p.spec, p.spec.command(), p.log.clone(), file)?;
+    p.restarts = restarts;
+    Ok(())
+}
+
+fn spawn(
+    name: &str,
+    spec: &Launch,
+    mut cmd: Command,
+    log: PathBuf,
+    file: std::fs::File,
+) -> anyhow::Result<Proc> {
     cmd.stdin(Stdio::null())
         .stdout(
             file.try_clone()
@@ -521,6 +587,9 @@ fn start(name: &str, mut cmd: Command, logs: &Path) -> anyhow::Result<Proc> {
         name: name.to_owned(),
         child,
         log,
+        spec: spec.clone(),
+        restarts: 0,
+        restart_at: None,
     })
 }
 
@@ -897,9 +966,34 @@ async fn wait_for_stop(
             () = &mut stop => return Ok(()),
             _ = check.tick() => {
                 for p in procs.iter_mut() {
-                    if let Some(status) = p.child.try_wait()? {
+                    let now = tokio::time::Instant::now();
+                    if p.restart_at.is_some_and(|at| at <= now) {
+                        restart(p)?;
+                        println!("restarted {} (restart {})", p.name, p.restarts);
+                        continue;
+                    }
+                    if p.restart_at.is_some() {
+                        continue;
+                    }
+                    let Some(status) = p.child.try_wait()? else {
+                        continue;
+                    };
+                    // A pod's app or sidecar that exits is started again
+                    // after a back-off, as the kubelet restarts containers;
+                    // the control plane and the gateway are the mesh itself.
+                    if !(p.name.ends_with(".app") || p.name.ends_with(".proxy"))
+                        || p.name == "istio-ingressgateway.proxy"
+                    {
                         bail!("{} exited with {status}; see {}", p.name, p.log.display());
                     }
+                    let delay = restart_delay(p.restarts);
+                    println!(
+                        "{} exited with {status}; restarting in {} s (see {})",
+                        p.name,
+                        delay.as_secs(),
+                        p.log.display()
+                    );
+                    p.restart_at = Some(now + delay);
                 }
                 if let Err(e) = reconcile(args, exe, logs, procs, cluster).await {
                     eprintln!("kite up: {e:#}");
@@ -931,6 +1025,12 @@ async fn terminate(p: &mut Proc) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restart_back_off() {
+        let secs: Vec<u64> = (0..8).map(|n| restart_delay(n).as_secs()).collect();
+        assert_eq!(secs, [10, 20, 40, 80, 160, 300, 300, 300]);
+    }
 
     #[test]
     fn sample_images() {

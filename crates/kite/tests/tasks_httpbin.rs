@@ -1,0 +1,340 @@
+//! Istio's resilience tasks with httpbin (istio-api.md §3.6, §3.7, §3.9)
+//! on `kite up`, once with Kite sidecars and once with Envoy sidecars on
+//! Kite's control plane: circuit breaking with the fortio client, retries,
+//! outlier detection, mirroring, and the httpbin ingress gateway.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use support::{Sidecar, get, sample, up::Up};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn net(slot: u8) -> u8 {
+    140 + u8::try_from(std::process::id() % 4).unwrap() * 12 + 4 + slot * 2
+}
+
+const HTTPBIN_CLUSTER: &str = "cluster.outbound|8000||httpbin.default.svc.cluster.local";
+
+/// `kite load` (fortio load) run in the fortio pod: through its sidecar.
+fn fortio_load(up: &Up, fortio: IpAddr, args: &[&str]) -> String {
+    let out = up
+        .command()
+        .arg("load")
+        .args(args)
+        .env("HTTP_PROXY", format!("http://{fortio}:15001"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "kite load {args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// The count of `Code <code> : <n>` in fortio's report.
+fn code_count(report: &str, code: u16) -> usize {
+    report
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("Code {code} : "))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Requests an app logged for `path`.
+fn logged(up: &Up, pod: &str, path: &str) -> usize {
+    up.app_log(pod)
+        .lines()
+        .filter(|l| l.contains(&format!("path=\"{path}\"")))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn httpbin_tasks_with_kite_sidecars() {
+    let _serial = SERIAL.lock().await;
+    httpbin_tasks(Sidecar::Kite, net(0)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn httpbin_tasks_with_envoy_sidecars() {
+    let _serial = SERIAL.lock().await;
+    httpbin_tasks(Sidecar::Envoy, net(1)).await;
+}
+
+async fn httpbin_tasks(sidecar: Sidecar, net: u8) {
+    let up = Up::start(
+        "tasks-httpbin",
+        sidecar,
+        net,
+        &[
+            &sample("httpbin/httpbin.yaml"),
+            &sample("httpbin/sample-client/fortio-deploy.yaml"),
+        ],
+    )
+    .await;
+    up.synced().await;
+    let fortio = up.pod("fortio").await;
+    ingress(&up).await;
+    circuit_breaking(&up, fortio).await;
+    retries(&up, fortio).await;
+    outlier_detection(&up, fortio).await;
+}
+
+/// §3.9: `httpbin-gateway.yaml` exposes httpbin on the gateway's port 80.
+async fn ingress(up: &Up) {
+    up.apply(&[&sample("httpbin/httpbin-gateway.yaml")]).await;
+    let gw = SocketAddr::new(up.gateway_ip, 80);
+    let mut status = 0;
+    for _ in 0..50 {
+        if let Ok(r) = get(gw, "/status/418", &[("host", "httpbin.example.com")]).await {
+            status = r.status;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 418, "the teapot through the gateway");
+    let r = get(gw, "/headers", &[("host", "httpbin.example.com")])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("httpbin.example.com"), "{}", r.text());
+    up.delete(&[&sample("httpbin/httpbin-gateway.yaml")]).await;
+}
+
+const CIRCUIT_BREAKER: &str = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: httpbin
+spec:
+  host: httpbin
+  trafficPolicy:
+    connectionPool:
+      tcp:
+        maxConnections: 1
+      http:
+        http1MaxPendingRequests: 1
+        maxRequestsPerConnection: 1
+    outlierDetection:
+      consecutive5xxErrors: 1
+      interval: 1s
+      baseEjectionTime: 3m
+      maxEjectionPercent: 100
+";
+
+/// §3.6: one connection at a time passes; three concurrent callers
+/// overflow the pool: 503s, counted as `upstream_rq_pending_overflow`.
+async fn circuit_breaking(up: &Up, fortio: IpAddr) {
+    let dr = up.file("circuit-breaker", CIRCUIT_BREAKER);
+    up.apply(&[&dr]).await;
+    let url = "http://httpbin:8000/get";
+    let one = fortio_load(up, fortio, &["-c", "1", "--qps", "0", "-n", "20", url]);
+    assert_eq!(code_count(&one, 200), 20, "{one}");
+    let overflow = format!("{HTTPBIN_CLUSTER}.upstream_rq_pending_overflow");
+    let before = up.stat(fortio, &overflow).await;
+    let three = fortio_load(up, fortio, &["-c", "3", "--qps", "0", "-n", "60", url]);
+    let rejected = code_count(&three, 503);
+    assert!(
+        rejected > 0 && code_count(&three, 200) > 0 && rejected + code_count(&three, 200) == 60,
+        "{three}"
+    );
+    let after = up.stat(fortio, &overflow).await;
+    assert!(
+        after - before >= rejected as u64,
+        "{overflow}: {before} → {after}, {rejected} rejected"
+    );
+    up.delete(&[&dr]).await;
+}
+
+fn retry_vs(retries: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: httpbin
+spec:
+  hosts:
+  - httpbin
+  http:
+  - route:
+    - destination:
+        host: httpbin
+{retries}"
+    )
+}
+
+/// Retries: Istio's default policy leaves the app's 503 alone; `attempts`
+/// with `retryOn` retries the conditions named and no others.
+async fn retries(up: &Up, fortio: IpAddr) {
+    let httpbin = up.pods("default", "httpbin", 1).await[0].0.clone();
+    let proxy = SocketAddr::new(fortio, 15001);
+    // The requests the app saw for one call.
+    let tries = |path: &'static str, want: u16| {
+        let httpbin = httpbin.clone();
+        async move {
+            let before = logged(up, &httpbin, path);
+            let r = get(proxy, &format!("http://httpbin:8000{path}"), &[])
+                .await
+                .unwrap();
+            assert_eq!(r.status, want, "{path}: {}", r.text());
+            // The app logs after it answers; give the last line a moment.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            logged(up, &httpbin, path) - before
+        }
+    };
+    assert_eq!(tries("/status/503", 503).await, 1, "no retry by default");
+
+    let vs = up.file(
+        "retries-5xx",
+        &retry_vs("    retries:\n      attempts: 3\n      retryOn: 5xx\n"),
+    );
+    up.apply(&[&vs]).await;
+    assert_eq!(tries("/status/503", 503).await, 4, "5xx: 1 + 3 retries");
+    assert_eq!(tries("/status/404", 404).await, 1, "5xx leaves 4xx alone");
+
+    let vs = up.file(
+        "retries-codes",
+        &retry_vs("    retries:\n      attempts: 2\n      retryOn: gateway-error,409\n"),
+    );
+    up.apply(&[&vs]).await;
+    assert_eq!(tries("/status/502", 502).await, 3, "gateway-error");
+    assert_eq!(
+        tries("/status/409", 409).await,
+        3,
+        "a retriable status code"
+    );
+    assert_eq!(
+        tries("/status/500", 500).await,
+        1,
+        "500 is no gateway error"
+    );
+
+    let vs = up.file(
+        "retries-per-try",
+        &retry_vs(
+            "    timeout: 10s\n    retries:\n      attempts: 2\n      perTryTimeout: 0.3s\n      retryOn: 5xx\n",
+        ),
+    );
+    up.apply(&[&vs]).await;
+    // The app never finishes (nor logs) a request its caller gave up on;
+    // the client sidecar's counters tell.
+    let counter = |name: &str| format!("{HTTPBIN_CLUSTER}.{name}");
+    let (timeouts, retried) = (
+        up.stat(fortio, &counter("upstream_rq_per_try_timeout"))
+            .await,
+        up.stat(fortio, &counter("upstream_rq_retry")).await,
+    );
+    let r = get(proxy, "http://httpbin:8000/delay/1", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(
+        (
+            up.stat(fortio, &counter("upstream_rq_per_try_timeout"))
+                .await
+                - timeouts,
+            up.stat(fortio, &counter("upstream_rq_retry")).await - retried,
+        ),
+        (3, 2),
+        "each of three tries times out after 0.3 s; two are retries"
+    );
+    up.delete(&[&vs]).await;
+}
+
+/// A second httpbin Deployment behind the same Service.
+const HTTPBIN_B: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: httpbin-b
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app: httpbin
+      version: v1
+  template:
+    metadata:
+      labels:
+        app: httpbin
+        version: v1
+    spec:
+      serviceAccountName: httpbin
+      containers:
+      - image: docker.io/mccutchen/go-httpbin:v2.15.0
+        name: httpbin
+        ports:
+        - containerPort: 8080
+";
+
+const OUTLIER: &str = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: httpbin
+spec:
+  host: httpbin
+  trafficPolicy:
+    outlierDetection:
+      consecutive5xxErrors: 1
+      interval: 1s
+      baseEjectionTime: 3m
+      maxEjectionPercent: 100
+";
+
+/// Outlier detection: of two httpbin pods, one whose app is gone answers
+/// 503 through its sidecar; after one such error it is ejected and every
+/// request goes to the other.
+async fn outlier_detection(up: &Up, fortio: IpAddr) {
+    let b = up.file("httpbin-b", HTTPBIN_B);
+    up.apply(&[&b]).await;
+    let pods = up.pods("default", "httpbin", 2).await;
+    let dr = up.file("outlier", OUTLIER);
+    up.apply(&[&dr]).await;
+    // Stop the second pod's app; its sidecar stays.
+    let victim = pods
+        .iter()
+        .find(|(n, _)| n.starts_with("httpbin-b-"))
+        .unwrap();
+    let app_ip = app_ip_of(victim.1);
+    let killed = std::process::Command::new("pkill")
+        .args(["-f", "--", &format!("--listen {app_ip}:8080")])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "no app at {app_ip}:8080");
+    let proxy = SocketAddr::new(fortio, 15001);
+    let mut codes = Vec::new();
+    for _ in 0..20 {
+        let r = get(proxy, "http://httpbin:8000/get", &[]).await.unwrap();
+        codes.push(r.status);
+    }
+    let failed = codes.iter().filter(|c| **c != 200).count();
+    assert!(failed <= 1, "one failure ejects the host: {codes:?}");
+    assert_eq!(&codes[codes.len() - 10..], &[200; 10], "{codes:?}");
+    let ejections = up
+        .stat(
+            fortio,
+            &format!("{HTTPBIN_CLUSTER}.outlier_detection.ejections_active"),
+        )
+        .await;
+    assert_eq!(ejections, 1);
+    up.delete(&[&dr, &b]).await;
+}
+
+/// A pod's app address: the same host in the next /16 (`kite up`'s layout).
+fn app_ip_of(pod: IpAddr) -> IpAddr {
+    let IpAddr::V4(v4) = pod else {
+        panic!("IPv4 pods only")
+    };
+    let [a, b, c, d] = v4.octets();
+    IpAddr::from([a, b + 1, c, d])
+}
