@@ -338,3 +338,217 @@ fn app_ip_of(pod: IpAddr) -> IpAddr {
     let [a, b, c, d] = v4.octets();
     IpAddr::from([a, b + 1, c, d])
 }
+
+/// The mirroring task's workloads, as its docs deploy them.
+const MIRROR_WORKLOADS: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: httpbin-v1
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app: httpbin
+      version: v1
+  template:
+    metadata:
+      labels:
+        app: httpbin
+        version: v1
+    spec:
+      containers:
+      - image: docker.io/kennethreitz/httpbin
+        imagePullPolicy: IfNotPresent
+        name: httpbin
+        command: [\"gunicorn\", \"--access-logfile\", \"-\", \"-b\", \"0.0.0.0:80\", \"httpbin:app\"]
+        ports:
+        - containerPort: 80
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: httpbin-v2
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app: httpbin
+      version: v2
+  template:
+    metadata:
+      labels:
+        app: httpbin
+        version: v2
+    spec:
+      containers:
+      - image: docker.io/kennethreitz/httpbin
+        imagePullPolicy: IfNotPresent
+        name: httpbin
+        command: [\"gunicorn\", \"--access-logfile\", \"-\", \"-b\", \"0.0.0.0:80\", \"httpbin:app\"]
+        ports:
+        - containerPort: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: httpbin
+  labels:
+    app: httpbin
+spec:
+  ports:
+  - name: http
+    port: 8000
+    targetPort: 80
+  selector:
+    app: httpbin
+";
+
+const MIRROR_ROUTING: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: httpbin
+spec:
+  hosts:
+    - httpbin
+  http:
+  - route:
+    - destination:
+        host: httpbin
+        subset: v1
+      weight: 100
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: httpbin
+spec:
+  host: httpbin
+  subsets:
+  - name: v1
+    labels:
+      version: v1
+  - name: v2
+    labels:
+      version: v2
+";
+
+fn mirror_vs(percent: u32) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: httpbin
+spec:
+  hosts:
+    - httpbin
+  http:
+  - route:
+    - destination:
+        host: httpbin
+        subset: v1
+      weight: 100
+    mirror:
+      host: httpbin
+      subset: v2
+    mirrorPercentage:
+      value: {percent}.0
+"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirroring_with_kite_sidecars() {
+    let _serial = SERIAL.lock().await;
+    mirroring(Sidecar::Kite, net(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirroring_with_envoy_sidecars() {
+    let _serial = SERIAL.lock().await;
+    mirroring(Sidecar::Envoy, net(3)).await;
+}
+
+/// §3.7: a fire-and-forget copy to v2 with the `-shadow` Host, at the
+/// percentage asked; the caller's answer is v1's, whatever becomes of v2.
+async fn mirroring(sidecar: Sidecar, net: u8) {
+    let dir = std::env::temp_dir().join(format!("kite-mirror-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let workloads = dir.join(format!("{sidecar:?}-workloads.yaml"));
+    std::fs::write(&workloads, MIRROR_WORKLOADS).unwrap();
+    let up = Up::start(
+        "tasks-mirroring",
+        sidecar,
+        net,
+        &[workloads.to_str().unwrap(), &sample("curl/curl.yaml")],
+    )
+    .await;
+    let routing = up.file("mirror-routing", MIRROR_ROUTING);
+    up.apply(&[&routing]).await;
+    let curl = SocketAddr::new(up.pod("curl").await, 15001);
+    let pods = up.pods("default", "httpbin", 2).await;
+    let pod = |version: &str| {
+        pods.iter()
+            .find(|(n, _)| n.starts_with(&format!("httpbin-{version}-")))
+            .unwrap()
+            .clone()
+    };
+    let (v1, v2) = (pod("v1"), pod("v2"));
+    let headers = |up: &Up, pod: &str| logged(up, pod, "/headers");
+    let call = || async {
+        let r = get(curl, "http://httpbin:8000/headers", &[]).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        r
+    };
+
+    call().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!((headers(&up, &v1.0), headers(&up, &v2.0)), (1, 0));
+
+    let mirror = up.file("mirror-100", &mirror_vs(100));
+    up.apply(&[&mirror]).await;
+    let r = call().await;
+    assert!(
+        r.text().contains("\"httpbin:8000\""),
+        "v1's answer: {}",
+        r.text()
+    );
+    let mut shadowed = false;
+    for _ in 0..30 {
+        shadowed = up
+            .app_log(&v2.0)
+            .lines()
+            .any(|l| l.contains("path=\"/headers\"") && l.contains("host=\"httpbin-shadow:8000\""));
+        if shadowed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        shadowed,
+        "v2 sees the copy with the -shadow host:\n{}",
+        up.app_log(&v2.0)
+    );
+    assert_eq!(headers(&up, &v1.0), 2);
+
+    let half = up.file("mirror-50", &mirror_vs(50));
+    up.apply(&[&half]).await;
+    let before = headers(&up, &v2.0);
+    for _ in 0..60 {
+        call().await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let copies = headers(&up, &v2.0) - before;
+    assert!((15..=45).contains(&copies), "50 % of 60 mirrored: {copies}");
+
+    // With v2's app gone, callers still get v1's answers.
+    up.apply(&[&mirror]).await;
+    let killed = std::process::Command::new("pkill")
+        .args(["-f", "--", &format!("--listen {}:80", app_ip_of(v2.1))])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    for _ in 0..10 {
+        call().await;
+    }
+    let _ = std::fs::remove_file(&workloads);
+}
