@@ -88,6 +88,12 @@ const VIRTUAL_SERVICE: &[&str] = &[
     "spec.http[].corsPolicy.maxAge",
     "spec.http[].corsPolicy.allowCredentials",
     "spec.http[].headers.*",
+    "spec.tcp[].match[].port",
+    "spec.tcp[].match[].gateways",
+    "spec.tcp[].match[].sourceLabels.*",
+    "spec.tcp[].match[].sourceNamespace",
+    "spec.tcp[].route[].destination.*",
+    "spec.tcp[].route[].weight",
 ];
 
 const TRAFFIC_POLICY: &[&str] = &[

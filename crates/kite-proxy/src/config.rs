@@ -84,7 +84,8 @@ pub enum ListenerKind {
     Http(HttpManager),
     Tcp {
         stat_prefix: String,
-        cluster: String,
+        /// Clusters with their weights; one connection goes to one of them.
+        clusters: Vec<(String, u32)>,
     },
 }
 

@@ -140,8 +140,8 @@ async fn connection(
             ListenerKind::Http(hcm) => {
                 serve_http(stream, peer, Arc::new(hcm.clone()), shared, None).await
             }
-            ListenerKind::Tcp { cluster, .. } => {
-                crate::tcp::proxy(stream, cluster.clone(), shared).await
+            ListenerKind::Tcp { clusters, .. } => {
+                crate::tcp::proxy(stream, crate::tcp::pick(clusters), shared).await
             }
         }
         return;
@@ -171,7 +171,9 @@ async fn connection(
         ListenerKind::Http(hcm) => {
             serve_http(tls, peer, Arc::new(hcm.clone()), shared, peer_id).await
         }
-        ListenerKind::Tcp { cluster, .. } => crate::tcp::proxy(tls, cluster.clone(), shared).await,
+        ListenerKind::Tcp { clusters, .. } => {
+            crate::tcp::proxy(tls, crate::tcp::pick(clusters), shared).await
+        }
     }
 }
 

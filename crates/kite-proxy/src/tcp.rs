@@ -7,6 +7,19 @@ use tracing::debug;
 
 use crate::router::Shared;
 
+/// One of the weighted clusters, in proportion to its weight.
+pub(crate) fn pick(clusters: &[(String, u32)]) -> String {
+    let total: u64 = clusters.iter().map(|(_, w)| u64::from(*w)).sum();
+    let mut at = fastrand::u64(..total.max(1));
+    for (name, weight) in clusters {
+        if at < u64::from(*weight) {
+            return name.clone();
+        }
+        at -= u64::from(*weight);
+    }
+    clusters.first().map(|(n, _)| n.clone()).unwrap_or_default()
+}
+
 pub(crate) async fn proxy<S>(mut downstream: S, cluster: String, shared: Arc<Shared>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,

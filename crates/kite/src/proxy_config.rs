@@ -486,7 +486,10 @@ fn listeners_table(format: Format, listeners: &[Value]) -> String {
                 };
                 let dest = match s(&l["type"]) {
                     "HTTP" => format!("Route: {}", s(&l["route_config"])),
-                    "TCP" => format!("Cluster: {}", s(&l["cluster"])),
+                    "TCP" => format!(
+                        "Cluster: {}",
+                        weighted(l["clusters"].as_array().into_iter().flatten())
+                    ),
                     _ => String::new(),
                 };
                 (ip, port, vec![(s(&l["type"]).to_owned(), dest)])

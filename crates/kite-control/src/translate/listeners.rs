@@ -210,20 +210,26 @@ pub(super) fn gateway(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
     // Servers of every selected Gateway, grouped by port: one listener and
     // one route table per port.
     let mut by_port: BTreeMap<u16, Vec<(String, String, Vec<String>)>> = BTreeMap::new();
+    let mut tcp_ports: BTreeMap<u16, Vec<(String, String)>> = BTreeMap::new();
     for (obj, gw) in cx.gateways() {
         for server in &gw.servers {
             let Some(port) = server.port.as_ref() else {
                 continue;
             };
-            if !matches!(
-                port.protocol.to_ascii_uppercase().as_str(),
-                "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB"
-            ) {
-                continue;
-            }
             let Ok(number) = u16::try_from(port.target_port.unwrap_or(port.number)) else {
                 continue;
             };
+            let protocol = port.protocol.to_ascii_uppercase();
+            if matches!(protocol.as_str(), "TCP" | "MONGO" | "MYSQL" | "REDIS") {
+                tcp_ports
+                    .entry(number)
+                    .or_default()
+                    .push((obj.meta.name.clone(), obj.meta.namespace.clone()));
+                continue;
+            }
+            if !matches!(protocol.as_str(), "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB") {
+                continue;
+            }
             by_port.entry(number).or_default().push((
                 obj.meta.name.clone(),
                 obj.meta.namespace.clone(),
@@ -259,6 +265,30 @@ pub(super) fn gateway(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
                 cx.proxy.ip,
                 port,
                 hcm(&format!("outbound_{port}"), &route_name, true),
+            ),
+        );
+    }
+    // A TCP server forwards each connection as the first VirtualService
+    // bound to it with a TCP route for the port says; without one there is
+    // nothing to forward to and, as in Istio, no listener.
+    for (port, servers) in tcp_ports {
+        let targets = servers
+            .iter()
+            .map(|(name, ns)| routes::gateway_tcp_targets(cx, name, ns, port))
+            .find(|t| !t.is_empty())
+            .unwrap_or_default();
+        if targets.is_empty() {
+            continue;
+        }
+        let name = format!("0.0.0.0_{port}");
+        snapshot.insert(
+            type_url::LISTENER,
+            name.clone(),
+            &listener(
+                &name,
+                cx.proxy.ip,
+                port,
+                tcp_weighted(&format!("outbound_{port}"), &targets),
             ),
         );
     }
@@ -451,6 +481,33 @@ fn hcm_with(stat_prefix: &str, route: &str, edge: bool, connect: bool) -> Filter
     Filter {
         name: HCM.to_owned(),
         config_type: Some(ConfigType::TypedConfig(any(&manager))),
+    }
+}
+
+/// A TCP proxy to one cluster, or spread over several by weight.
+fn tcp_weighted(stat_prefix: &str, targets: &[(String, u32)]) -> Filter {
+    let cluster_specifier = match targets {
+        [(cluster, _)] => tcp_proxy::ClusterSpecifier::Cluster(cluster.clone()),
+        _ => tcp_proxy::ClusterSpecifier::WeightedClusters(tcp_proxy::WeightedCluster {
+            clusters: targets
+                .iter()
+                .map(
+                    |(name, weight)| tcp_proxy::weighted_cluster::ClusterWeight {
+                        name: name.clone(),
+                        weight: *weight,
+                        ..Default::default()
+                    },
+                )
+                .collect(),
+        }),
+    };
+    Filter {
+        name: TCP_PROXY.to_owned(),
+        config_type: Some(ConfigType::TypedConfig(any(&TcpProxy {
+            stat_prefix: stat_prefix.to_owned(),
+            cluster_specifier: Some(cluster_specifier),
+            ..Default::default()
+        }))),
     }
 }
 

@@ -122,32 +122,8 @@ fn connect_route(
     hostname: &str,
     port: u16,
 ) -> Route {
-    let targets: Vec<(String, u32)> = vs
-        .and_then(|(obj, vs)| {
-            let ns = obj.meta.namespace.as_str();
-            vs.tcp
-                .iter()
-                .find(|r| {
-                    r.r#match.is_empty()
-                        || r.r#match
-                            .iter()
-                            .any(|m| m.port == 0 || m.port == u32::from(port))
-                })
-                .map(|r| {
-                    r.route
-                        .iter()
-                        .map(|d| {
-                            let w = if r.route.len() == 1 {
-                                100
-                            } else {
-                                u32::try_from(d.weight).unwrap_or(0)
-                            };
-                            (cluster_for(cx, ns, &d.destination, port), w)
-                        })
-                        .filter(|(_, w)| *w > 0)
-                        .collect::<Vec<_>>()
-                })
-        })
+    let targets = vs
+        .map(|(obj, vs)| tcp_targets(cx, obj, vs, port, Context::Mesh))
         .filter(|t| !t.is_empty())
         .unwrap_or_else(|| vec![(outbound_cluster(port, "", hostname), 100)]);
     let cluster_specifier = match targets.as_slice() {
@@ -186,6 +162,61 @@ fn connect_route(
         })),
         ..Default::default()
     }
+}
+
+/// Where the first of a VirtualService's TCP routes that matches `port`
+/// (the listener's or gateway's port) sends connections: clusters with
+/// their weights; empty when no route matches.
+pub(super) fn tcp_targets(
+    cx: &Ctx<'_>,
+    obj: &Object,
+    vs: &VirtualService,
+    port: u16,
+    context: Context<'_>,
+) -> Vec<(String, u32)> {
+    let ns = obj.meta.namespace.as_str();
+    let Some(rule) = vs.tcp.iter().find(|r| {
+        r.r#match.is_empty()
+            || r.r#match.iter().any(|m| {
+                Scope {
+                    port: m.port,
+                    source_labels: &m.source_labels,
+                    source_namespace: &m.source_namespace,
+                    gateways: &m.gateways,
+                }
+                .applies(cx, port, ns, context)
+            })
+    }) else {
+        return Vec::new();
+    };
+    rule.route
+        .iter()
+        .map(|d| {
+            let weight = if rule.route.len() == 1 {
+                100
+            } else {
+                u32::try_from(d.weight).unwrap_or(0)
+            };
+            (cluster_for(cx, ns, &d.destination, port), weight)
+        })
+        .filter(|(_, w)| *w > 0)
+        .collect()
+}
+
+/// TCP targets of the VirtualServices bound to the gateway `ns/name` for
+/// connections on its server port `port`.
+pub(super) fn gateway_tcp_targets(
+    cx: &Ctx<'_>,
+    gateway: &str,
+    gateway_ns: &str,
+    port: u16,
+) -> Vec<(String, u32)> {
+    let key = format!("{gateway_ns}/{gateway}");
+    virtual_services(cx)
+        .filter(|(obj, vs)| bound_to(vs, &obj.meta.namespace, gateway, gateway_ns))
+        .map(|(obj, vs)| tcp_targets(cx, obj, vs, port, Context::Gateway(&key)))
+        .find(|t| !t.is_empty())
+        .unwrap_or_default()
 }
 
 /// Virtual hosts of a gateway server: one per host of each VirtualService
@@ -318,7 +349,15 @@ fn vs_routes(
         let matches: Vec<&HttpMatchRequest> = rule
             .r#match
             .iter()
-            .filter(|m| match_applies(cx, m, port, ns, context))
+            .filter(|m| {
+                let scope = Scope {
+                    port: m.port,
+                    source_labels: &m.source_labels,
+                    source_namespace: &m.source_namespace,
+                    gateways: &m.gateways,
+                };
+                scope.applies(cx, port, ns, context)
+            })
             .collect();
         if !rule.r#match.is_empty() && matches.is_empty() {
             continue;
@@ -333,40 +372,44 @@ fn vs_routes(
     routes
 }
 
-/// Match fields that select proxies or ports rather than requests.
-fn match_applies(
-    cx: &Ctx<'_>,
-    m: &HttpMatchRequest,
-    port: u16,
-    vs_ns: &str,
-    context: Context<'_>,
-) -> bool {
-    if m.port != 0 && m.port != u32::from(port) {
-        return false;
-    }
-    if !m.source_labels.is_empty()
-        && (matches!(context, Context::Gateway(_)) || !contains(&cx.labels, &m.source_labels))
-    {
-        return false;
-    }
-    if !m.source_namespace.is_empty() && m.source_namespace != cx.proxy.namespace {
-        return false;
-    }
-    if !m.gateways.is_empty() {
-        let ok = match context {
-            Context::Mesh => m.gateways.iter().any(|g| g == "mesh"),
-            Context::Gateway(key) => {
-                let (gns, gname) = key.split_once('/').unwrap_or(("", key));
-                m.gateways
-                    .iter()
-                    .any(|g| gateway_ref_is(g, vs_ns, gname, gns))
-            }
-        };
-        if !ok {
+/// The match fields that select proxies or ports rather than requests,
+/// shared by HTTP and TCP matches.
+struct Scope<'a> {
+    port: u32,
+    source_labels: &'a kite_config::Labels,
+    source_namespace: &'a str,
+    gateways: &'a [String],
+}
+
+impl Scope<'_> {
+    fn applies(&self, cx: &Ctx<'_>, port: u16, vs_ns: &str, context: Context<'_>) -> bool {
+        if self.port != 0 && self.port != u32::from(port) {
             return false;
         }
+        if !self.source_labels.is_empty()
+            && (matches!(context, Context::Gateway(_)) || !contains(&cx.labels, self.source_labels))
+        {
+            return false;
+        }
+        if !self.source_namespace.is_empty() && self.source_namespace != cx.proxy.namespace {
+            return false;
+        }
+        if !self.gateways.is_empty() {
+            let ok = match context {
+                Context::Mesh => self.gateways.iter().any(|g| g == "mesh"),
+                Context::Gateway(key) => {
+                    let (gns, gname) = key.split_once('/').unwrap_or(("", key));
+                    self.gateways
+                        .iter()
+                        .any(|g| gateway_ref_is(g, vs_ns, gname, gns))
+                }
+            };
+            if !ok {
+                return false;
+            }
+        }
+        true
     }
-    true
 }
 
 fn prefix(p: &str) -> RouteMatch {

@@ -122,16 +122,19 @@ impl TryFrom<&Any> for Listener {
             }
             "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy" => {
                 let tcp: TcpProxy = decode(cfg, &name)?;
-                let Some(tcp_proxy::ClusterSpecifier::Cluster(cluster)) = tcp.cluster_specifier
-                else {
-                    return Err(bad(
-                        &name,
-                        "tcp_proxy needs a single cluster (weighted TCP is not supported yet)",
-                    ));
+                let clusters = match tcp.cluster_specifier {
+                    Some(tcp_proxy::ClusterSpecifier::Cluster(cluster)) => vec![(cluster, 1)],
+                    Some(tcp_proxy::ClusterSpecifier::WeightedClusters(w)) => {
+                        w.clusters.into_iter().map(|c| (c.name, c.weight)).collect()
+                    }
+                    None => return Err(bad(&name, "tcp_proxy without a cluster")),
                 };
+                if clusters.is_empty() {
+                    return Err(bad(&name, "tcp_proxy with no weighted clusters"));
+                }
                 ListenerKind::Tcp {
                     stat_prefix: tcp.stat_prefix,
-                    cluster,
+                    clusters,
                 }
             }
             other => {
