@@ -267,9 +267,32 @@ fn workload(name: &str, namespace: &str, we: &networking::WorkloadEntry) -> Work
         } else {
             we.service_account.clone()
         },
-        locality: we.locality.clone(),
+        locality: if we.locality.is_empty() {
+            locality_of(&we.labels)
+        } else {
+            we.locality.clone()
+        },
         weight: we.weight,
     }
+}
+
+/// A workload's `region/zone/subzone` from its labels, as Istio reads a
+/// pod's: the `istio-locality` label (`region.zone.subzone`), else the
+/// Kubernetes topology labels; empty when none is set.
+pub fn locality_of(labels: &Labels) -> String {
+    if let Some(l) = labels.get("istio-locality").filter(|l| !l.is_empty()) {
+        return l.splitn(3, '.').collect::<Vec<_>>().join("/");
+    }
+    let get = |k: &str| labels.get(k).map(String::as_str).unwrap_or_default();
+    let parts = [
+        get("topology.kubernetes.io/region"),
+        get("topology.kubernetes.io/zone"),
+        get("topology.istio.io/subzone"),
+    ];
+    if parts.iter().all(|p| p.is_empty()) {
+        return String::new();
+    }
+    parts.join("/").trim_end_matches('/').to_owned()
 }
 
 /// Whether `labels` has every entry of `selector`.

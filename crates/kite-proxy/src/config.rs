@@ -248,6 +248,11 @@ pub struct Cluster {
     pub connect_timeout: Duration,
     pub limits: Limits,
     pub outlier: Option<Outlier>,
+    /// Below this percentage of healthy hosts Envoy balances over all of
+    /// them (panic mode); 0 never does.
+    pub panic_threshold: f64,
+    /// Localities are chosen by their weights before hosts.
+    pub locality_weighted: bool,
     pub protocol: UpstreamProtocol,
     /// Auto mTLS: endpoints marked as having a sidecar are reached over
     /// mutual TLS, accepting only these identities.
@@ -330,6 +335,9 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     pub weight: u32,
     pub locality: String,
+    /// The locality's priority (0 first) and weight, from the assignment.
+    pub priority: u32,
+    pub locality_weight: u32,
     /// The endpoint has a sidecar (auto mTLS applies).
     pub tls: bool,
 }

@@ -598,6 +598,8 @@ async fn forward(
                 addr,
                 weight: 1,
                 locality: String::new(),
+                priority: 0,
+                locality_weight: 1,
             }]),
             None => {
                 return (

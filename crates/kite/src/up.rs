@@ -217,7 +217,12 @@ async fn bring_up(
     let api_url = format!("http://{api}");
     apply(&api_url, objects).await?;
 
-    let namespaces = HashMap::new();
+    // Injection follows the namespaces' labels, as in the manifests.
+    let namespaces: HashMap<String, BTreeMap<String, String>> = objects
+        .iter()
+        .filter(|o| matches!(o.spec, Spec::Namespace))
+        .map(|o| (o.meta.name.clone(), o.meta.labels.clone()))
+        .collect();
     for object in objects {
         let Spec::Deployment(deploy) = &object.spec else {
             continue;
@@ -780,18 +785,20 @@ fn app_command(
             container.image
         );
     };
-    for env in &container.env {
-        if let Some(value) = &env.value {
-            cmd.env(&env.name, value);
-        }
-    }
-    cmd.env("HOSTNAME", &pod.name)
-        .env_remove("HTTP_PROXY")
+    // Nothing of kite up's own environment that the apps read leaks in;
+    // the container's environment then applies as written.
+    cmd.env_remove("HTTP_PROXY")
         .env_remove("http_proxy")
         .env_remove("NO_PROXY")
         .env_remove("no_proxy")
         .env_remove("SERVICE_VERSION")
         .env_remove("BOOKINFO_LISTEN");
+    for env in &container.env {
+        if let Some(value) = &env.value {
+            cmd.env(&env.name, value);
+        }
+    }
+    cmd.env("HOSTNAME", &pod.name);
     if pod.sidecar {
         // The local mesh captures the app's outbound traffic through its
         // sidecar's HTTP proxy.

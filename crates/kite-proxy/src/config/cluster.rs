@@ -171,6 +171,17 @@ impl TryFrom<&Any> for Cluster {
                 .map_or(Duration::from_secs(5), duration),
             limits,
             outlier,
+            panic_threshold: c
+                .common_lb_config
+                .as_ref()
+                .and_then(|l| l.healthy_panic_threshold.as_ref())
+                .map_or(50.0, |p| p.value),
+            locality_weighted: c.common_lb_config.as_ref().is_some_and(|l| {
+                matches!(
+                    l.locality_config_specifier,
+                    Some(envoy_types::pb::envoy::config::cluster::v3::cluster::common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(_))
+                )
+            }),
         })
     }
 }
@@ -338,6 +349,8 @@ pub fn endpoints(la: &ClusterLoadAssignment, resource: &str) -> Result<Vec<Endpo
                     .as_ref()
                     .map_or(1, |w| w.value.max(1)),
                 locality: locality.clone(),
+                priority: group.priority,
+                locality_weight: group.load_balancing_weight.as_ref().map_or(1, |w| w.value),
             });
         }
     }
