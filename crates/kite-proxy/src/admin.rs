@@ -245,6 +245,7 @@ impl Admin {
                     &s.upstream_rq_pending_overflow,
                 ),
                 ("upstream_cx_connect_fail", &s.upstream_cx_connect_fail),
+                ("upstream_cx_total", &*s.upstream_cx_total),
                 ("ssl.fail_verify_san", &s.ssl_fail_verify_san),
                 (
                     "outlier_detection.ejections_enforced_total",

@@ -254,6 +254,10 @@ pub struct Cluster {
     /// Localities are chosen by their weights before hosts.
     pub locality_weighted: bool,
     pub protocol: UpstreamProtocol,
+    /// Upstream connections idle this long close (pool default otherwise).
+    pub idle_timeout: Option<Duration>,
+    /// `max_requests_per_connection: 1`: a new connection for every request.
+    pub one_request_per_connection: bool,
     /// Auto mTLS: endpoints marked as having a sidecar are reached over
     /// mutual TLS, accepting only these identities.
     pub mtls: Option<UpstreamMtls>,
@@ -319,6 +323,9 @@ pub struct Limits {
     pub max_pending: u32,
     pub max_requests: u32,
     pub max_retries: u32,
+    /// Envoy's retry budget (percent of active requests, minimum), which
+    /// replaces `max_retries` when set.
+    pub retry_budget: Option<(f64, u32)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -40,7 +40,11 @@ pub enum Error {
     },
 }
 
-/// Runs the proxy until `shutdown` resolves.
+/// How long a stopping proxy waits for requests in flight (Istio's
+/// `terminationDrainDuration`).
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs the proxy until `shutdown` resolves, then drains.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
     let (applier, state, connected) = state::Applier::new();
     let (identity_tx, identity_rx) = identity::channel();
@@ -54,6 +58,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         state: state.clone(),
         upstreams: upstreams.clone(),
         identity: identity_watch,
+        in_flight: Default::default(),
     });
     let admin = Arc::new(admin::Admin {
         state: state.clone(),
@@ -75,12 +80,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         config.node.clone(),
         applier,
     ));
-    let listeners = tokio::spawn(listeners::manage(state, shared));
+    let listeners = tokio::spawn(listeners::manage(state, shared.clone()));
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin.clone()));
     let ready_task = tokio::spawn(admin::serve(ready_listener, admin));
     shutdown.await;
+    // Istio's drain: stop accepting, let what is in flight finish (up to
+    // terminationDrainDuration), then stop.
+    listeners.abort();
+    let _ = listeners.await;
+    let deadline = tokio::time::Instant::now() + DRAIN;
+    let pending = shared.in_flight.load(std::sync::atomic::Ordering::Relaxed);
+    info!(in_flight = pending, "proxy draining");
+    while shared.in_flight.load(std::sync::atomic::Ordering::Relaxed) > 0
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     info!("proxy shutting down");
-    for t in [xds, listeners, admin_task, ready_task]
+    for t in [xds, admin_task, ready_task]
         .into_iter()
         .chain(identity_task)
     {

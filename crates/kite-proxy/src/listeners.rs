@@ -23,6 +23,13 @@ struct Running {
     task: JoinHandle<()>,
 }
 
+/// A listener's socket closes with its entry, also when the manager stops.
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Runs until the state channel closes.
 pub(crate) async fn manage(mut state: watch::Receiver<Arc<State>>, shared: Arc<Shared>) {
     let mut running: HashMap<String, Running> = HashMap::new();
@@ -126,6 +133,8 @@ async fn connection(
     config: Arc<Listener>,
     shared: Arc<Shared>,
 ) {
+    let _tcp =
+        matches!(config.kind, ListenerKind::Tcp { .. }).then(|| router::InFlight::new(&shared));
     let tls = match config.tls {
         InboundTls::Off => false,
         InboundTls::Strict => true,
@@ -192,6 +201,7 @@ async fn serve_http<S>(
         let hcm = hcm.clone();
         let peer_id = peer_id.clone();
         async move {
+            let _in_flight = router::InFlight::new(&shared);
             Ok::<_, std::convert::Infallible>(router::handle(shared, hcm, peer, peer_id, req).await)
         }
     });

@@ -49,6 +49,25 @@ pub(crate) struct Shared {
     pub(crate) upstreams: Arc<Upstreams>,
     /// The workload certificate, when the proxy has an identity.
     pub(crate) identity: Option<crate::identity::Watch>,
+    /// Requests being served and TCP connections being proxied, which a
+    /// stopping proxy lets finish.
+    pub(crate) in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts one unit of work in [`Shared::in_flight`] while alive.
+pub(crate) struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    pub(crate) fn new(shared: &Arc<Shared>) -> Self {
+        shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(shared.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Envoy's response flags, for the access log.
@@ -861,8 +880,16 @@ async fn attempts(
     let mut last: Option<(Response<Body>, Flag)> = None;
     for attempt in 0..=retries {
         if attempt > 0 {
-            // Envoy's retry budget: at most max_retries retries in flight.
-            if rt.active_retries.load(Ordering::Relaxed) >= rt.config.limits.max_retries {
+            // Envoy's retry circuit breaker: at most max_retries retries in
+            // flight, or with a retry budget a share of active requests.
+            let allowed = match rt.config.limits.retry_budget {
+                Some((percent, min)) => {
+                    let share = f64::from(rt.active.load(Ordering::Relaxed)) * percent / 100.0;
+                    min.max(share as u32)
+                }
+                None => rt.config.limits.max_retries,
+            };
+            if rt.active_retries.load(Ordering::Relaxed) >= allowed {
                 rt.stats
                     .upstream_rq_retry_overflow
                     .fetch_add(1, Ordering::Relaxed);
@@ -906,10 +933,17 @@ async fn attempts(
         }
         let secure = rt.config.origination.is_some()
             || (rt.config.mtls.is_some() && endpoints.iter().any(|e| e.addr == addr && e.tls));
-        let req = match build(method, (addr, secure), path, headers, body.clone()) {
+        let mut req = match build(method, (addr, secure), path, headers, body.clone()) {
             Ok(r) => r,
             Err(_) => return Err((local(StatusCode::BAD_REQUEST, "bad request"), Flag::None)),
         };
+        if rt.config.one_request_per_connection {
+            // The pool then drops the connection after this exchange.
+            req.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
         rt.stats.upstream_rq_total.fetch_add(1, Ordering::Relaxed);
         rt.active.fetch_add(1, Ordering::Relaxed);
         let retrying = attempt > 0;

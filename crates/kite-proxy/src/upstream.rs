@@ -78,6 +78,8 @@ pub(crate) struct ClusterStats {
     pub(crate) upstream_cx_connect_fail: AtomicU64,
     /// Servers refused by secure naming (Envoy's `ssl.fail_verify_san`).
     pub(crate) ssl_fail_verify_san: AtomicU64,
+    /// Shared with the cluster's connectors, which count what they open.
+    pub(crate) upstream_cx_total: Arc<AtomicU64>,
     pub(crate) outlier_detection_ejections_enforced_total: AtomicU64,
 }
 
@@ -161,15 +163,21 @@ impl ClusterRuntime {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(config.connect_timeout));
         http.set_nodelay(true);
+        let opened: Arc<AtomicU64> = Arc::default();
         let connector = MeshConnector {
             http,
             mtls: identity.zip(config.mtls.clone()).map(Arc::new),
             origination: None,
             alpn: kite_identity::tls::ALPN_HTTP11,
+            opened: opened.clone(),
         }
         .originating(config.origination.as_deref());
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .pool_idle_timeout(
+                config
+                    .idle_timeout
+                    .unwrap_or(std::time::Duration::from_secs(60)),
+            )
             .set_host(false)
             .build(connector.clone());
         // The HTTP/2 client negotiates h2 over mTLS; the HTTP/1.1 client
@@ -186,7 +194,11 @@ impl ClusterRuntime {
         }
         .originating(config.origination.as_deref());
         let h2_client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .pool_idle_timeout(
+                config
+                    .idle_timeout
+                    .unwrap_or(std::time::Duration::from_secs(60)),
+            )
             .set_host(false)
             .http2_only(true)
             .build(connector);
@@ -199,7 +211,10 @@ impl ClusterRuntime {
             rr: AtomicUsize::new(0),
             active: AtomicU32::new(0),
             active_retries: AtomicU32::new(0),
-            stats: ClusterStats::default(),
+            stats: ClusterStats {
+                upstream_cx_total: opened,
+                ..Default::default()
+            },
         }
     }
 
@@ -418,6 +433,8 @@ pub(crate) struct MeshConnector {
     origination: Option<(Arc<rustls::ClientConfig>, String)>,
     /// The one application protocol offered; none when empty (raw TCP).
     alpn: &'static [u8],
+    /// Connections opened, for Envoy's `upstream_cx_total`.
+    opened: Arc<AtomicU64>,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -462,8 +479,10 @@ impl tower_service::Service<http::Uri> for MeshConnector {
         let mtls = self.mtls.clone();
         let origination = self.origination.clone();
         let alpn = self.alpn;
+        let opened = self.opened.clone();
         Box::pin(async move {
             let tcp = connecting.await?;
+            opened.fetch_add(1, Ordering::Relaxed);
             if !secure {
                 return Ok(MeshStream::Plain(tcp));
             }

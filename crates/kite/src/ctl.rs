@@ -322,3 +322,111 @@ pub(crate) async fn request(
     })?;
     Ok((status, value))
 }
+
+#[derive(clap::Args)]
+pub(crate) struct ScaleArgs {
+    /// The Deployment: `deployment/NAME` or `NAME`
+    deployment: String,
+    /// How many pods it should run
+    #[arg(long)]
+    replicas: u32,
+    /// Its namespace
+    #[arg(short, long, default_value = "default")]
+    namespace: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct RolloutArgs {
+    /// What to do: `restart` replaces the Deployment's pods one by one
+    #[arg(value_parser = ["restart"])]
+    action: String,
+    /// The Deployment: `deployment/NAME` or `NAME`
+    deployment: String,
+    /// Its namespace
+    #[arg(short, long, default_value = "default")]
+    namespace: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// The Deployment named like kubectl names it, as the control plane holds it.
+async fn deployment(base: &str, namespace: &str, reference: &str) -> anyhow::Result<Value> {
+    let name = reference
+        .strip_prefix("deployment/")
+        .or_else(|| reference.strip_prefix("deployments/"))
+        .or_else(|| reference.strip_prefix("deploy/"))
+        .unwrap_or(reference);
+    let path = format!("/apis/objects?kind=Deployment&namespace={namespace}");
+    let (status, reply) = request(base, "GET", &path, None).await?;
+    if !status.is_success() {
+        bail!("{}", reply["error"].as_str().unwrap_or("request failed"));
+    }
+    reply["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| d["metadata"]["name"] == name)
+        .cloned()
+        .with_context(|| format!("no Deployment {namespace}/{name}"))
+}
+
+async fn reapply(base: &str, object: &Value) -> anyhow::Result<()> {
+    let mut object = object.clone();
+    if let Some(meta) = object["metadata"].as_object_mut() {
+        meta.remove("resourceVersion");
+    }
+    let (status, reply) = request(base, "POST", "/apis/apply", Some(object.to_string())).await?;
+    if !status.is_success() {
+        bail!(
+            "{}",
+            reply["error"]
+                .as_str()
+                .unwrap_or("the control plane refused the change")
+        );
+    }
+    Ok(())
+}
+
+/// Like `kubectl scale`: sets a Deployment's replicas; `kite up` starts or
+/// drains pods to match.
+pub(crate) async fn scale(args: ScaleArgs) -> anyhow::Result<ExitCode> {
+    let base = &args.target.control_plane;
+    let mut d = deployment(base, &args.namespace, &args.deployment).await?;
+    d["spec"]["replicas"] = Value::from(args.replicas);
+    reapply(base, &d).await?;
+    println!(
+        "deployment {}/{} scaled to {}",
+        args.namespace,
+        d["metadata"]["name"].as_str().unwrap_or_default(),
+        args.replicas
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Like `kubectl rollout restart`: stamps the pod template, so `kite up`
+/// replaces the pods one by one, each new one ready before an old one goes.
+pub(crate) async fn rollout(args: RolloutArgs) -> anyhow::Result<ExitCode> {
+    let base = &args.target.control_plane;
+    let mut d = deployment(base, &args.namespace, &args.deployment).await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let template = &mut d["spec"]["template"];
+    if !template["metadata"].is_object() {
+        template["metadata"] = serde_json::json!({});
+    }
+    if !template["metadata"]["annotations"].is_object() {
+        template["metadata"]["annotations"] = serde_json::json!({});
+    }
+    template["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"] =
+        Value::from(crate::proxy_config::rfc3339(now.as_secs()));
+    reapply(base, &d).await?;
+    println!(
+        "deployment {}/{} restarted",
+        args.namespace,
+        d["metadata"]["name"].as_str().unwrap_or_default()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -42,6 +42,10 @@ enum Command {
     Delete(ctl::FilesArgs),
     /// List objects in the control plane
     Get(ctl::GetArgs),
+    /// Set a Deployment's replicas, like kubectl scale (kite up starts or drains pods to match)
+    Scale(ctl::ScaleArgs),
+    /// Restart a Deployment's pods one by one, like kubectl rollout restart
+    Rollout(ctl::RolloutArgs),
     /// Connected proxies and the config versions they ACKed, like istioctl proxy-status
     ProxyStatus(ctl::StatusArgs),
     /// Run Kite's proxy as a sidecar or, with --gateway, an ingress gateway
@@ -108,6 +112,8 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Apply(args) => runtime()?.block_on(ctl::apply(args, false)),
         Command::Delete(args) => runtime()?.block_on(ctl::apply(args, true)),
         Command::Get(args) => runtime()?.block_on(ctl::get(args)),
+        Command::Scale(args) => runtime()?.block_on(ctl::scale(args)),
+        Command::Rollout(args) => runtime()?.block_on(ctl::rollout(args)),
         Command::ProxyStatus(args) => runtime()?.block_on(ctl::proxy_status(args)),
         Command::Proxy(args) => runtime()?.block_on(proxy::run(args)),
         Command::ProxyConfig(args) => runtime()?.block_on(proxy_config::run(args)),

@@ -773,7 +773,7 @@ fn endpoints_table(endpoints: &[EndpointRow]) -> String {
 
 /// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`, the form Envoy's
 /// `/certs` uses (civil-from-days, H. Hinnant).
-fn rfc3339(secs: u64) -> String {
+pub(crate) fn rfc3339(secs: u64) -> String {
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;
     let z = days + 719_468;

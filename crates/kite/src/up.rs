@@ -185,6 +185,9 @@ struct Cluster {
 struct RunningPod {
     /// (namespace, Deployment name)
     deployment: (String, String),
+    /// The pod template it was started from: a changed template (a new
+    /// image, `kite rollout restart`) replaces the pod.
+    template: kite_config::k8s::PodTemplateSpec,
     pod: Pod,
 }
 
@@ -335,7 +338,6 @@ async fn start_pod(
         // with mutual TLS.
         registered.insert("security.istio.io/tlsMode".into(), "istio".into());
     }
-    register(&cluster.api_url, &pod, &registered, sa).await?;
     if sidecar {
         let boot = Bootstrap {
             kind: ProxyKind::Sidecar,
@@ -366,6 +368,9 @@ async fn start_pod(
     if !container.ports.is_empty() {
         wait_tcp(procs.last_mut(), SocketAddr::new(IpAddr::V4(app_ip), port)).await?;
     }
+    // Only a pod that is up takes traffic: its endpoint appears now, as a
+    // Kubernetes endpoint does once the pod is ready.
+    register(&cluster.api_url, &pod, &registered, sa).await?;
     println!(
         "started pod {}/{} at {}{}",
         pod.namespace,
@@ -375,6 +380,7 @@ async fn start_pod(
     );
     cluster.pods.push(RunningPod {
         deployment: (object.meta.namespace.clone(), object.meta.name.clone()),
+        template: template.clone(),
         pod,
     });
     Ok(())
@@ -423,20 +429,27 @@ async fn reconcile(
             }
         }
     }
-    // Stop what is no longer wanted.
-    let mut keep = Vec::new();
+    let key = |o: &Object| (o.meta.namespace.clone(), o.meta.name.clone());
+    // Pods of Deployments that are gone, or beyond the replicas wanted
+    // (those of an older template first), stop.
     let mut stop = Vec::new();
-    for rp in std::mem::take(&mut cluster.pods) {
+    let mut keep: Vec<RunningPod> = Vec::new();
+    let mut pods = std::mem::take(&mut cluster.pods);
+    pods.sort_by_key(|rp| {
+        let current = desired.iter().find(|(o, _)| key(o) == rp.deployment);
+        current.is_some_and(
+            |(o, _)| matches!(&o.spec, Spec::Deployment(d) if d.template == rp.template),
+        )
+    });
+    pods.reverse();
+    for rp in pods {
         let wanted = desired
             .iter()
-            .find(|(o, _)| {
-                (o.meta.namespace.as_str(), o.meta.name.as_str())
-                    == (rp.deployment.0.as_str(), rp.deployment.1.as_str())
-            })
+            .find(|(o, _)| key(o) == rp.deployment)
             .map_or(0, |(_, r)| *r);
         let running = keep
             .iter()
-            .filter(|k: &&RunningPod| k.deployment == rp.deployment)
+            .filter(|k| k.deployment == rp.deployment)
             .count();
         if u32::try_from(running).unwrap_or(u32::MAX) < wanted {
             keep.push(rp);
@@ -446,20 +459,29 @@ async fn reconcile(
     }
     cluster.pods = keep;
     for rp in stop {
-        stop_pod(&cluster.api_url, procs, &rp.pod).await;
+        stop_pod(args, &cluster.api_url, procs, &rp.pod).await;
     }
-    // Start what is missing.
     for (object, replicas) in &desired {
-        let running = cluster
-            .pods
-            .iter()
-            .filter(|p| {
-                (p.deployment.0.as_str(), p.deployment.1.as_str())
-                    == (object.meta.namespace.as_str(), object.meta.name.as_str())
-            })
-            .count();
-        for _ in u32::try_from(running).unwrap_or(u32::MAX)..*replicas {
+        let Spec::Deployment(deploy) = &object.spec else {
+            continue;
+        };
+        let mine: Vec<usize> = (0..cluster.pods.len())
+            .filter(|i| cluster.pods[*i].deployment == key(object))
+            .collect();
+        // Start what is missing.
+        for _ in u32::try_from(mine.len()).unwrap_or(u32::MAX)..*replicas {
             start_pod(args, exe, logs, procs, cluster, object, &namespaces).await?;
+        }
+        // A changed template rolls: one new pod up and ready, then one old
+        // pod out, per pass (make before break).
+        if let Some(stale) = mine
+            .iter()
+            .copied()
+            .find(|i| cluster.pods[*i].template != deploy.template)
+        {
+            let old = cluster.pods.remove(stale);
+            start_pod(args, exe, logs, procs, cluster, object, &namespaces).await?;
+            stop_pod(args, &cluster.api_url, procs, &old.pod).await;
         }
     }
     Ok(())
@@ -467,7 +489,11 @@ async fn reconcile(
 
 /// Deregisters a pod (clients stop picking it) and then stops its app and
 /// sidecar.
-async fn stop_pod(api: &str, procs: &mut Vec<Proc>, pod: &Pod) {
+/// Takes a pod out of service without failing requests, as Kubernetes and
+/// Istio do: its endpoint leaves the registry and every proxy ACKs that,
+/// requests already on their way get a moment to arrive, the sidecar drains
+/// what it carries and stops, then the app.
+async fn stop_pod(args: &Args, api: &str, procs: &mut Vec<Proc>, pod: &Pod) {
     let we = serde_json::json!({
         "apiVersion": "networking.istio.io/v1",
         "kind": "WorkloadEntry",
@@ -481,7 +507,13 @@ async fn stop_pod(api: &str, procs: &mut Vec<Proc>, pod: &Pod) {
         Some(we.to_string()),
     )
     .await;
-    for suffix in [".app", ".proxy"] {
+    wait_pushed(api, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    if pod.sidecar && args.sidecar == "envoy" {
+        // Envoy stops at once on SIGTERM; Istio's agent waits for it.
+        wait_envoy_idle(pod.ip, Duration::from_secs(5)).await;
+    }
+    for suffix in [".proxy", ".app"] {
         let name = format!("{}{suffix}", pod.name);
         if let Some(i) = procs.iter().position(|p| p.name == name) {
             let mut p = procs.remove(i);
@@ -833,6 +865,56 @@ fn sample_image(image: &str) -> Option<(String, String)> {
     }
 }
 
+/// Waits until every connected proxy has ACKed the control plane's latest
+/// config, at most `limit`.
+async fn wait_pushed(api: &str, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok((_, v)) = crate::ctl::request(api, "GET", "/debug/connections", None).await {
+            let proxies = v["proxies"].as_array().cloned().unwrap_or_default();
+            let acked = v["revision"] == v["translatedRevision"]
+                && proxies.iter().all(|p| {
+                    p["generation"] == p["publishedGeneration"]
+                        && p["types"]
+                            .as_object()
+                            .into_iter()
+                            .flatten()
+                            .all(|(_, t)| t["ackedVersion"] == t["sentVersion"])
+                });
+            if acked {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until an Envoy sidecar serves no inbound request, at most `limit`.
+async fn wait_envoy_idle(ip: Ipv4Addr, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    let client = Client::default();
+    let url = format!("http://{ip}:15000/stats?filter=downstream_rq_active");
+    while tokio::time::Instant::now() < deadline {
+        let Ok(reply) = client
+            .get(&url, Default::default(), Duration::from_secs(1))
+            .await
+        else {
+            return;
+        };
+        let busy = String::from_utf8_lossy(&reply.body).lines().any(|l| {
+            l.starts_with("http.inbound_")
+                && l.rsplit(": ")
+                    .next()
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    > Some(0)
+        });
+        if !busy {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn gateway_ports(objects: &[Object]) -> Vec<u16> {
     let mut ports: Vec<u16> = objects
         .iter()
@@ -1021,7 +1103,8 @@ async fn terminate(p: &mut Proc) {
             .args(["-TERM", &pid.to_string()])
             .status();
     }
-    if tokio::time::timeout(Duration::from_secs(5), p.child.wait())
+    // A sidecar drains for up to 5 s before it exits.
+    if tokio::time::timeout(Duration::from_secs(10), p.child.wait())
         .await
         .is_err()
     {

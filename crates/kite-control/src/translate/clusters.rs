@@ -8,7 +8,7 @@ use envoy_types::pb::{
     envoy::config::{
         cluster::v3::{
             CircuitBreakers, Cluster, OutlierDetection as EnvoyOutlier,
-            circuit_breakers::Thresholds,
+            circuit_breakers::{Thresholds, thresholds},
             cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy},
         },
         core::v3::Locality,
@@ -52,6 +52,7 @@ pub(crate) struct Policy {
     pub connection_pool: Option<ConnectionPoolSettings>,
     pub outlier_detection: Option<OutlierDetection>,
     pub tls: Option<ClientTlsSettings>,
+    pub retry_budget: Option<kite_config::networking::RetryBudget>,
 }
 
 pub(super) fn outbound(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
@@ -77,7 +78,14 @@ pub(super) fn outbound(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
                     .unwrap_or_default();
                 let endpoints = cx.registry.endpoints(service, port, &labels);
                 let mut cluster = cluster(&name, service, &policy, &endpoints);
-                upstream_protocol(&mut cluster, port.protocol);
+                upstream_protocol(
+                    &mut cluster,
+                    port.protocol,
+                    policy
+                        .connection_pool
+                        .as_ref()
+                        .and_then(|p| p.http.as_ref()),
+                );
                 // Auto mTLS for proxies that hold a mesh identity, unless a
                 // DestinationRule chose DISABLE or its own TLS.
                 let own_tls = matches!(
@@ -197,6 +205,9 @@ pub(crate) fn effective_policy(dr: &DestinationRule, port: u16, subset: &str) ->
         if tp.tls.is_some() {
             policy.tls = tp.tls.clone();
         }
+        if tp.retry_budget.is_some() {
+            policy.retry_budget = tp.retry_budget.clone();
+        }
         for pl in &tp.port_level_settings {
             if pl
                 .port
@@ -235,7 +246,13 @@ pub(crate) fn effective_policy(dr: &DestinationRule, port: u16, subset: &str) ->
 /// Istio's upstream protocol: HTTP/2 for ports declared http2 or gRPC, the
 /// client's own protocol where the port's protocol is sniffed, HTTP/1.1
 /// otherwise.
-fn upstream_protocol(cluster: &mut Cluster, protocol: Protocol) {
+/// `maxRequestsPerConnection` and `idleTimeout` go with it, as Envoy's
+/// common HTTP protocol options.
+fn upstream_protocol(
+    cluster: &mut Cluster,
+    protocol: Protocol,
+    http: Option<&kite_config::networking::HttpSettings>,
+) {
     use envoy_types::pb::envoy::{
         config::core::v3::{Http1ProtocolOptions, Http2ProtocolOptions},
         extensions::upstreams::http::v3::{
@@ -261,12 +278,36 @@ fn upstream_protocol(cluster: &mut Cluster, protocol: Protocol) {
                 ..Default::default()
             })
         }
-        _ => return,
+        _ => UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+            protocol_config: Some(ProtocolConfig::HttpProtocolOptions(
+                Http1ProtocolOptions::default(),
+            )),
+        }),
     };
+    let max_requests = http
+        .and_then(|h| h.max_requests_per_connection)
+        .filter(|n| *n > 0)
+        .and_then(|n| u32::try_from(n).ok());
+    let idle = http.and_then(|h| h.idle_timeout);
+    let common = (max_requests.is_some() || idle.is_some()).then(|| {
+        envoy_types::pb::envoy::config::core::v3::HttpProtocolOptions {
+            max_requests_per_connection: max_requests.map(|value| UInt32Value { value }),
+            idle_timeout: idle.map(|d| duration(d.as_std())),
+            ..Default::default()
+        }
+    });
+    let protocol_chosen = matches!(
+        protocol,
+        Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb | Protocol::Unknown
+    );
+    if !protocol_chosen && common.is_none() {
+        return;
+    }
     cluster.typed_extension_protocol_options.insert(
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_owned(),
         super::any(&HttpProtocolOptions {
             upstream_protocol_options: Some(options),
+            common_http_protocol_options: common,
             ..Default::default()
         }),
     );
@@ -289,7 +330,10 @@ fn cluster(
                 .and_then(|t| t.connect_timeout)
                 .map_or(CONNECT_TIMEOUT, |d| d.as_std()),
         )),
-        circuit_breakers: Some(circuit_breakers(policy.connection_pool.as_ref())),
+        circuit_breakers: Some(circuit_breakers(
+            policy.connection_pool.as_ref(),
+            policy.retry_budget.as_ref(),
+        )),
         ..Default::default()
     };
     let dns = match &service.origin {
@@ -423,7 +467,10 @@ fn origination(tls: &ClientTlsSettings) -> Option<TransportSocket> {
     })
 }
 
-fn circuit_breakers(pool: Option<&ConnectionPoolSettings>) -> CircuitBreakers {
+fn circuit_breakers(
+    pool: Option<&ConnectionPoolSettings>,
+    budget: Option<&kite_config::networking::RetryBudget>,
+) -> CircuitBreakers {
     let limit = |v: Option<i32>| {
         Some(UInt32Value {
             value: v
@@ -440,6 +487,17 @@ fn circuit_breakers(pool: Option<&ConnectionPoolSettings>) -> CircuitBreakers {
             max_pending_requests: limit(http.and_then(|h| h.http1_max_pending_requests)),
             max_requests: limit(http.and_then(|h| h.http2_max_requests)),
             max_retries: limit(http.and_then(|h| h.max_retries)),
+            // Envoy's defaults (20 %, at least 3) where a budget is asked
+            // for without them.
+            retry_budget: budget.map(|b| thresholds::RetryBudget {
+                budget_percent: Some(envoy_types::pb::envoy::r#type::v3::Percent {
+                    value: b.percent.as_ref().map_or(20.0, |p| p.value),
+                }),
+                min_retry_concurrency: Some(UInt32Value {
+                    value: b.min_retry_concurrency.unwrap_or(3),
+                }),
+                ..Default::default()
+            }),
             track_remaining: true,
             ..Default::default()
         }],
@@ -664,6 +722,7 @@ mod tests {
             connection_pool: tp.connection_pool,
             outlier_detection: tp.outlier_detection,
             tls: tp.tls,
+            retry_budget: tp.retry_budget,
         }
     }
 

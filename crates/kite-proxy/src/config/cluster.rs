@@ -73,6 +73,12 @@ impl TryFrom<&Any> for Cluster {
                 1024,
             ),
             max_retries: limit(t.and_then(|t| t.max_retries.as_ref().map(|v| v.value)), 3),
+            retry_budget: t.and_then(|t| t.retry_budget.as_ref()).map(|b| {
+                (
+                    b.budget_percent.as_ref().map_or(20.0, |p| p.value),
+                    b.min_retry_concurrency.as_ref().map_or(3, |n| n.value),
+                )
+            }),
         };
         let outlier = c.outlier_detection.as_ref().map(|o| {
             let enforced =
@@ -101,6 +107,8 @@ impl TryFrom<&Any> for Cluster {
             }
         });
         let mut protocol = UpstreamProtocol::Http1;
+        let mut idle_timeout = None;
+        let mut one_request_per_connection = false;
         for (key, any) in &c.typed_extension_protocol_options {
             use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
                 HttpProtocolOptions,
@@ -115,11 +123,23 @@ impl TryFrom<&Any> for Cluster {
                 ));
             }
             let opts: HttpProtocolOptions = decode(any, &name)?;
-            if opts.common_http_protocol_options.is_some() || !opts.http_filters.is_empty() {
-                return Err(bad(
-                    &name,
-                    "common HTTP protocol options and upstream filters are not supported yet",
-                ));
+            if !opts.http_filters.is_empty() {
+                return Err(bad(&name, "upstream HTTP filters are not supported"));
+            }
+            if let Some(common) = &opts.common_http_protocol_options {
+                idle_timeout = common.idle_timeout.as_ref().map(duration);
+                match common.max_requests_per_connection.as_ref().map(|n| n.value) {
+                    None | Some(0) => {}
+                    Some(1) => one_request_per_connection = true,
+                    Some(n) => {
+                        return Err(bad(
+                            &name,
+                            format!(
+                                "max_requests_per_connection {n} is not supported (1, a new connection per request, is)"
+                            ),
+                        ));
+                    }
+                }
             }
             protocol = match opts.upstream_protocol_options {
                 Some(UpstreamProtocolOptions::ExplicitHttpConfig(e)) => match e.protocol_config {
@@ -162,6 +182,8 @@ impl TryFrom<&Any> for Cluster {
             mtls,
             origination,
             protocol,
+            idle_timeout,
+            one_request_per_connection,
             name: c.name,
             discovery,
             lb,
