@@ -157,12 +157,12 @@ impl Admin {
             .map(|c| {
                 json!({
                     "name": c.name,
-                    "type": match c.discovery { Discovery::Eds(_) => "EDS", Discovery::Static(_) => "STATIC", Discovery::DynamicForward => "DYNAMIC_FORWARD_PROXY" },
+                    "type": match c.discovery { Discovery::Eds(_) => "EDS", Discovery::Static(_) => "STATIC", Discovery::DynamicForward => "DYNAMIC_FORWARD_PROXY", Discovery::Dns(_) => "STRICT_DNS" },
                     "lb_policy": format!("{:?}", c.lb),
                     "connect_timeout": c.connect_timeout.as_secs_f64(),
                     "circuit_breakers": format!("{:?}", c.limits),
                     "outlier_detection": c.outlier.map(|o| format!("{o:?}")),
-                    "endpoints": state.cluster_endpoints(c).iter().map(|e| json!({"address": e.addr.to_string(), "weight": e.weight, "locality": e.locality})).collect::<Vec<_>>(),
+                    "endpoints": self.endpoints(&state, c).iter().map(|e| json!({"address": e.addr.to_string(), "weight": e.weight, "locality": e.locality})).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -175,13 +175,25 @@ impl Admin {
         })
     }
 
+    /// A cluster's endpoints; a DNS cluster's as last resolved.
+    fn endpoints(
+        &self,
+        state: &crate::state::State,
+        c: &Arc<crate::config::Cluster>,
+    ) -> Arc<Vec<crate::config::Endpoint>> {
+        match &c.discovery {
+            Discovery::Dns(_) => self.upstreams.get(c).resolved().unwrap_or_default(),
+            _ => state.cluster_endpoints(c),
+        }
+    }
+
     /// Envoy's `/clusters` text format: one line per endpoint fact.
     fn clusters(&self) -> String {
         let state = self.state.borrow().clone();
         let mut out = String::new();
         for c in state.clusters.values() {
             let rt = self.upstreams.get(c);
-            for e in state.cluster_endpoints(c).iter() {
+            for e in self.endpoints(&state, c).iter() {
                 let health = if rt.is_ejected(e.addr) {
                     "/failed_outlier_check"
                 } else {

@@ -306,6 +306,18 @@ pub enum Discovery {
     /// Envoy's dynamic forward proxy: the endpoint is the request's own
     /// authority, resolved per request.
     DynamicForward,
+    /// STRICT_DNS and LOGICAL_DNS: host names resolved by the proxy (DNS
+    /// ServiceEntries).
+    Dns(Vec<DnsTarget>),
+}
+
+/// One name of a DNS cluster; each address it resolves to is an endpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DnsTarget {
+    pub host: String,
+    pub port: u16,
+    pub weight: u32,
+    pub tls: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -445,7 +445,7 @@ async fn tunnel(
         );
     };
     let rt = shared.upstreams.get(cluster);
-    let endpoints = state.cluster_endpoints(cluster);
+    let endpoints = rt.endpoints(state).await;
     let Some(addr) = rt.pick(&endpoints, &[], None) else {
         return (
             local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
@@ -629,7 +629,7 @@ async fn forward(
             }
         }
     } else {
-        state.cluster_endpoints(cluster)
+        rt.endpoints(state).await
     };
     let mut headers = parts.headers.clone();
     apply_ops(&mut headers, &route.request_headers);
@@ -799,7 +799,11 @@ fn mirror_request(
         return;
     };
     let rt = shared.upstreams.get(cluster);
-    let endpoints = state.cluster_endpoints(cluster);
+    // A DNS cluster's last resolution: the copy never waits on DNS.
+    let endpoints = match &cluster.discovery {
+        crate::config::Discovery::Dns(_) => rt.resolved().unwrap_or_default(),
+        _ => state.cluster_endpoints(cluster),
+    };
     let Some(addr) = rt.pick(&endpoints, &[], None) else {
         return;
     };

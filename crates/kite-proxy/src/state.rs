@@ -40,7 +40,7 @@ impl State {
         match &cluster.discovery {
             Discovery::Static(eps) => Arc::new(eps.clone()),
             Discovery::Eds(service) => self.endpoints.get(service).cloned().unwrap_or_default(),
-            Discovery::DynamicForward => Arc::default(),
+            Discovery::DynamicForward | Discovery::Dns(_) => Arc::default(),
         }
     }
 }
@@ -178,7 +178,7 @@ impl Applier {
                 .values()
                 .filter_map(|c| match &c.discovery {
                     Discovery::Eds(service) => Some(service.clone()),
-                    Discovery::Static(_) | Discovery::DynamicForward => None,
+                    Discovery::Static(_) | Discovery::DynamicForward | Discovery::Dns(_) => None,
                 })
                 .collect(),
             _ => Vec::new(),

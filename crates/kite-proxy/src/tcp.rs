@@ -30,7 +30,7 @@ where
         return;
     };
     let rt = shared.upstreams.get(c);
-    let endpoints = state.cluster_endpoints(c);
+    let endpoints = rt.endpoints(&state).await;
     let Some(addr) = rt.pick(&endpoints, &[], None) else {
         debug!(%cluster, "no endpoint; closing");
         return;

@@ -23,6 +23,9 @@ use tokio::time::Instant;
 
 use crate::config::{Cluster, Endpoint, Lb};
 
+/// Envoy's `dns_refresh_rate` default.
+const DNS_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub(crate) type HttpClient = Client<MeshConnector, Full<Bytes>>;
 
 pub(crate) struct Upstreams {
@@ -42,6 +45,8 @@ pub(crate) struct ClusterRuntime {
     rr: AtomicUsize,
     /// Requests in flight, for `max_requests` / `max_connections`.
     pub(crate) active: AtomicU32,
+    /// A DNS cluster's endpoints as last resolved, and when.
+    resolved: Mutex<Option<(Instant, Arc<Vec<Endpoint>>)>>,
     /// Retries in flight, for `max_retries`.
     pub(crate) active_retries: AtomicU32,
     pub(crate) stats: ClusterStats,
@@ -209,6 +214,7 @@ impl ClusterRuntime {
             tcp,
             endpoint_state: Mutex::default(),
             rr: AtomicUsize::new(0),
+            resolved: Mutex::default(),
             active: AtomicU32::new(0),
             active_retries: AtomicU32::new(0),
             stats: ClusterStats {
@@ -216,6 +222,43 @@ impl ClusterRuntime {
                 ..Default::default()
             },
         }
+    }
+
+    /// The cluster's endpoints: from the config, or for a DNS cluster its
+    /// names resolved (again after Envoy's default refresh of 5 s).
+    pub(crate) async fn endpoints(&self, state: &crate::state::State) -> Arc<Vec<Endpoint>> {
+        let crate::config::Discovery::Dns(targets) = &self.config.discovery else {
+            return state.cluster_endpoints(&self.config);
+        };
+        if let Some((at, eps)) = &*self.resolved.lock()
+            && at.elapsed() < DNS_REFRESH
+        {
+            return eps.clone();
+        }
+        let mut out = Vec::new();
+        for t in targets {
+            match tokio::net::lookup_host((t.host.as_str(), t.port)).await {
+                Ok(addrs) => out.extend(addrs.filter(SocketAddr::is_ipv4).map(|addr| Endpoint {
+                    addr,
+                    weight: t.weight,
+                    locality: String::new(),
+                    priority: 0,
+                    locality_weight: 1,
+                    tls: t.tls,
+                })),
+                Err(error) => {
+                    tracing::debug!(cluster = %self.config.name, host = %t.host, %error, "DNS resolution failed")
+                }
+            }
+        }
+        let eps = Arc::new(out);
+        *self.resolved.lock() = Some((Instant::now(), eps.clone()));
+        eps
+    }
+
+    /// The last resolution of a DNS cluster, for the admin pages.
+    pub(crate) fn resolved(&self) -> Option<Arc<Vec<Endpoint>>> {
+        self.resolved.lock().as_ref().map(|(_, eps)| eps.clone())
     }
 
     pub(crate) fn endpoint(&self, addr: SocketAddr) -> Arc<EndpointState> {

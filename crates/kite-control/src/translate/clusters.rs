@@ -352,6 +352,10 @@ fn cluster(
             // DNS services resolve their own host names (or their
             // endpoints' addresses) rather than listing IPs.
             cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(kind as i32));
+            // Istio resolves IPv4 only unless the mesh is dual-stack.
+            cluster.dns_lookup_family =
+                envoy_types::pb::envoy::config::cluster::v3::cluster::DnsLookupFamily::V4Only
+                    as i32;
             let targets: Vec<RegistryEndpoint> = if endpoints.is_empty() {
                 let port = name
                     .split('|')

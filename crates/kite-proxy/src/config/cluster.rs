@@ -33,6 +33,18 @@ impl TryFrom<&Any> for Cluster {
                         .unwrap_or_default(),
                 )
             }
+            Some(ClusterDiscoveryType::Type(t))
+                if t == DiscoveryType::StrictDns as i32
+                    || t == DiscoveryType::LogicalDns as i32 =>
+            {
+                Discovery::Dns(
+                    c.load_assignment
+                        .as_ref()
+                        .map(|la| dns_targets(la, &name))
+                        .transpose()?
+                        .unwrap_or_default(),
+                )
+            }
             Some(ClusterDiscoveryType::ClusterType(ref t))
                 if t.name == "envoy.clusters.dynamic_forward_proxy" =>
             {
@@ -41,7 +53,7 @@ impl TryFrom<&Any> for Cluster {
             _ => {
                 return Err(bad(
                     &name,
-                    "only EDS, STATIC and dynamic forward proxy clusters are supported (DNS clusters are not yet)",
+                    "only EDS, STATIC, STRICT_DNS, LOGICAL_DNS and dynamic forward proxy clusters are supported",
                 ));
             }
         };
@@ -339,6 +351,35 @@ fn upstream_mtls(
         allowed,
         sni: ctx.sni,
     })
+}
+
+/// The names of a DNS cluster's load assignment.
+fn dns_targets(la: &ClusterLoadAssignment, resource: &str) -> Result<Vec<DnsTarget>, Unsupported> {
+    use envoy_types::pb::envoy::config::core::v3::{address, socket_address::PortSpecifier};
+    let mut out = Vec::new();
+    for e in la.endpoints.iter().flat_map(|g| &g.lb_endpoints) {
+        let Some(lb_endpoint::HostIdentifier::Endpoint(ep)) = &e.host_identifier else {
+            return Err(bad(resource, "named endpoints are not supported"));
+        };
+        let Some(address::Address::SocketAddress(sa)) =
+            ep.address.as_ref().and_then(|a| a.address.as_ref())
+        else {
+            return Err(bad(resource, "only socket addresses are supported"));
+        };
+        let Some(PortSpecifier::PortValue(port)) = sa.port_specifier else {
+            return Err(bad(resource, "named ports are not supported"));
+        };
+        out.push(DnsTarget {
+            host: sa.address.clone(),
+            port: u16::try_from(port).map_err(|_| bad(resource, "port out of range"))?,
+            weight: e
+                .load_balancing_weight
+                .as_ref()
+                .map_or(1, |w| w.value.max(1)),
+            tls: false,
+        });
+    }
+    Ok(out)
 }
 
 /// Endpoints of a load assignment, as delivered by EDS or inline.

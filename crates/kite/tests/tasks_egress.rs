@@ -1,0 +1,134 @@
+//! Istio's egress tasks (istio-api.md §3.10) on `kite up`, with Kite
+//! sidecars and with Envoy sidecars. The "external" service is an httpbin
+//! outside the mesh on this machine, reached by name through a DNS
+//! ServiceEntry: ALLOW_ANY passes unknown hosts, REGISTRY_ONLY blocks them
+//! with 502 until a ServiceEntry names the host, and a VirtualService puts
+//! a timeout on it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use support::{Sidecar, get, kite, sample, spawn, up::Up};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn net(slot: u8) -> u8 {
+    140 + u8::try_from(std::process::id() % 4).unwrap() * 12 + 8 + slot * 2
+}
+
+const REGISTRY_ONLY: &str = "apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata:
+  name: default
+  namespace: istio-system
+spec:
+  outboundTrafficPolicy:
+    mode: REGISTRY_ONLY
+";
+
+fn service_entry(port: u16) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: httpbin-ext
+spec:
+  hosts:
+  - httpbin.external
+  ports:
+  - number: {port}
+    name: http
+    protocol: HTTP
+  resolution: DNS
+  location: MESH_EXTERNAL
+  endpoints:
+  - address: localhost
+"
+    )
+}
+
+const TIMEOUT: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: httpbin-ext
+spec:
+  hosts:
+    - httpbin.external
+  http:
+  - timeout: 1s
+    route:
+      - destination:
+          host: httpbin.external
+        weight: 100
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_with_kite_sidecars() {
+    let _serial = SERIAL.lock().await;
+    egress(Sidecar::Kite, net(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_with_envoy_sidecars() {
+    let _serial = SERIAL.lock().await;
+    egress(Sidecar::Envoy, net(3)).await;
+}
+
+async fn egress(sidecar: Sidecar, net: u8) {
+    let up = Up::start("tasks-egress", sidecar, net, &[&sample("curl/curl.yaml")]).await;
+    // The external service: httpbin on 127.0.0.1, outside the mesh.
+    let port = 20000 + u16::try_from(std::process::id() % 20000).unwrap() + u16::from(net);
+    let _external = spawn(
+        "external-httpbin",
+        &up.dir,
+        kite().args([
+            "bookinfo",
+            "httpbin",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ]),
+    );
+    let curl = SocketAddr::new(up.pod("curl").await, 15001);
+    let call = |host: &'static str, path: &'static str| async move {
+        get(curl, &format!("http://{host}:{port}{path}"), &[])
+            .await
+            .unwrap()
+    };
+    let mut status = 0;
+    for _ in 0..50 {
+        status = call("localhost", "/get").await.status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "ALLOW_ANY passes an unknown host");
+
+    let registry_only = up.file("registry-only", REGISTRY_ONLY);
+    up.apply(&[&registry_only]).await;
+    let blocked = call("localhost", "/get").await;
+    assert_eq!(blocked.status, 502, "REGISTRY_ONLY: {}", blocked.text());
+    assert_eq!(call("httpbin.external", "/get").await.status, 502);
+
+    let se = up.file("service-entry", &service_entry(port));
+    up.apply(&[&se]).await;
+    let r = call("httpbin.external", "/get").await;
+    assert_eq!(r.status, 200, "a ServiceEntry opens the host: {}", r.text());
+    assert!(r.text().contains("httpbin.external"), "{}", r.text());
+
+    let timeout = up.file("timeout", TIMEOUT);
+    up.apply(&[&timeout]).await;
+    let started = Instant::now();
+    let slow = call("httpbin.external", "/delay/3").await;
+    assert_eq!(
+        (slow.status, slow.text().as_str()),
+        (504, "upstream request timeout")
+    );
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(call("httpbin.external", "/get").await.status, 200);
+}
