@@ -132,12 +132,38 @@ const TRAFFIC_POLICY: &[&str] = &[
 
 /// Values of honoured fields that Kite does not act on yet: (kind, pattern
 /// suffix, value, what is missing).
-const UNHONOURED_VALUES: &[(Kind, &str, &str, &str)] = &[(
-    Kind::DestinationRule,
-    "loadBalancer.simple",
-    "PASSTHROUGH",
-    "PASSTHROUGH load balancing is not honoured yet; LEAST_REQUEST is used",
-)];
+const UNHONOURED_VALUES: &[(Kind, &str, &str, &str)] = &[
+    (
+        Kind::DestinationRule,
+        "loadBalancer.simple",
+        "PASSTHROUGH",
+        "PASSTHROUGH load balancing is not honoured yet; LEAST_REQUEST is used",
+    ),
+    (
+        Kind::Gateway,
+        "tls.mode",
+        "PASSTHROUGH",
+        "SNI passthrough is not honoured yet; the server is left out",
+    ),
+    (
+        Kind::Gateway,
+        "tls.mode",
+        "AUTO_PASSTHROUGH",
+        "AUTO_PASSTHROUGH is not honoured yet; the server is left out",
+    ),
+    (
+        Kind::Gateway,
+        "tls.mode",
+        "ISTIO_MUTUAL",
+        "ISTIO_MUTUAL gateway servers are not honoured yet; the server is left out",
+    ),
+    (
+        Kind::Gateway,
+        "tls.mode",
+        "OPTIONAL_MUTUAL",
+        "OPTIONAL_MUTUAL is not honoured yet; the server is left out",
+    ),
+];
 
 /// The traffic policy fields under the top level, each port and each subset.
 static DESTINATION_RULE: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
@@ -180,6 +206,11 @@ const GATEWAY: &[&str] = &[
     "spec.servers[].port.*",
     "spec.servers[].hosts",
     "spec.servers[].name",
+    "spec.servers[].tls.mode",
+    "spec.servers[].tls.credentialName",
+    "spec.servers[].tls.serverCertificate",
+    "spec.servers[].tls.privateKey",
+    "spec.servers[].tls.caCertificates",
 ];
 
 const SERVICE_ENTRY: &[&str] = &[

@@ -213,6 +213,57 @@ impl ServerCertVerifier for Verifier {
     }
 }
 
+/// TLS a gateway terminates (Gateway SIMPLE or MUTUAL): its own
+/// certificate, and with `client_ca_pem` a client certificate that chains
+/// to it is required.
+pub fn termination_config(
+    chain_pem: &str,
+    key_pem: &str,
+    client_ca_pem: Option<&str>,
+    alpn: &[Vec<u8>],
+) -> Result<rustls::ServerConfig, TlsError> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match client_ca_pem {
+        Some(ca) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots_from_pem(ca)?),
+                provider(),
+            )
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    // Served as given, without rustls' own parse of the leaf, which refuses
+    // X.509 v1 certificates (what `openssl x509 -req` makes by default,
+    // and what Istio's tasks use).
+    let key = provider()
+        .key_provider
+        .load_private_key(key_from_pem(key_pem)?)?;
+    let certified = Arc::new(rustls::sign::CertifiedKey::new(
+        certs_from_pem(chain_pem)?,
+        key,
+    ));
+    let mut config = builder.with_cert_resolver(Arc::new(FixedCert(certified)));
+    config.alpn_protocols = alpn.to_vec();
+    Ok(config)
+}
+
+/// One certificate for every client.
+#[derive(Debug)]
+struct FixedCert(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for FixedCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
 /// TLS origination to a server outside the mesh (DestinationRule SIMPLE or
 /// MUTUAL), with Envoy's semantics: without a CA the server is not
 /// verified; with one the chain must reach it and the certificate must name

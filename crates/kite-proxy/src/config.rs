@@ -68,8 +68,9 @@ pub struct Listener {
     pub tls: InboundTls,
 }
 
-/// What an inbound listener accepts (PeerAuthentication's modes).
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// What an inbound listener accepts (PeerAuthentication's modes), or the
+/// TLS a gateway terminates with certificates of its own.
+#[derive(Clone, Debug, PartialEq)]
 pub enum InboundTls {
     /// Plaintext only.
     Off,
@@ -77,6 +78,22 @@ pub enum InboundTls {
     Permissive,
     /// Mutual TLS only.
     Strict,
+    /// TLS with the listener's own certificate (an HTTPS gateway server).
+    Terminate(Arc<Termination>),
+}
+
+/// A gateway's server TLS, read and checked when the listener arrives.
+#[derive(Debug)]
+pub struct Termination {
+    pub config: Arc<rustls::ServerConfig>,
+    /// A digest of the settings, which decides equality.
+    source: u64,
+}
+
+impl PartialEq for Termination {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -135,7 +135,11 @@ async fn connection(
 ) {
     let _tcp =
         matches!(config.kind, ListenerKind::Tcp { .. }).then(|| router::InFlight::new(&shared));
-    let tls = match config.tls {
+    let tls = match &config.tls {
+        InboundTls::Terminate(own) => {
+            terminate(stream, peer, own, &config, shared).await;
+            return;
+        }
         InboundTls::Off => false,
         InboundTls::Strict => true,
         InboundTls::Permissive => {
@@ -180,6 +184,33 @@ async fn connection(
         ListenerKind::Http(hcm) => {
             serve_http(tls, peer, Arc::new(hcm.clone()), shared, peer_id).await
         }
+        ListenerKind::Tcp { clusters, .. } => {
+            crate::tcp::proxy(tls, crate::tcp::pick(clusters), shared).await
+        }
+    }
+}
+
+/// A gateway's HTTPS (or TLS) server: its own certificate, then HTTP or
+/// TCP as for plaintext.
+async fn terminate(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    own: &crate::config::Termination,
+    config: &Listener,
+    shared: Arc<Shared>,
+) {
+    let tls = match tokio_rustls::TlsAcceptor::from(own.config.clone())
+        .accept(stream)
+        .await
+    {
+        Ok(tls) => tls,
+        Err(e) => {
+            debug!(error = %e, "TLS handshake failed");
+            return;
+        }
+    };
+    match &config.kind {
+        ListenerKind::Http(hcm) => serve_http(tls, peer, Arc::new(hcm.clone()), shared, None).await,
         ListenerKind::Tcp { clusters, .. } => {
             crate::tcp::proxy(tls, crate::tcp::pick(clusters), shared).await
         }

@@ -211,6 +211,8 @@ pub(super) fn gateway(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
     // one route table per port.
     let mut by_port: BTreeMap<u16, Vec<(String, String, Vec<String>)>> = BTreeMap::new();
     let mut tcp_ports: BTreeMap<u16, Vec<(String, String)>> = BTreeMap::new();
+    let mut https_ports: BTreeMap<u16, Vec<(String, String, &kite_config::networking::Server)>> =
+        BTreeMap::new();
     for (obj, gw) in cx.gateways() {
         for server in &gw.servers {
             let Some(port) = server.port.as_ref() else {
@@ -225,6 +227,14 @@ pub(super) fn gateway(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
                     .entry(number)
                     .or_default()
                     .push((obj.meta.name.clone(), obj.meta.namespace.clone()));
+                continue;
+            }
+            if protocol == "HTTPS" {
+                https_ports.entry(number).or_default().push((
+                    obj.meta.name.clone(),
+                    obj.meta.namespace.clone(),
+                    server,
+                ));
                 continue;
             }
             if !matches!(protocol.as_str(), "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB") {
@@ -267,6 +277,72 @@ pub(super) fn gateway(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
                 hcm(&format!("outbound_{port}"), &route_name, true),
             ),
         );
+    }
+    // An HTTPS server terminates TLS, then routes as an HTTP one: one filter
+    // chain per server, matched on SNI.
+    for (port, servers) in https_ports {
+        let mut chains = Vec::new();
+        for (name, ns, server) in servers {
+            let Some(tls) = &server.tls else {
+                continue;
+            };
+            let socket = match super::ingress_tls::server_socket(cx, tls) {
+                Ok(socket) => socket,
+                Err(why) => {
+                    tracing::warn!(gateway = %format!("{ns}/{name}"), port, %why, "HTTPS server left out");
+                    continue;
+                }
+            };
+            let route_name = format!(
+                "https.{port}.{}.{name}.{ns}",
+                server
+                    .port
+                    .as_ref()
+                    .map(|p| p.name.as_str())
+                    .unwrap_or_default()
+            );
+            let mut used = HashSet::new();
+            let vhosts = routes::gateway_vhosts(cx, &name, &ns, &server.hosts, port, &mut used);
+            snapshot.insert(
+                type_url::ROUTE,
+                route_name.clone(),
+                &RouteConfiguration {
+                    name: route_name.clone(),
+                    virtual_hosts: vhosts,
+                    validate_clusters: Some(BoolValue { value: false }),
+                    ..Default::default()
+                },
+            );
+            let server_names = server
+                .hosts
+                .iter()
+                .map(|h| h.rsplit('/').next().unwrap_or(h).to_owned())
+                .filter(|h| h != "*")
+                .collect();
+            chains.push(FilterChain {
+                filter_chain_match: Some(FilterChainMatch {
+                    server_names,
+                    ..Default::default()
+                }),
+                filters: vec![hcm(&format!("outbound_{port}"), &route_name, true)],
+                transport_socket: Some(socket),
+                ..Default::default()
+            });
+        }
+        if chains.is_empty() {
+            continue;
+        }
+        let name = format!("0.0.0.0_{port}");
+        let mut l = listener(&name, cx.proxy.ip, port, hcm("unused", "unused", true));
+        l.filter_chains = chains;
+        l.listener_filters = vec![ListenerFilter {
+            name: "envoy.filters.listener.tls_inspector".to_owned(),
+            config_type: Some(listener_filter::ConfigType::TypedConfig(any(
+                &TlsInspector::default(),
+            ))),
+            ..Default::default()
+        }];
+        snapshot.insert(type_url::LISTENER, name, &l);
     }
     // A TCP server forwards each connection as the first VirtualService
     // bound to it with a TCP route for the port says; without one there is

@@ -4,6 +4,7 @@
 //! them alike.
 
 mod clusters;
+mod ingress_tls;
 mod listeners;
 mod mtls;
 

@@ -220,13 +220,32 @@ impl TryFrom<&Any> for Cluster {
     }
 }
 
+/// A PEM document from a file or inline, as TLS contexts name them.
+pub(super) fn read_pem(
+    field: &str,
+    source: Option<&envoy_types::pb::envoy::config::core::v3::DataSource>,
+    name: &str,
+) -> Result<String, Unsupported> {
+    use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
+    match source.and_then(|s| s.specifier.as_ref()) {
+        Some(Specifier::Filename(path)) => {
+            std::fs::read_to_string(path).map_err(|e| bad(name, format!("{field} {path}: {e}")))
+        }
+        Some(Specifier::InlineString(s)) => Ok(s.clone()),
+        Some(Specifier::InlineBytes(b)) => {
+            String::from_utf8(b.clone()).map_err(|_| bad(name, format!("{field} is not PEM text")))
+        }
+        _ => Err(bad(name, format!("{field} must be a file or inline PEM"))),
+    }
+}
+
 /// TLS origination with files named in the cluster's transport socket.
 fn origination(
     socket: &envoy_types::pb::envoy::config::core::v3::TransportSocket,
     name: &str,
 ) -> Result<Origination, Unsupported> {
     use envoy_types::pb::envoy::{
-        config::core::v3::{DataSource, data_source::Specifier, transport_socket},
+        config::core::v3::{DataSource, transport_socket},
         extensions::transport_sockets::tls::v3::{
             UpstreamTlsContext, common_tls_context::ValidationContextType,
         },
@@ -242,17 +261,7 @@ fn origination(
     };
     let ctx: UpstreamTlsContext = decode(cfg, name)?;
     let common = ctx.common_tls_context.unwrap_or_default();
-    let read = |field: &str, source: Option<&DataSource>| -> Result<String, Unsupported> {
-        match source.and_then(|s| s.specifier.as_ref()) {
-            Some(Specifier::Filename(path)) => {
-                std::fs::read_to_string(path).map_err(|e| bad(name, format!("{field} {path}: {e}")))
-            }
-            Some(Specifier::InlineString(s)) => Ok(s.clone()),
-            Some(Specifier::InlineBytes(b)) => String::from_utf8(b.clone())
-                .map_err(|_| bad(name, format!("{field} is not PEM text"))),
-            _ => Err(bad(name, format!("{field} must be a file or inline PEM"))),
-        }
-    };
+    let read = |field: &str, source: Option<&DataSource>| read_pem(field, source, name);
     let (ca, sans) = match &common.validation_context_type {
         None => (None, Vec::new()),
         Some(ValidationContextType::ValidationContext(v)) => {

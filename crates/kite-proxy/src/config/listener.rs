@@ -38,12 +38,17 @@ impl TryFrom<&Any> for Listener {
                 ));
             }
         };
-        if let Some(secure) = secure {
-            downstream_tls(secure.transport_socket.as_ref(), &name)?;
-        }
-        let tls = match (plain, secure) {
-            (Some(_), Some(_)) => InboundTls::Permissive,
-            (None, Some(_)) => InboundTls::Strict,
+        let termination = match secure {
+            Some(secure) => downstream_tls(secure.transport_socket.as_ref(), &name)?,
+            None => None,
+        };
+        let tls = match (plain, secure, termination) {
+            (None, Some(_), Some(t)) => InboundTls::Terminate(t),
+            (Some(_), Some(_), Some(_)) => {
+                return Err(bad(&name, "a gateway's TLS chain with a plaintext one"));
+            }
+            (Some(_), Some(_), None) => InboundTls::Permissive,
+            (None, Some(_), None) => InboundTls::Strict,
             _ => InboundTls::Off,
         };
         let mut xfcc = false;
@@ -161,15 +166,18 @@ impl TryFrom<&Any> for Listener {
 }
 
 /// The inbound TLS the control plane asks for: the mesh certificate by its
-/// SDS names (`default`, `ROOTCA`), which Kite's proxy holds itself, and a
-/// client certificate required.
+/// SDS names (`default`, `ROOTCA`), which Kite's proxy holds itself, with a
+/// client certificate required (`None`); or, for a gateway's HTTPS server,
+/// a certificate of its own from inline PEM or files (`Some`).
 fn downstream_tls(
     socket: Option<&envoy_types::pb::envoy::config::core::v3::TransportSocket>,
     name: &str,
-) -> Result<(), Unsupported> {
+) -> Result<Option<Arc<Termination>>, Unsupported> {
     use envoy_types::pb::envoy::{
         config::core::v3::transport_socket,
-        extensions::transport_sockets::tls::v3::DownstreamTlsContext,
+        extensions::transport_sockets::tls::v3::{
+            DownstreamTlsContext, common_tls_context::ValidationContextType,
+        },
     };
     let Some(socket) = socket else {
         return Err(bad(name, "a TLS chain without a transport socket"));
@@ -178,17 +186,48 @@ fn downstream_tls(
         return Err(bad(name, "transport socket without typed config"));
     };
     let ctx: DownstreamTlsContext = decode(cfg, name)?;
-    if ctx
+    let client_cert = ctx
         .require_client_certificate
         .as_ref()
-        .is_none_or(|b| !b.value)
-    {
+        .is_some_and(|b| b.value);
+    let common = ctx.common_tls_context.unwrap_or_default();
+    if let [own] = common.tls_certificates.as_slice() {
+        let chain =
+            super::cluster::read_pem("certificate_chain", own.certificate_chain.as_ref(), name)?;
+        let key = super::cluster::read_pem("private_key", own.private_key.as_ref(), name)?;
+        let ca = match (&common.validation_context_type, client_cert) {
+            (Some(ValidationContextType::ValidationContext(v)), true) => Some(
+                super::cluster::read_pem("trusted_ca", v.trusted_ca.as_ref(), name)?,
+            ),
+            (_, true) => {
+                return Err(bad(
+                    name,
+                    "client certificates required without a trusted CA",
+                ));
+            }
+            (_, false) => None,
+        };
+        let alpn: Vec<Vec<u8>> = common
+            .alpn_protocols
+            .iter()
+            .map(|p| p.as_bytes().to_vec())
+            .collect();
+        let config = kite_identity::tls::termination_config(&chain, &key, ca.as_deref(), &alpn)
+            .map_err(|e| bad(name, format!("server TLS: {e}")))?;
+        use std::hash::{Hash, Hasher};
+        let mut digest = std::collections::hash_map::DefaultHasher::new();
+        (&chain, &key, &ca, &alpn).hash(&mut digest);
+        return Ok(Some(Arc::new(Termination {
+            config: Arc::new(config),
+            source: digest.finish(),
+        })));
+    }
+    if !client_cert {
         return Err(bad(
             name,
-            "inbound TLS without client certificates is not supported (mesh mTLS only)",
+            "inbound TLS without client certificates needs a certificate of its own",
         ));
     }
-    let common = ctx.common_tls_context.unwrap_or_default();
     if !common.tls_certificates.is_empty()
         || common
             .tls_certificate_sds_secret_configs
@@ -197,8 +236,8 @@ fn downstream_tls(
     {
         return Err(bad(
             name,
-            "only the workload's own certificate (SDS name \"default\") is supported",
+            "only the workload's own certificate (SDS name \"default\") or one certificate of the listener's own is supported",
         ));
     }
-    Ok(())
+    Ok(None)
 }
