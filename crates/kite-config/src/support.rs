@@ -94,6 +94,11 @@ const VIRTUAL_SERVICE: &[&str] = &[
     "spec.tcp[].match[].sourceNamespace",
     "spec.tcp[].route[].destination.*",
     "spec.tcp[].route[].weight",
+    "spec.tls[].match[].sniHosts",
+    "spec.tls[].match[].port",
+    "spec.tls[].match[].gateways",
+    "spec.tls[].route[].destination.*",
+    "spec.tls[].route[].weight",
 ];
 
 const TRAFFIC_POLICY: &[&str] = &[
@@ -138,12 +143,6 @@ const UNHONOURED_VALUES: &[(Kind, &str, &str, &str)] = &[
         "loadBalancer.simple",
         "PASSTHROUGH",
         "PASSTHROUGH load balancing is not honoured yet; LEAST_REQUEST is used",
-    ),
-    (
-        Kind::Gateway,
-        "tls.mode",
-        "PASSTHROUGH",
-        "SNI passthrough is not honoured yet; the server is left out",
     ),
     (
         Kind::Gateway,

@@ -124,7 +124,7 @@ impl Admin {
             .values()
             .map(|l| match &l.kind {
                 ListenerKind::Http(h) => json!({"name": l.name, "address": l.addr.to_string(), "type": "HTTP", "route_config": h.route_config, "use_remote_address": h.use_remote_address}),
-                ListenerKind::Tcp { clusters, .. } => json!({"name": l.name, "address": l.addr.to_string(), "type": "TCP", "clusters": clusters.iter().map(|(name, weight)| json!({"name": name, "weight": weight})).collect::<Vec<_>>()}),
+                ListenerKind::Tcp { clusters, by_sni, .. } => json!({"name": l.name, "address": l.addr.to_string(), "type": "TCP", "clusters": clusters.iter().chain(by_sni.iter().flat_map(|r| &r.clusters)).map(|(name, weight)| json!({"name": name, "weight": weight})).collect::<Vec<_>>(), "sni": by_sni.iter().map(|r| json!({"server_names": r.names, "clusters": r.clusters.iter().map(|(n, _)| n).collect::<Vec<_>>()})).collect::<Vec<_>>()}),
             })
             .collect();
         let routes: Vec<Value> = state

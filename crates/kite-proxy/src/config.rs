@@ -103,7 +103,17 @@ pub enum ListenerKind {
         stat_prefix: String,
         /// Clusters with their weights; one connection goes to one of them.
         clusters: Vec<(String, u32)>,
+        /// SNI passthrough: the clusters for each set of server names,
+        /// chosen by the ClientHello's SNI (then `clusters` is empty).
+        by_sni: Vec<SniRoute>,
     },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SniRoute {
+    /// Exact names, or `*.suffix`.
+    pub names: Vec<String>,
+    pub clusters: Vec<(String, u32)>,
 }
 
 #[derive(Clone, Debug)]

@@ -153,6 +153,14 @@ async fn connection(
             ListenerKind::Http(hcm) => {
                 serve_http(stream, peer, Arc::new(hcm.clone()), shared, None).await
             }
+            ListenerKind::Tcp { by_sni, .. } if !by_sni.is_empty() => {
+                match crate::tcp::sni_route(&stream, by_sni).await {
+                    Some(clusters) => {
+                        crate::tcp::proxy(stream, crate::tcp::pick(clusters), shared).await
+                    }
+                    None => debug!("no SNI route; closing"),
+                }
+            }
             ListenerKind::Tcp { clusters, .. } => {
                 crate::tcp::proxy(stream, crate::tcp::pick(clusters), shared).await
             }

@@ -13,54 +13,11 @@ use std::{
 };
 
 use serde_json::Value;
-use support::{Proc, get, kite, sample, spawn};
+use support::{Sidecar, get, sample, up::Up};
 
-struct Up {
-    proc: Proc,
-    control: String,
-    dir: std::path::PathBuf,
-}
-
-impl Up {
-    fn kite(&self, args: &[&str]) -> String {
-        let out = kite()
-            .args(args)
-            .env("KITE_CONTROL_PLANE", &self.control)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "kite {args:?}:\n{text}");
-        text
-    }
-
-    fn write(&self, name: &str, text: &str) -> String {
-        let path = self.dir.join(name);
-        std::fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_owned()
-    }
-
-    /// The address of the pod of `app` in `namespace`, once it runs.
-    async fn pod(&self, namespace: &str, app: &str) -> IpAddr {
-        for _ in 0..200 {
-            let out = self.kite(&["get", "workloadentries", "-n", namespace, "-o", "json"]);
-            let items: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
-            let started = std::fs::read_to_string(&self.proc.log).unwrap_or_default();
-            for item in items.as_array().into_iter().flatten() {
-                let name = item["metadata"]["name"].as_str().unwrap_or_default();
-                if item["spec"]["labels"]["app"] == app
-                    && started.contains(&format!("started pod {namespace}/{name}"))
-                {
-                    return item["spec"]["address"].as_str().unwrap().parse().unwrap();
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("no running pod of {app} in {namespace}");
-    }
+/// The address of the pod of `app` in `namespace`, once it runs.
+async fn pod(up: &Up, namespace: &str, app: &str) -> IpAddr {
+    up.pods(namespace, app, 1).await[0].1
 }
 
 /// A request from a curl pod: through its sidecar when it has one, else
@@ -101,7 +58,7 @@ async fn expect(from: Option<IpAddr>, ns: &str, httpbin: IpAddr, want: Option<u1
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_migration_with_kite_sidecars() {
     migration(
-        "kite",
+        Sidecar::Kite,
         24 + u8::try_from(std::process::id() % 3).unwrap() * 8,
     )
     .await;
@@ -110,52 +67,16 @@ async fn mutual_tls_migration_with_kite_sidecars() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_migration_with_envoy_sidecars() {
     migration(
-        "envoy",
+        Sidecar::Envoy,
         28 + u8::try_from(std::process::id() % 3).unwrap() * 8,
     )
     .await;
 }
 
-async fn migration(sidecar: &str, net: u8) {
-    let dir = std::env::temp_dir().join(format!(
-        "kite-mtls-migration-{sidecar}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let control_ip = format!("127.{net}.255.2");
-    let proc = spawn(
-        "kite-up",
-        &dir,
-        kite()
-            .args(["up", "--sidecar", sidecar, "--state-dir"])
-            .arg(dir.join("state"))
-            .env("ENVOY", support::envoy_bin())
-            .args([
-                "--gateway-ip",
-                &format!("127.{net}.255.1"),
-                "--control-ip",
-                &control_ip,
-            ])
-            .args(["--pod-net", &net.to_string()]),
-    );
-    let mut up = Up {
-        proc,
-        control: format!("http://{control_ip}:15014"),
-        dir: dir.clone(),
-    };
-    for _ in 0..600 {
-        if std::fs::read_to_string(&up.proc.log)
-            .unwrap_or_default()
-            .contains("BookInfo is up")
-        {
-            break;
-        }
-        assert!(up.proc.running(), "kite up exited early");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let namespaces = up.write(
-        "namespaces.yaml",
+async fn migration(sidecar: Sidecar, net: u8) {
+    let up = Up::start("mtls-migration", sidecar, net, &[]).await;
+    let namespaces = up.file(
+        "namespaces",
         "apiVersion: v1\nkind: Namespace\nmetadata: {name: foo, labels: {istio-injection: enabled}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: bar, labels: {istio-injection: enabled}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: legacy}\n",
     );
     up.kite(&["apply", "-f", &namespaces]);
@@ -172,12 +93,12 @@ async fn migration(sidecar: &str, net: u8) {
     }
     up.kite(&["apply", "-n", "legacy", "-f", &sample("curl/curl.yaml")]);
     let httpbin = [
-        ("foo", up.pod("foo", "httpbin").await),
-        ("bar", up.pod("bar", "httpbin").await),
+        ("foo", pod(&up, "foo", "httpbin").await),
+        ("bar", pod(&up, "bar", "httpbin").await),
     ];
     let clients = [
-        ("foo", Some(up.pod("foo", "curl").await)),
-        ("bar", Some(up.pod("bar", "curl").await)),
+        ("foo", Some(pod(&up, "foo", "curl").await)),
+        ("bar", Some(pod(&up, "bar", "curl").await)),
         ("legacy", None),
     ];
     let log = std::fs::read_to_string(&up.proc.log).unwrap();
@@ -215,7 +136,7 @@ async fn migration(sidecar: &str, net: u8) {
     assert!(
         xfcc.contains("By=spiffe://cluster.local/ns/foo/sa/httpbin")
             && xfcc.contains("URI=spiffe://cluster.local/ns/foo/sa/curl"),
-        "{sidecar}: {body:#}"
+        "{sidecar:?}: {body:#}"
     );
     assert_eq!(
         body["headers"]["Host"][0], "httpbin.foo:8000",
@@ -223,8 +144,8 @@ async fn migration(sidecar: &str, net: u8) {
     );
 
     // STRICT in foo: legacy is shut out of foo only.
-    let foo_strict = up.write(
-        "foo-strict.yaml",
+    let foo_strict = up.file(
+        "foo-strict",
         "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: foo}\nspec:\n  mtls: {mode: STRICT}\n",
     );
     up.kite(&["apply", "-f", &foo_strict]);
@@ -248,8 +169,8 @@ async fn migration(sidecar: &str, net: u8) {
         .await;
     }
     // Mesh-wide STRICT: legacy reaches nothing; meshed pairs all work.
-    let mesh_strict = up.write(
-        "mesh-strict.yaml",
+    let mesh_strict = up.file(
+        "mesh-strict",
         "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec:\n  mtls: {mode: STRICT}\n",
     );
     up.kite(&["apply", "-f", &mesh_strict]);
@@ -289,10 +210,4 @@ async fn migration(sidecar: &str, net: u8) {
             .unwrap()
             .contains("stopped pod legacy/curl-")
     );
-
-    assert!(
-        up.proc.interrupt(Duration::from_secs(30)).is_some(),
-        "kite up did not stop"
-    );
-    let _ = std::fs::remove_dir_all(&dir);
 }

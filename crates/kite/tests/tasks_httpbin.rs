@@ -88,6 +88,7 @@ async fn httpbin_tasks(sidecar: Sidecar, net: u8) {
     let fortio = up.pod("fortio").await;
     ingress(&up).await;
     secure_ingress(&up).await;
+    sni_passthrough(&up).await;
     circuit_breaking(&up, fortio).await;
     retries(&up, fortio).await;
     outlier_detection(&up, fortio).await;
@@ -341,6 +342,159 @@ async fn secure_ingress(up: &Up) {
         "MUTUAL with one"
     );
     up.delete(&[&gateway]).await;
+}
+
+/// The passthrough task's nginx: a TLS server of its own behind a sidecar,
+/// here `openssl s_server` with the certificate for nginx.example.com.
+fn nginx(dir: &std::path::Path) -> String {
+    let d = dir.display();
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata:
+  name: my-nginx
+  labels:
+    run: my-nginx
+spec:
+  ports:
+  - port: 443
+    protocol: TCP
+    name: https
+  selector:
+    run: my-nginx
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: my-nginx
+spec:
+  selector:
+    matchLabels:
+      run: my-nginx
+  replicas: 1
+  template:
+    metadata:
+      labels:
+        run: my-nginx
+      annotations:
+        kite.io/command: openssl s_server -quiet -accept $HOST:$PORT -cert {d}/nginx.example.com.crt -key {d}/nginx.example.com.key -www
+    spec:
+      containers:
+      - name: my-nginx
+        image: nginx
+        ports:
+        - containerPort: 443
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: mygateway
+spec:
+  selector:
+    istio: ingressgateway
+  servers:
+  - port:
+      number: 443
+      name: https
+      protocol: HTTPS
+    tls:
+      mode: PASSTHROUGH
+    hosts:
+    - nginx.example.com
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: nginx
+spec:
+  hosts:
+  - nginx.example.com
+  gateways:
+  - mygateway
+  tls:
+  - match:
+    - port: 443
+      sniHosts:
+      - nginx.example.com
+    route:
+    - destination:
+        host: my-nginx
+        port:
+          number: 443
+"
+    )
+}
+
+/// §3.9 SNI passthrough: the gateway forwards TLS unopened, by its SNI, to
+/// a workload that terminates it with its own certificate.
+async fn sni_passthrough(up: &Up) {
+    let dir = &up.dir;
+    let name = "nginx.example.com";
+    run(
+        dir,
+        "openssl",
+        &[
+            "req",
+            "-out",
+            &format!("{name}.csr"),
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-subj",
+            &format!("/CN={name}/O=some organization"),
+        ],
+    );
+    run(
+        dir,
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-sha256",
+            "-days",
+            "365",
+            "-CA",
+            "example.com.crt",
+            "-CAkey",
+            "example.com.key",
+            "-set_serial",
+            "2",
+            "-in",
+            &format!("{name}.csr"),
+            "-out",
+            &format!("{name}.crt"),
+        ],
+    );
+    let manifests = up.file("nginx", &nginx(dir));
+    up.apply(&[&manifests]).await;
+    let curl = |sni: &str| {
+        std::process::Command::new("curl")
+            .current_dir(dir)
+            .args(["-s", "--max-time", "5", "--resolve"])
+            .arg(format!("{sni}:443:{}", up.gateway_ip))
+            .args(["--cacert", "example.com.crt"])
+            .arg(format!("https://{sni}/"))
+            .output()
+            .unwrap()
+    };
+    let mut page = String::new();
+    for _ in 0..100 {
+        let out = curl(name);
+        page = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        page.contains("s_server"),
+        "nginx's own TLS page through the gateway: {page}"
+    );
+    let other = curl("other.example.com");
+    assert!(!other.status.success(), "no route for another SNI");
+    up.delete(&[&manifests]).await;
 }
 
 const CIRCUIT_BREAKER: &str = "apiVersion: networking.istio.io/v1

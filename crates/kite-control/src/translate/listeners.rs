@@ -194,13 +194,7 @@ fn inbound(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
                 });
                 l.filter_chains.insert(0, secure);
             }
-            l.listener_filters = vec![ListenerFilter {
-                name: "envoy.filters.listener.tls_inspector".to_owned(),
-                config_type: Some(listener_filter::ConfigType::TypedConfig(any(
-                    &TlsInspector::default(),
-                ))),
-                ..Default::default()
-            }];
+            l.listener_filters = tls_inspector();
         }
         snapshot.insert(type_url::LISTENER, name.clone(), &l);
     }
@@ -212,6 +206,8 @@ pub(super) fn gateway(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
     let mut by_port: BTreeMap<u16, Vec<(String, String, Vec<String>)>> = BTreeMap::new();
     let mut tcp_ports: BTreeMap<u16, Vec<(String, String)>> = BTreeMap::new();
     let mut https_ports: BTreeMap<u16, Vec<(String, String, &kite_config::networking::Server)>> =
+        BTreeMap::new();
+    let mut sni_ports: BTreeMap<u16, Vec<(String, String, &kite_config::networking::Server)>> =
         BTreeMap::new();
     for (obj, gw) in cx.gateways() {
         for server in &gw.servers {
@@ -227,6 +223,18 @@ pub(super) fn gateway(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
                     .entry(number)
                     .or_default()
                     .push((obj.meta.name.clone(), obj.meta.namespace.clone()));
+                continue;
+            }
+            let passthrough = server
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.mode == kite_config::networking::ServerTlsMode::Passthrough);
+            if matches!(protocol.as_str(), "HTTPS" | "TLS") && passthrough {
+                sni_ports.entry(number).or_default().push((
+                    obj.meta.name.clone(),
+                    obj.meta.namespace.clone(),
+                    server,
+                ));
                 continue;
             }
             if protocol == "HTTPS" {
@@ -335,13 +343,33 @@ pub(super) fn gateway(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
         let name = format!("0.0.0.0_{port}");
         let mut l = listener(&name, cx.proxy.ip, port, hcm("unused", "unused", true));
         l.filter_chains = chains;
-        l.listener_filters = vec![ListenerFilter {
-            name: "envoy.filters.listener.tls_inspector".to_owned(),
-            config_type: Some(listener_filter::ConfigType::TypedConfig(any(
-                &TlsInspector::default(),
-            ))),
-            ..Default::default()
-        }];
+        l.listener_filters = tls_inspector();
+        snapshot.insert(type_url::LISTENER, name, &l);
+    }
+    // A passthrough server routes each TLS connection, unopened, on its SNI
+    // as the VirtualServices' `tls` routes say: one filter chain per route.
+    for (port, servers) in sni_ports {
+        let chains: Vec<FilterChain> = servers
+            .iter()
+            .flat_map(|(name, ns, server)| {
+                routes::gateway_sni_routes(cx, name, ns, &server.hosts, port)
+            })
+            .map(|(server_names, targets)| FilterChain {
+                filter_chain_match: Some(FilterChainMatch {
+                    server_names,
+                    ..Default::default()
+                }),
+                filters: vec![tcp_weighted(&format!("outbound_{port}"), &targets)],
+                ..Default::default()
+            })
+            .collect();
+        if chains.is_empty() {
+            continue;
+        }
+        let name = format!("0.0.0.0_{port}");
+        let mut l = listener(&name, cx.proxy.ip, port, tcp("unused", "unused"));
+        l.filter_chains = chains;
+        l.listener_filters = tls_inspector();
         snapshot.insert(type_url::LISTENER, name, &l);
     }
     // A TCP server forwards each connection as the first VirtualService
@@ -471,6 +499,18 @@ fn unknown_host(allow_any: bool) -> VirtualHost {
         }],
         ..Default::default()
     }
+}
+
+/// Envoy's TLS inspector, which reads SNI and tells TLS from plaintext for
+/// the filter chain match.
+fn tls_inspector() -> Vec<ListenerFilter> {
+    vec![ListenerFilter {
+        name: "envoy.filters.listener.tls_inspector".to_owned(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(any(
+            &TlsInspector::default(),
+        ))),
+        ..Default::default()
+    }]
 }
 
 /// The HCM of an mTLS chain tells the app who called, as Istio does.

@@ -203,6 +203,67 @@ pub(super) fn tcp_targets(
         .collect()
 }
 
+/// SNI routes of the VirtualServices bound to the gateway `ns/name` for
+/// its passthrough server on `port`: (SNI hosts, weighted clusters), in
+/// order; the server's own hosts bound what a route may claim.
+pub(super) fn gateway_sni_routes(
+    cx: &Ctx<'_>,
+    gateway: &str,
+    gateway_ns: &str,
+    server_hosts: &[String],
+    port: u16,
+) -> Vec<(Vec<String>, Vec<(String, u32)>)> {
+    let key = format!("{gateway_ns}/{gateway}");
+    let mut out = Vec::new();
+    for (obj, vs) in virtual_services(cx) {
+        if !bound_to(vs, &obj.meta.namespace, gateway, gateway_ns) {
+            continue;
+        }
+        let ns = obj.meta.namespace.as_str();
+        for rule in &vs.tls {
+            for m in &rule.r#match {
+                let scope = Scope {
+                    port: m.port,
+                    source_labels: &m.source_labels,
+                    source_namespace: &m.source_namespace,
+                    gateways: &m.gateways,
+                };
+                if !scope.applies(cx, port, ns, Context::Gateway(&key)) {
+                    continue;
+                }
+                let hosts: Vec<String> = m
+                    .sni_hosts
+                    .iter()
+                    .filter(|h| {
+                        server_hosts.iter().any(|sh| {
+                            let sh = sh.rsplit('/').next().unwrap_or(sh);
+                            host_matches(sh, h) || host_matches(h, sh)
+                        })
+                    })
+                    .cloned()
+                    .collect();
+                let targets: Vec<(String, u32)> = rule
+                    .route
+                    .iter()
+                    .map(|d| {
+                        let weight = if rule.route.len() == 1 {
+                            100
+                        } else {
+                            u32::try_from(d.weight).unwrap_or(0)
+                        };
+                        (cluster_for(cx, ns, &d.destination, port), weight)
+                    })
+                    .filter(|(_, w)| *w > 0)
+                    .collect();
+                if !hosts.is_empty() && !targets.is_empty() {
+                    out.push((hosts, targets));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// TCP targets of the VirtualServices bound to the gateway `ns/name` for
 /// connections on its server port `port`.
 pub(super) fn gateway_tcp_targets(

@@ -17,6 +17,49 @@ impl TryFrom<&Any> for Listener {
                 ));
             }
         }
+        // A gateway's SNI passthrough: plaintext chains matched on server
+        // names, each forwarding to its clusters.
+        let sni_chain = |c: &envoy_types::pb::envoy::config::listener::v3::FilterChain| {
+            c.transport_socket.is_none()
+                && c.filter_chain_match
+                    .as_ref()
+                    .is_some_and(|m| !m.server_names.is_empty())
+        };
+        if !l.filter_chains.is_empty() && l.filter_chains.iter().all(sni_chain) {
+            let mut by_sni = Vec::new();
+            let mut prefix = String::new();
+            for c in &l.filter_chains {
+                let [f] = c.filters.as_slice() else {
+                    return Err(bad(&name, "exactly one network filter is supported"));
+                };
+                let Some(filter::ConfigType::TypedConfig(cfg)) = &f.config_type else {
+                    return Err(bad(&name, format!("filter {} has no typed config", f.name)));
+                };
+                if !cfg.type_url.ends_with(".TcpProxy") {
+                    return Err(bad(&name, "SNI chains must forward with tcp_proxy"));
+                }
+                let (stat_prefix, clusters) = tcp_proxy(cfg, &name)?;
+                prefix = stat_prefix;
+                by_sni.push(SniRoute {
+                    names: c
+                        .filter_chain_match
+                        .as_ref()
+                        .map(|m| m.server_names.clone())
+                        .unwrap_or_default(),
+                    clusters,
+                });
+            }
+            return Ok(Listener {
+                name: l.name,
+                addr,
+                kind: ListenerKind::Tcp {
+                    stat_prefix: prefix,
+                    clusters: Vec::new(),
+                    by_sni,
+                },
+                tls: InboundTls::Off,
+            });
+        }
         // Istio's inbound layouts: one plaintext chain; one mTLS chain
         // (STRICT); or an mTLS chain and a plaintext chain told apart by
         // the transport protocol (PERMISSIVE).
@@ -126,20 +169,11 @@ impl TryFrom<&Any> for Listener {
                 })
             }
             "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy" => {
-                let tcp: TcpProxy = decode(cfg, &name)?;
-                let clusters = match tcp.cluster_specifier {
-                    Some(tcp_proxy::ClusterSpecifier::Cluster(cluster)) => vec![(cluster, 1)],
-                    Some(tcp_proxy::ClusterSpecifier::WeightedClusters(w)) => {
-                        w.clusters.into_iter().map(|c| (c.name, c.weight)).collect()
-                    }
-                    None => return Err(bad(&name, "tcp_proxy without a cluster")),
-                };
-                if clusters.is_empty() {
-                    return Err(bad(&name, "tcp_proxy with no weighted clusters"));
-                }
+                let (stat_prefix, clusters) = tcp_proxy(cfg, &name)?;
                 ListenerKind::Tcp {
-                    stat_prefix: tcp.stat_prefix,
+                    stat_prefix,
                     clusters,
+                    by_sni: Vec::new(),
                 }
             }
             other => {
@@ -163,6 +197,22 @@ impl TryFrom<&Any> for Listener {
             tls,
         })
     }
+}
+
+/// A tcp_proxy's stat prefix and weighted clusters.
+fn tcp_proxy(cfg: &Any, name: &str) -> Result<(String, Vec<(String, u32)>), Unsupported> {
+    let tcp: TcpProxy = decode(cfg, name)?;
+    let clusters = match tcp.cluster_specifier {
+        Some(tcp_proxy::ClusterSpecifier::Cluster(cluster)) => vec![(cluster, 1)],
+        Some(tcp_proxy::ClusterSpecifier::WeightedClusters(w)) => {
+            w.clusters.into_iter().map(|c| (c.name, c.weight)).collect()
+        }
+        None => return Err(bad(name, "tcp_proxy without a cluster")),
+    };
+    if clusters.is_empty() {
+        return Err(bad(name, "tcp_proxy with no weighted clusters"));
+    }
+    Ok((tcp.stat_prefix, clusters))
 }
 
 /// The inbound TLS the control plane asks for: the mesh certificate by its
