@@ -203,6 +203,9 @@ pub(super) fn tcp_targets(
         .collect()
 }
 
+/// Clusters with their weights.
+pub(super) type Targets = Vec<(String, u32)>;
+
 /// SNI routes of the VirtualServices bound to the gateway `ns/name` for
 /// its passthrough server on `port`: (SNI hosts, weighted clusters), in
 /// order; the server's own hosts bound what a route may claim.
@@ -212,7 +215,7 @@ pub(super) fn gateway_sni_routes(
     gateway_ns: &str,
     server_hosts: &[String],
     port: u16,
-) -> Vec<(Vec<String>, Vec<(String, u32)>)> {
+) -> Vec<(Vec<String>, Targets)> {
     let key = format!("{gateway_ns}/{gateway}");
     let mut out = Vec::new();
     for (obj, vs) in virtual_services(cx) {
