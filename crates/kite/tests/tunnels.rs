@@ -6,7 +6,13 @@
 
 mod support;
 
-use std::net::SocketAddr;
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
 use support::{Mesh, Sidecar, get};
 use tokio::{
@@ -75,27 +81,40 @@ async fn external_server(addr: SocketAddr) {
 }
 
 /// An HTTP/2-only (h2c) server, as gRPC servers are: answers with the
-/// protocol version it saw.
-async fn h2c_server(addr: SocketAddr) {
+/// protocol version it saw, and to `…/Unavailable` with gRPC status 14
+/// (trailers-only), counting those calls.
+async fn h2c_server(addr: SocketAddr) -> Arc<AtomicUsize> {
     let listener = TcpListener::bind(addr).await.unwrap();
+    let unavailable = Arc::new(AtomicUsize::new(0));
+    let calls = unavailable.clone();
     tokio::spawn(async move {
         loop {
             let Ok((s, _)) = listener.accept().await else {
                 return;
             };
+            let calls = calls.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    |req: http::Request<hyper::body::Incoming>| async move {
-                        let body = format!("{:?} {}", req.version(), req.uri().path());
-                        Ok::<_, std::convert::Infallible>(
-                            http::Response::builder()
-                                .header("content-type", "application/grpc")
-                                .header("grpc-status", "0")
-                                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-                                .unwrap(),
-                        )
-                    },
-                );
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let calls = calls.clone();
+                        async move {
+                            let path = req.uri().path().to_owned();
+                            let status = if path.ends_with("/Unavailable") {
+                                calls.fetch_add(1, Ordering::SeqCst);
+                                "14"
+                            } else {
+                                "0"
+                            };
+                            let body = format!("{:?} {path}", req.version());
+                            Ok::<_, std::convert::Infallible>(
+                                http::Response::builder()
+                                    .header("content-type", "application/grpc")
+                                    .header("grpc-status", status)
+                                    .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                                    .unwrap(),
+                            )
+                        }
+                    });
                 let _ =
                     hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
                         .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
@@ -103,6 +122,7 @@ async fn h2c_server(addr: SocketAddr) {
             });
         }
     });
+    unavailable
 }
 
 /// One request over HTTP/2 with prior knowledge, as a gRPC client sends it.
@@ -161,7 +181,7 @@ async fn scenario(sidecar: Sidecar) {
     let grpc_ip = mesh.spare_ip();
     echo_server(SocketAddr::new(echo_ip, 9000), false).await;
     echo_server(SocketAddr::new(ws_ip, 8000), true).await;
-    h2c_server(SocketAddr::new(grpc_ip, 8090)).await;
+    let unavailable = h2c_server(SocketAddr::new(grpc_ip, 8090)).await;
     let config = mesh.dir.join("services.yaml");
     std::fs::write(
         &config,
@@ -237,6 +257,47 @@ spec: {{address: {ws_ip}, labels: {{app: ws}}}}
     // gRPC: HTTP/2 from the app, and HTTP/2 to a port named grpc.
     let (status, body) = h2c_request(proxy, "http://grpc:8090/kite.Echo/Ping").await;
     assert_eq!((status, body.as_str()), (200, "HTTP/2.0 /kite.Echo/Ping"));
+
+    // gRPC retry conditions: Istio's default policy retries `unavailable`
+    // twice; `5xx` does not cover a gRPC status; `unavailable` named with
+    // three attempts makes four calls.
+    let calls = |expected: usize, why: &'static str| {
+        let unavailable = unavailable.clone();
+        async move {
+            let before = unavailable.load(Ordering::SeqCst);
+            let (status, _) = h2c_request(proxy, "http://grpc:8090/kite.Echo/Unavailable").await;
+            assert_eq!(status, 200);
+            assert_eq!(
+                unavailable.load(Ordering::SeqCst) - before,
+                expected,
+                "{why}"
+            );
+        }
+    };
+    calls(3, "the default policy").await;
+    let retries = mesh.dir.join("grpc-retries.yaml");
+    for (retry_on, attempts, expected) in [("5xx", 2, 1), ("unavailable", 3, 4)] {
+        std::fs::write(
+            &retries,
+            format!(
+                "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: grpc}}
+spec:
+  hosts: [grpc]
+  http:
+  - route: [{{destination: {{host: grpc}}}}]
+    retries: {{attempts: {attempts}, retryOn: {retry_on}}}
+"
+            ),
+        )
+        .unwrap();
+        mesh.apply(&[retries.to_str().unwrap()]);
+        mesh.synced(1).await;
+        calls(expected, retry_on).await;
+    }
+    mesh.delete(&[retries.to_str().unwrap()]);
+    mesh.synced(1).await;
 
     let outside = SocketAddr::new(mesh.spare_ip(), 8099);
     external_server(outside).await;
