@@ -8,15 +8,20 @@ use std::{
     collections::{BTreeMap, HashMap},
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
-    process::{ExitCode, Stdio},
+    process::ExitCode,
     time::Duration,
 };
 
 use anyhow::{Context as _, bail};
 use kite_bookinfo::Client;
-use kite_config::{Object, Spec, k8s::Container, load_paths, load_str};
+use kite_config::{Object, Spec, load_paths, load_str};
 use kite_control::{bootstrap::Bootstrap, proxy::ProxyKind};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
+
+mod commands;
+mod procs;
+use commands::{app_command, proxy_command};
+use procs::{Proc, restart, restart_delay, start, terminate, wait_http, wait_tcp};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -58,10 +63,6 @@ const BOOKINFO: [(&str, &str); 3] = [
     ),
 ];
 
-/// Annotation naming the local command that stands in for a container
-/// image Kite has no built-in app for; `$PORT` and `$HOST` are set.
-const COMMAND_ANNOTATION: &str = "kite.io/command";
-
 #[derive(Clone)]
 struct Pod {
     name: String,
@@ -70,56 +71,6 @@ struct Pod {
     app_ip: Ipv4Addr,
     port: u16,
     sidecar: bool,
-}
-
-struct Proc {
-    name: String,
-    child: Child,
-    log: PathBuf,
-    /// How it was started, to start it again after it exits.
-    spec: Launch,
-    /// Restarts so far, and when the next one is due once it has exited.
-    restarts: u32,
-    restart_at: Option<tokio::time::Instant>,
-}
-
-/// A command as it was spawned: program, arguments and environment changes.
-#[derive(Clone)]
-struct Launch {
-    program: std::ffi::OsString,
-    args: Vec<std::ffi::OsString>,
-    envs: Vec<(std::ffi::OsString, Option<std::ffi::OsString>)>,
-}
-
-impl Launch {
-    fn of(cmd: &Command) -> Self {
-        let std = cmd.as_std();
-        Self {
-            program: std.get_program().to_owned(),
-            args: std.get_args().map(ToOwned::to_owned).collect(),
-            envs: std
-                .get_envs()
-                .map(|(k, v)| (k.to_owned(), v.map(ToOwned::to_owned)))
-                .collect(),
-        }
-    }
-
-    fn command(&self) -> Command {
-        let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args);
-        for (k, v) in &self.envs {
-            match v {
-                Some(v) => cmd.env(k, v),
-                None => cmd.env_remove(k),
-            };
-        }
-        cmd
-    }
-}
-
-/// The kubelet's restart back-off: 10 s, doubling, at most 5 min.
-fn restart_delay(restarts: u32) -> Duration {
-    Duration::from_secs(10u64.saturating_mul(1 << restarts.min(5)).min(300))
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -487,8 +438,6 @@ async fn reconcile(
     Ok(())
 }
 
-/// Deregisters a pod (clients stop picking it) and then stops its app and
-/// sidecar.
 /// Takes a pod out of service without failing requests, as Kubernetes and
 /// Istio do: its endpoint leaves the registry and every proxy ACKs that,
 /// requests already on their way get a moment to arrive, the sidecar drains
@@ -586,285 +535,6 @@ async fn register(
     Ok(())
 }
 
-fn start(name: &str, cmd: Command, logs: &Path) -> anyhow::Result<Proc> {
-    let log = logs.join(format!("{name}.log"));
-    let file =
-        std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    spawn(name, &Launch::of(&cmd), cmd, log, file)
-}
-
-/// Starts an exited process again, appending to its log.
-fn restart(p: &mut Proc) -> anyhow::Result<()> {
-    let file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&p.log)
-        .with_context(|| format!("opening {}", p.log.display()))?;
-    let restarts = p.restarts + 1;
-    *p = spawn(&p.name, &p.spec, p.spec.command(), p.log.clone(), file)?;
-    p.restarts = restarts;
-    Ok(())
-}
-
-fn spawn(
-    name: &str,
-    spec: &Launch,
-    mut cmd: Command,
-    log: PathBuf,
-    file: std::fs::File,
-) -> anyhow::Result<Proc> {
-    cmd.stdin(Stdio::null())
-        .stdout(
-            file.try_clone()
-                .context("duplicating the log file handle")?,
-        )
-        .stderr(file)
-        .kill_on_drop(true);
-    let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
-    Ok(Proc {
-        name: name.to_owned(),
-        child,
-        log,
-        spec: spec.clone(),
-        restarts: 0,
-        restart_at: None,
-    })
-}
-
-fn envoy_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("ENVOY") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(".venv/bin/envoy");
-    if venv.exists() {
-        return venv;
-    }
-    PathBuf::from("envoy")
-}
-
-/// The command for a workload's proxy, holding the credential for its
-/// identity alone: Kite's proxy presents it to the CA itself; Envoy's
-/// bootstrap carries it in its node metadata (`KITE_TOKEN`), and the control
-/// plane serves the certificate over SDS only to a node that holds it.
-async fn proxy_command(
-    args: &Args,
-    exe: &Path,
-    boot: &Bootstrap,
-    logs: &Path,
-    name: &str,
-    api: &str,
-) -> anyhow::Result<Command> {
-    let (token, root) = workload_credentials(
-        api,
-        &args.state_dir,
-        &boot.pod,
-        &boot.namespace,
-        &boot.service_account,
-    )
-    .await?;
-    let mut cmd = start_proxy_command(args, exe, boot, logs, name, &token)?;
-    if args.sidecar == "kite" {
-        cmd.args([
-            "--ca",
-            &SocketAddr::new(IpAddr::V4(args.control_ip), 15012).to_string(),
-        ])
-        .arg("--token-file")
-        .arg(token)
-        .arg("--ca-root")
-        .arg(root);
-    }
-    Ok(cmd)
-}
-
-/// Asks the CA for a token bound to the pod's service account and writes it
-/// (mode 0600) and the mesh root beside the pod's logs; returns their paths.
-async fn workload_credentials(
-    api: &str,
-    state_dir: &Path,
-    pod: &str,
-    namespace: &str,
-    service_account: &str,
-) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let body =
-        serde_json::json!({"namespace": namespace, "serviceAccount": service_account}).to_string();
-    let (status, reply) = crate::ctl::request(api, "POST", "/apis/tokens", Some(body)).await?;
-    if !status.is_success() {
-        bail!("the CA refused a token for {pod}: {reply}");
-    }
-    let dir = state_dir.join("identity");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let token = dir.join(format!("{pod}.token"));
-    write_private(&token, reply["token"].as_str().unwrap_or_default())?;
-    let root = dir.join("root-cert.pem");
-    std::fs::write(&root, reply["root"].as_str().unwrap_or_default())
-        .with_context(|| format!("writing {}", root.display()))?;
-    Ok((token, root))
-}
-
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(contents.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))
-}
-
-fn start_proxy_command(
-    args: &Args,
-    exe: &Path,
-    boot: &Bootstrap,
-    logs: &Path,
-    name: &str,
-    token_file: &Path,
-) -> anyhow::Result<Command> {
-    let cmd = if args.sidecar == "envoy" {
-        let path = logs.join(format!("{name}.bootstrap.json"));
-        let mut bootstrap = boot.to_json();
-        let token = std::fs::read_to_string(token_file)
-            .with_context(|| format!("reading {}", token_file.display()))?;
-        bootstrap["node"]["metadata"]["KITE_TOKEN"] =
-            serde_json::Value::String(token.trim().to_owned());
-        write_private(&path, &bootstrap.to_string())?;
-        let mut cmd = Command::new(envoy_binary());
-        cmd.arg("-c").arg(&path).args([
-            "--disable-hot-restart",
-            "--concurrency",
-            "1",
-            "--log-level",
-            "warning",
-        ]);
-        cmd
-    } else {
-        let labels: Vec<String> = boot
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let mut cmd = Command::new(exe);
-        cmd.args(["proxy", "--ip", &boot.ip.to_string(), "--pod", &boot.pod])
-            .args([
-                "--namespace",
-                &boot.namespace,
-                "--labels",
-                &labels.join(","),
-            ])
-            .args([
-                "--service-account",
-                &boot.service_account,
-                "--xds",
-                &boot.xds.to_string(),
-            ]);
-        if let Some(app) = boot.app_ip {
-            cmd.args(["--app-ip", &app.to_string()]);
-        }
-        if boot.kind == ProxyKind::Router {
-            cmd.arg("--gateway");
-        }
-        cmd
-    };
-    Ok(cmd)
-}
-
-/// The app a container stands for: BookInfo's images map to the built-in
-/// services; anything else runs the command its pod annotation names.
-fn app_command(
-    exe: &Path,
-    deployment: &Object,
-    container: &Container,
-    annotations: &BTreeMap<String, String>,
-    pod: &Pod,
-) -> anyhow::Result<Command> {
-    let listen = SocketAddr::new(IpAddr::V4(pod.app_ip), pod.port).to_string();
-    let mut cmd = if let Some((service, version)) = sample_image(&container.image) {
-        let mut cmd = Command::new(exe);
-        cmd.args([
-            "bookinfo",
-            &service,
-            "--version",
-            &version,
-            "--listen",
-            &listen,
-        ]);
-        if service == "tcp-echo" {
-            cmd.arg("--").args(&container.args);
-        }
-        cmd
-    } else if let Some(command) = annotations.get(COMMAND_ANNOTATION) {
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", command])
-            .env("PORT", pod.port.to_string())
-            .env("HOST", pod.app_ip.to_string());
-        cmd
-    } else if let Some(program) = container
-        .command
-        .first()
-        .filter(|p| Path::new(p.as_str()).is_file())
-    {
-        // A container whose command this machine has too (Istio's curl
-        // client pod runs `/bin/sleep infinity`) runs as it is.
-        let mut cmd = Command::new(program);
-        cmd.args(&container.command[1..]).args(&container.args);
-        cmd
-    } else {
-        bail!(
-            "Deployment {}/{}: no built-in app for image {:?}; add the annotation {COMMAND_ANNOTATION} to its pod template with a local command to run instead",
-            deployment.meta.namespace,
-            deployment.meta.name,
-            container.image
-        );
-    };
-    // Nothing of kite up's own environment that the apps read leaks in;
-    // the container's environment then applies as written.
-    cmd.env_remove("HTTP_PROXY")
-        .env_remove("http_proxy")
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .env_remove("SERVICE_VERSION")
-        .env_remove("BOOKINFO_LISTEN");
-    for env in &container.env {
-        if let Some(value) = &env.value {
-            cmd.env(&env.name, value);
-        }
-    }
-    cmd.env("HOSTNAME", &pod.name);
-    if pod.sidecar {
-        // The local mesh captures the app's outbound traffic through its
-        // sidecar's HTTP proxy.
-        cmd.env("HTTP_PROXY", format!("http://{}:15001", pod.ip));
-    }
-    Ok(cmd)
-}
-
-/// The built-in app (service, version) an image of Istio's samples stands
-/// for: BookInfo's four services, httpbin (go-httpbin, kennethreitz's
-/// before it), helloworld, tcp-echo and the fortio client.
-fn sample_image(image: &str) -> Option<(String, String)> {
-    let name = image.rsplit('/').next()?.split(':').next()?;
-    let owned = |s: &str, v: &str| Some((s.to_owned(), v.to_owned()));
-    if let Some(rest) = name.strip_prefix("examples-bookinfo-") {
-        let (service, version) = rest.split_once('-')?;
-        return matches!(service, "productpage" | "details" | "reviews" | "ratings")
-            .then(|| (service.to_owned(), version.to_owned()));
-    }
-    if let Some(version) = name.strip_prefix("examples-helloworld-") {
-        return owned("helloworld", version);
-    }
-    match name {
-        "go-httpbin" | "httpbin"
-            if image.contains("go-httpbin") || image.contains("kennethreitz/httpbin") =>
-        {
-            owned("httpbin", "v1")
-        }
-        "tcp-echo-server" => owned("tcp-echo", "v1"),
-        "fortio" => owned("fortio", "v1"),
-        _ => None,
-    }
-}
-
 /// Waits until every connected proxy has ACKed the control plane's latest
 /// config, at most `limit`.
 async fn wait_pushed(api: &str, limit: Duration) {
@@ -946,57 +616,6 @@ async fn wait_proxy_ready(
         format!("http://{ip}:15021/healthz/ready")
     };
     wait_http(proc, &url).await
-}
-
-async fn wait_http(mut proc: Option<&mut Proc>, url: &str) -> anyhow::Result<()> {
-    let client = Client::default();
-    for _ in 0..300 {
-        exited(proc.as_deref_mut())?;
-        if let Ok(reply) = client
-            .get(url, Default::default(), Duration::from_secs(1))
-            .await
-            && reply.status.is_success()
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!(
-        "{url} did not become ready within 15 s{}",
-        log_hint(proc.as_deref())
-    )
-}
-
-async fn wait_tcp(mut proc: Option<&mut Proc>, addr: SocketAddr) -> anyhow::Result<()> {
-    for _ in 0..300 {
-        exited(proc.as_deref_mut())?;
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!(
-        "nothing listens on {addr} after 15 s{}",
-        log_hint(proc.as_deref())
-    )
-}
-
-fn exited(proc: Option<&mut Proc>) -> anyhow::Result<()> {
-    let Some(p) = proc else { return Ok(()) };
-    if let Some(status) = p.child.try_wait()? {
-        bail!(
-            "{} exited with {status} before it was ready; its log {} says:\n{}",
-            p.name,
-            p.log.display(),
-            std::fs::read_to_string(&p.log).unwrap_or_default()
-        );
-    }
-    Ok(())
-}
-
-fn log_hint(proc: Option<&Proc>) -> String {
-    proc.map(|p| format!("; see {}", p.log.display()))
-        .unwrap_or_default()
 }
 
 fn print_table(args: &Args, pods: &[Pod], gw: &Bootstrap, ports: &[u16], logs: &Path) {
@@ -1092,26 +711,6 @@ async fn wait_for_stop(
     }
 }
 
-/// SIGTERM, a few seconds to finish, then SIGKILL.
-async fn terminate(p: &mut Proc) {
-    if matches!(p.child.try_wait(), Ok(Some(_))) {
-        return;
-    }
-    if let Some(pid) = p.child.id() {
-        // Signalling through kill(1) keeps this crate free of unsafe code.
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
-    }
-    // A sidecar drains for up to 5 s before it exits.
-    if tokio::time::timeout(Duration::from_secs(10), p.child.wait())
-        .await
-        .is_err()
-    {
-        let _ = p.child.kill().await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1155,7 +754,7 @@ mod tests {
         ];
         for (image, want) in cases {
             let want = want.map(|(s, v)| (s.to_owned(), v.to_owned()));
-            assert_eq!(sample_image(image), want, "{image}");
+            assert_eq!(commands::sample_image(image), want, "{image}");
         }
     }
 
