@@ -1,7 +1,7 @@
-//! Istio's resilience tasks with httpbin (istio-api.md §3.6, §3.7, §3.9)
-//! on `kite up`, once with Kite sidecars and once with Envoy sidecars on
+//! Istio's resilience tasks with httpbin (istio-api.md §3.6, §3.7) on
+//! `kite up`, once with Kite sidecars and once with Envoy sidecars on
 //! Kite's control plane: circuit breaking with the fortio client, retries,
-//! outlier detection, mirroring, and the httpbin ingress gateway.
+//! outlier detection and mirroring.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -11,7 +11,10 @@ use std::{
     time::Duration,
 };
 
-use support::{Sidecar, get, sample, up::Up};
+use support::{
+    Sidecar, get, sample,
+    up::{Up, app_ip_of, code_count},
+};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -20,46 +23,6 @@ fn net(slot: u8) -> u8 {
 }
 
 const HTTPBIN_CLUSTER: &str = "cluster.outbound|8000||httpbin.default.svc.cluster.local";
-
-/// `kite load` (fortio load) run in the fortio pod: through its sidecar.
-fn fortio_load(up: &Up, fortio: IpAddr, args: &[&str]) -> String {
-    let out = up
-        .command()
-        .arg("load")
-        .args(args)
-        .env("HTTP_PROXY", format!("http://{fortio}:15001"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "kite load {args:?}: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
-
-/// The count of `Code <code> : <n>` in fortio's report.
-fn code_count(report: &str, code: u16) -> usize {
-    report
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!("Code {code} : "))?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
-/// Requests an app logged for `path`.
-fn logged(up: &Up, pod: &str, path: &str) -> usize {
-    up.app_log(pod)
-        .lines()
-        .filter(|l| l.contains(&format!("path=\"{path}\"")))
-        .count()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn httpbin_tasks_with_kite_sidecars() {
@@ -86,415 +49,9 @@ async fn httpbin_tasks(sidecar: Sidecar, net: u8) {
     .await;
     up.synced().await;
     let fortio = up.pod("fortio").await;
-    ingress(&up).await;
-    secure_ingress(&up).await;
-    sni_passthrough(&up).await;
     circuit_breaking(&up, fortio).await;
     retries(&up, fortio).await;
     outlier_detection(&up, fortio).await;
-}
-
-/// §3.9: `httpbin-gateway.yaml` exposes httpbin on the gateway's port 80.
-async fn ingress(up: &Up) {
-    up.apply(&[&sample("httpbin/httpbin-gateway.yaml")]).await;
-    let gw = SocketAddr::new(up.gateway_ip, 80);
-    let mut status = 0;
-    for _ in 0..50 {
-        if let Ok(r) = get(gw, "/status/418", &[("host", "httpbin.example.com")]).await {
-            status = r.status;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, 418, "the teapot through the gateway");
-    let r = get(gw, "/headers", &[("host", "httpbin.example.com")])
-        .await
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r.text().contains("httpbin.example.com"), "{}", r.text());
-    up.delete(&[&sample("httpbin/httpbin-gateway.yaml")]).await;
-}
-
-/// Runs a command in `dir`; panics unless it succeeds.
-fn run(dir: &std::path::Path, program: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn base64(path: &std::path::Path) -> String {
-    run(
-        path.parent().unwrap(),
-        "openssl",
-        &["base64", "-A", "-in", path.to_str().unwrap()],
-    )
-}
-
-/// `curl` as the secure-ingress task runs it against the gateway's 443;
-/// the HTTP status, or curl's exit code when there is no HTTP answer.
-fn curl_https(up: &Up, path: &str, client_cert: bool) -> Result<u16, i32> {
-    let mut cmd = std::process::Command::new("curl");
-    cmd.current_dir(&up.dir)
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "5",
-        ])
-        .args(["-HHost:httpbin.example.com", "--resolve"])
-        .arg(format!("httpbin.example.com:443:{}", up.gateway_ip))
-        .args(["--cacert", "example.com.crt"]);
-    if client_cert {
-        cmd.args([
-            "--cert",
-            "client.example.com.crt",
-            "--key",
-            "client.example.com.key",
-        ]);
-    }
-    let out = cmd
-        .arg(format!("https://httpbin.example.com:443{path}"))
-        .output()
-        .unwrap();
-    match out.status.code() {
-        Some(0) => Ok(String::from_utf8_lossy(&out.stdout).parse().unwrap()),
-        code => Err(code.unwrap_or(-1)),
-    }
-}
-
-fn secure_gateway(mode: &str) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata:
-  name: mygateway
-spec:
-  selector:
-    istio: ingressgateway
-  servers:
-  - port:
-      number: 443
-      name: https
-      protocol: HTTPS
-    tls:
-      mode: {mode}
-      credentialName: httpbin-credential
-    hosts:
-    - httpbin.example.com
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: httpbin
-spec:
-  hosts:
-  - \"httpbin.example.com\"
-  gateways:
-  - mygateway
-  http:
-  - match:
-    - uri:
-        prefix: /status
-    - uri:
-        prefix: /delay
-    route:
-    - destination:
-        port:
-          number: 8000
-        host: httpbin
-"
-    )
-}
-
-/// §3.9 secure ingress: the gateway terminates TLS with the certificate of
-/// a Secret (SIMPLE), then also requires a client certificate (MUTUAL).
-async fn secure_ingress(up: &Up) {
-    let dir = &up.dir;
-    // The task's own openssl commands; the client certificate is X.509 v3
-    // (what rustls accepts; the task's v1 certificate works with Envoy only).
-    run(
-        dir,
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-sha256",
-            "-nodes",
-            "-days",
-            "365",
-            "-newkey",
-            "rsa:2048",
-            "-subj",
-            "/O=example Inc./CN=example.com",
-            "-keyout",
-            "example.com.key",
-            "-out",
-            "example.com.crt",
-        ],
-    );
-    for (name, v3) in [("httpbin.example.com", false), ("client.example.com", true)] {
-        run(
-            dir,
-            "openssl",
-            &[
-                "req",
-                "-out",
-                &format!("{name}.csr"),
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-subj",
-                &format!("/CN={name}/O=some organization"),
-            ],
-        );
-        let mut args = vec![
-            "x509",
-            "-req",
-            "-sha256",
-            "-days",
-            "365",
-            "-CA",
-            "example.com.crt",
-            "-CAkey",
-            "example.com.key",
-            "-set_serial",
-            "1",
-        ];
-        let csr = format!("{name}.csr");
-        let crt = format!("{name}.crt");
-        args.extend(["-in", &csr, "-out", &crt]);
-        if v3 {
-            std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-            args.extend(["-extfile", "client.ext"]);
-        }
-        run(dir, "openssl", &args);
-    }
-    let secret = |with_ca: bool| {
-        let mut data = format!(
-            "  tls.crt: {}\n  tls.key: {}\n",
-            base64(&dir.join("httpbin.example.com.crt")),
-            base64(&dir.join("httpbin.example.com.key"))
-        );
-        if with_ca {
-            data.push_str(&format!(
-                "  ca.crt: {}\n",
-                base64(&dir.join("example.com.crt"))
-            ));
-        }
-        format!(
-            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: httpbin-credential\n  namespace: istio-system\ntype: {}\ndata:\n{data}",
-            if with_ca {
-                "Opaque"
-            } else {
-                "kubernetes.io/tls"
-            }
-        )
-    };
-    let credential = up.file("httpbin-credential", &secret(false));
-    let gateway = up.file("secure-gateway", &secure_gateway("SIMPLE"));
-    up.apply(&[&credential, &gateway]).await;
-    let mut simple = Err(0);
-    for _ in 0..50 {
-        simple = curl_https(up, "/status/418", false);
-        if simple.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(simple, Ok(418), "SIMPLE: the teapot over HTTPS");
-    assert_eq!(
-        curl_https(up, "/headers", false),
-        Ok(404),
-        "only /status and /delay"
-    );
-
-    let credential = up.file("httpbin-credential", &secret(true));
-    let gateway = up.file("secure-gateway", &secure_gateway("MUTUAL"));
-    up.apply(&[&credential, &gateway]).await;
-    let mut without = Ok(0);
-    for _ in 0..50 {
-        without = curl_https(up, "/status/418", false);
-        if without.is_err() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        without.is_err(),
-        "MUTUAL refuses a client without a certificate: {without:?}"
-    );
-    assert_eq!(
-        curl_https(up, "/status/418", true),
-        Ok(418),
-        "MUTUAL with one"
-    );
-    up.delete(&[&gateway]).await;
-}
-
-/// The passthrough task's nginx: a TLS server of its own behind a sidecar,
-/// here `openssl s_server` with the certificate for nginx.example.com.
-fn nginx(dir: &std::path::Path) -> String {
-    let d = dir.display();
-    format!(
-        "apiVersion: v1
-kind: Service
-metadata:
-  name: my-nginx
-  labels:
-    run: my-nginx
-spec:
-  ports:
-  - port: 443
-    protocol: TCP
-    name: https
-  selector:
-    run: my-nginx
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: my-nginx
-spec:
-  selector:
-    matchLabels:
-      run: my-nginx
-  replicas: 1
-  template:
-    metadata:
-      labels:
-        run: my-nginx
-      annotations:
-        kite.io/command: openssl s_server -quiet -accept $HOST:$PORT -cert {d}/nginx.example.com.crt -key {d}/nginx.example.com.key -www
-    spec:
-      containers:
-      - name: my-nginx
-        image: nginx
-        ports:
-        - containerPort: 443
----
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata:
-  name: mygateway
-spec:
-  selector:
-    istio: ingressgateway
-  servers:
-  - port:
-      number: 443
-      name: https
-      protocol: HTTPS
-    tls:
-      mode: PASSTHROUGH
-    hosts:
-    - nginx.example.com
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: nginx
-spec:
-  hosts:
-  - nginx.example.com
-  gateways:
-  - mygateway
-  tls:
-  - match:
-    - port: 443
-      sniHosts:
-      - nginx.example.com
-    route:
-    - destination:
-        host: my-nginx
-        port:
-          number: 443
-"
-    )
-}
-
-/// §3.9 SNI passthrough: the gateway forwards TLS unopened, by its SNI, to
-/// a workload that terminates it with its own certificate.
-async fn sni_passthrough(up: &Up) {
-    let dir = &up.dir;
-    let name = "nginx.example.com";
-    run(
-        dir,
-        "openssl",
-        &[
-            "req",
-            "-out",
-            &format!("{name}.csr"),
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-subj",
-            &format!("/CN={name}/O=some organization"),
-        ],
-    );
-    run(
-        dir,
-        "openssl",
-        &[
-            "x509",
-            "-req",
-            "-sha256",
-            "-days",
-            "365",
-            "-CA",
-            "example.com.crt",
-            "-CAkey",
-            "example.com.key",
-            "-set_serial",
-            "2",
-            "-in",
-            &format!("{name}.csr"),
-            "-out",
-            &format!("{name}.crt"),
-        ],
-    );
-    let manifests = up.file("nginx", &nginx(dir));
-    up.apply(&[&manifests]).await;
-    let curl = |sni: &str| {
-        std::process::Command::new("curl")
-            .current_dir(dir)
-            .args(["-s", "--max-time", "5", "--resolve"])
-            .arg(format!("{sni}:443:{}", up.gateway_ip))
-            .args(["--cacert", "example.com.crt"])
-            .arg(format!("https://{sni}/"))
-            .output()
-            .unwrap()
-    };
-    let mut page = String::new();
-    for _ in 0..100 {
-        let out = curl(name);
-        page = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        page.contains("s_server"),
-        "nginx's own TLS page through the gateway: {page}"
-    );
-    let other = curl("other.example.com");
-    assert!(!other.status.success(), "no route for another SNI");
-    up.delete(&[&manifests]).await;
 }
 
 const CIRCUIT_BREAKER: &str = "apiVersion: networking.istio.io/v1
@@ -525,13 +82,13 @@ async fn circuit_breaking(up: &Up, fortio: IpAddr) {
     let url = "http://httpbin:8000/get";
     let cx = format!("{HTTPBIN_CLUSTER}.upstream_cx_total");
     let opened = up.stat(fortio, &cx).await;
-    let one = fortio_load(up, fortio, &["-c", "1", "--qps", "0", "-n", "20", url]);
+    let one = up.fortio_load(fortio, &["-c", "1", "--qps", "0", "-n", "20", url]);
     assert_eq!(code_count(&one, 200), 20, "{one}");
     // maxRequestsPerConnection: 1: a connection of its own for each request.
     assert_eq!(up.stat(fortio, &cx).await - opened, 20, "{cx}");
     let overflow = format!("{HTTPBIN_CLUSTER}.upstream_rq_pending_overflow");
     let before = up.stat(fortio, &overflow).await;
-    let three = fortio_load(up, fortio, &["-c", "3", "--qps", "0", "-n", "60", url]);
+    let three = up.fortio_load(fortio, &["-c", "3", "--qps", "0", "-n", "60", url]);
     let rejected = code_count(&three, 503);
     assert!(
         rejected > 0 && code_count(&three, 200) > 0 && rejected + code_count(&three, 200) == 60,
@@ -571,14 +128,14 @@ async fn retries(up: &Up, fortio: IpAddr) {
     let tries = |path: &'static str, want: u16| {
         let httpbin = httpbin.clone();
         async move {
-            let before = logged(up, &httpbin, path);
+            let before = up.logged(&httpbin, path);
             let r = get(proxy, &format!("http://httpbin:8000{path}"), &[])
                 .await
                 .unwrap();
             assert_eq!(r.status, want, "{path}: {}", r.text());
             // The app logs after it answers; give the last line a moment.
             tokio::time::sleep(Duration::from_millis(200)).await;
-            logged(up, &httpbin, path) - before
+            up.logged(&httpbin, path) - before
         }
     };
     assert_eq!(tries("/status/503", 503).await, 1, "no retry by default");
@@ -716,15 +273,6 @@ async fn outlier_detection(up: &Up, fortio: IpAddr) {
         .await;
     assert_eq!(ejections, 1);
     up.delete(&[&dr, &b]).await;
-}
-
-/// A pod's app address: the same host in the next /16 (`kite up`'s layout).
-fn app_ip_of(pod: IpAddr) -> IpAddr {
-    let IpAddr::V4(v4) = pod else {
-        panic!("IPv4 pods only")
-    };
-    let [a, b, c, d] = v4.octets();
-    IpAddr::from([a, b + 1, c, d])
 }
 
 /// The mirroring task's workloads, as its docs deploy them.
@@ -881,7 +429,7 @@ async fn mirroring(sidecar: Sidecar, net: u8) {
             .clone()
     };
     let (v1, v2) = (pod("v1"), pod("v2"));
-    let headers = |up: &Up, pod: &str| logged(up, pod, "/headers");
+    let headers = |up: &Up, pod: &str| up.logged(pod, "/headers");
     let call = || async {
         let r = get(curl, "http://httpbin:8000/headers", &[]).await.unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
@@ -939,89 +487,4 @@ async fn mirroring(sidecar: Sidecar, net: u8) {
         call().await;
     }
     let _ = std::fs::remove_file(&workloads);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn endpoint_changes_with_kite_sidecars() {
-    let _serial = SERIAL.lock().await;
-    endpoint_changes(Sidecar::Kite, net(4)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn endpoint_changes_with_envoy_sidecars() {
-    let _serial = SERIAL.lock().await;
-    endpoint_changes(Sidecar::Envoy, net(5)).await;
-}
-
-/// Waits until exactly `count` pods of httpbin run.
-async fn httpbin_pods(up: &Up, count: usize) -> Vec<(String, IpAddr)> {
-    for _ in 0..300 {
-        let pods = up.pods("default", "httpbin", 0).await;
-        let stopped = std::fs::read_to_string(&up.proc.log).unwrap_or_default();
-        let live: Vec<_> = pods
-            .into_iter()
-            .filter(|(n, _)| !stopped.contains(&format!("stopped pod default/{n}")))
-            .collect();
-        if live.len() == count {
-            return live;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("httpbin never ran {count} pods");
-}
-
-/// Graceful endpoint changes: under steady load through the fortio pod's
-/// sidecar, httpbin scales up, down and is restarted pod by pod, and not
-/// one request fails.
-async fn endpoint_changes(sidecar: Sidecar, net: u8) {
-    let up = Up::start(
-        "endpoint-changes",
-        sidecar,
-        net,
-        &[
-            &sample("httpbin/httpbin.yaml"),
-            &sample("httpbin/sample-client/fortio-deploy.yaml"),
-        ],
-    )
-    .await;
-    let fortio = up.pod("fortio").await;
-    up.kite(&["scale", "deployment/httpbin", "--replicas", "3"]);
-    httpbin_pods(&up, 3).await;
-    up.synced().await;
-
-    let load = up
-        .command()
-        .args(["load", "-c", "4", "--qps", "100", "-n", "1500"])
-        .arg("http://httpbin:8000/get")
-        .env("HTTP_PROXY", format!("http://{fortio}:15001"))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    up.kite(&["scale", "deployment/httpbin", "--replicas", "1"]);
-    let before = httpbin_pods(&up, 1).await;
-    up.kite(&["rollout", "restart", "deployment/httpbin"]);
-    let mut replaced = false;
-    for _ in 0..100 {
-        let now = httpbin_pods(&up, 1).await;
-        if now[0].0 != before[0].0 {
-            replaced = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(replaced, "the rollout replaced the pod");
-    up.kite(&["scale", "deployment/httpbin", "--replicas", "2"]);
-    httpbin_pods(&up, 2).await;
-
-    let out = tokio::task::spawn_blocking(move || load.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        code_count(&report, 200),
-        1500,
-        "every request through scaling and a restart succeeds:\n{report}"
-    );
 }

@@ -207,6 +207,57 @@ impl Up {
     }
 }
 
+impl Up {
+    /// `kite load` (fortio load) run in the fortio pod: through its sidecar.
+    pub fn fortio_load(&self, fortio: IpAddr, args: &[&str]) -> String {
+        let out = self
+            .command()
+            .arg("load")
+            .args(args)
+            .env("HTTP_PROXY", format!("http://{fortio}:15001"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "kite load {args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    }
+
+    /// Requests a pod's app logged for `path`.
+    pub fn logged(&self, pod: &str, path: &str) -> usize {
+        self.app_log(pod)
+            .lines()
+            .filter(|l| l.contains(&format!("path=\"{path}\"")))
+            .count()
+    }
+}
+
+/// The count of `Code <code> : <n>` in fortio's report.
+pub fn code_count(report: &str, code: u16) -> usize {
+    report
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("Code {code} : "))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// A pod's app address: the same host in the next /16 (`kite up`'s layout).
+pub fn app_ip_of(pod: IpAddr) -> IpAddr {
+    let IpAddr::V4(v4) = pod else {
+        panic!("IPv4 pods only")
+    };
+    let [a, b, c, d] = v4.octets();
+    IpAddr::from([a, b + 1, c, d])
+}
+
 impl Drop for Up {
     fn drop(&mut self) {
         if std::thread::panicking() {
