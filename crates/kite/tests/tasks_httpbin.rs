@@ -197,8 +197,9 @@ async fn retries(up: &Up, fortio: IpAddr) {
     up.delete(&[&vs]).await;
 }
 
-/// A second httpbin Deployment behind the same Service.
-const HTTPBIN_B: &str = "apiVersion: apps/v1
+/// A second pod behind httpbin's Service that fails: fortio's echo server,
+/// which answers `?status=503` with 503 where httpbin ignores the query.
+const FAILING_HTTPBIN: &str = "apiVersion: apps/v1
 kind: Deployment
 metadata:
   name: httpbin-b
@@ -216,7 +217,7 @@ spec:
     spec:
       serviceAccountName: httpbin
       containers:
-      - image: docker.io/mccutchen/go-httpbin:v2.15.0
+      - image: docker.io/fortio/fortio:latest_release
         name: httpbin
         ports:
         - containerPort: 8080
@@ -236,35 +237,48 @@ spec:
       maxEjectionPercent: 100
 ";
 
-/// Outlier detection: of two httpbin pods, one whose app is gone answers
-/// 503 through its sidecar; after one such error it is ejected and every
-/// request goes to the other.
+/// Of two httpbin pods one fails every request: a retry goes to the other
+/// host, and outlier detection ejects the failing one after one error.
 async fn outlier_detection(up: &Up, fortio: IpAddr) {
-    let b = up.file("httpbin-b", HTTPBIN_B);
+    let b = up.file("httpbin-b", FAILING_HTTPBIN);
     up.apply(&[&b]).await;
-    let pods = up.pods("default", "httpbin", 2).await;
+    up.pods("default", "httpbin", 2).await;
+    let proxy = SocketAddr::new(fortio, 15001);
+    let codes = || async {
+        let mut codes = Vec::new();
+        for _ in 0..20 {
+            let r = get(proxy, "http://httpbin:8000/get?status=503", &[])
+                .await
+                .unwrap();
+            codes.push(r.status);
+        }
+        codes
+    };
+    let first = codes().await;
+    assert!(
+        first.contains(&503) && first.contains(&200),
+        "both pods answer: {first:?}"
+    );
+
+    // Retries go to another host (Istio's previous-hosts predicate).
+    let vs = up.file(
+        "retry-elsewhere",
+        &retry_vs("    retries:\n      attempts: 2\n      retryOn: 5xx\n"),
+    );
+    up.apply(&[&vs]).await;
+    assert_eq!(
+        codes().await,
+        [200; 20],
+        "every failure retried on the other pod"
+    );
+    up.delete(&[&vs]).await;
+
     let dr = up.file("outlier", OUTLIER);
     up.apply(&[&dr]).await;
-    // Stop the second pod's app; its sidecar stays.
-    let victim = pods
-        .iter()
-        .find(|(n, _)| n.starts_with("httpbin-b-"))
-        .unwrap();
-    let app_ip = app_ip_of(victim.1);
-    let killed = std::process::Command::new("pkill")
-        .args(["-f", "--", &format!("--listen {app_ip}:8080")])
-        .status()
-        .unwrap();
-    assert!(killed.success(), "no app at {app_ip}:8080");
-    let proxy = SocketAddr::new(fortio, 15001);
-    let mut codes = Vec::new();
-    for _ in 0..20 {
-        let r = get(proxy, "http://httpbin:8000/get", &[]).await.unwrap();
-        codes.push(r.status);
-    }
-    let failed = codes.iter().filter(|c| **c != 200).count();
-    assert!(failed <= 1, "one failure ejects the host: {codes:?}");
-    assert_eq!(&codes[codes.len() - 10..], &[200; 10], "{codes:?}");
+    let seen = codes().await;
+    let failed = seen.iter().filter(|c| **c != 200).count();
+    assert!(failed <= 1, "one failure ejects the host: {seen:?}");
+    assert_eq!(&seen[seen.len() - 10..], &[200; 10], "{seen:?}");
     let ejections = up
         .stat(
             fortio,

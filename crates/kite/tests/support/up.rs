@@ -146,7 +146,7 @@ impl Up {
     }
 
     /// The (name, IP) of every running pod of `app` in `namespace`, waiting
-    /// for at least `count`.
+    /// for at least `count` and for every proxy to have their endpoints.
     pub async fn pods(&self, namespace: &str, app: &str, count: usize) -> Vec<(String, IpAddr)> {
         let mut found = Vec::new();
         for _ in 0..300 {
@@ -171,6 +171,8 @@ impl Up {
                 .collect();
             if found.len() >= count {
                 found.sort();
+                // Running, and every proxy knows the endpoints.
+                self.synced().await;
                 return found;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
