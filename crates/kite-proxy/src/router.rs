@@ -830,22 +830,36 @@ fn mirror_request(
 
 /// The cluster's protocol decides the HTTP version upstream; clusters
 /// that follow the client send HTTP/2 requests (gRPC among them) as HTTP/2.
-fn send_on(
+async fn send_on(
     rt: &ClusterRuntime,
     version: http::Version,
+    (addr, secure): (SocketAddr, bool),
     mut req: Request<Full<Bytes>>,
-) -> hyper_util::client::legacy::ResponseFuture {
+) -> Result<Response<Incoming>, crate::upstream::SendError> {
     let h2 = match rt.config.protocol {
         crate::config::UpstreamProtocol::Http1 => false,
         crate::config::UpstreamProtocol::Http2 => true,
         crate::config::UpstreamProtocol::Downstream => version == http::Version::HTTP_2,
     };
-    if h2 {
-        *req.version_mut() = http::Version::HTTP_2;
-        rt.h2_client.request(req)
-    } else {
-        rt.client.request(req)
+    if !h2 {
+        return rt
+            .client
+            .request(req)
+            .await
+            .map_err(crate::upstream::SendError::Pooled);
     }
+    // HTTP/2 carries the app's authority as `:authority`, in place of Host.
+    *req.version_mut() = http::Version::HTTP_2;
+    if let Some(host) = req.headers_mut().remove(header::HOST)
+        && let Ok(authority) = http::uri::Authority::try_from(host.as_bytes())
+    {
+        let mut parts = req.uri().clone().into_parts();
+        parts.authority = Some(authority);
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    rt.h2.send(addr, secure, req).await
 }
 
 /// The upstream request; `https` goes over the mesh's mutual TLS.
@@ -955,7 +969,7 @@ async fn attempts(
             rt.active_retries.fetch_add(1, Ordering::Relaxed);
         }
         let guard = rt.start(addr);
-        let send = send_on(rt, version, req);
+        let send = send_on(rt, version, (addr, secure), req);
         let result = match policy.and_then(|p| p.per_try_timeout) {
             Some(t) => tokio::time::timeout(t, send).await.map_err(|_| ()),
             None => Ok(send.await),

@@ -36,9 +36,10 @@ pub(crate) struct Upstreams {
 pub(crate) struct ClusterRuntime {
     pub(crate) config: Arc<Cluster>,
     pub(crate) client: HttpClient,
-    /// HTTP/2 with prior knowledge, for requests that arrived as HTTP/2
-    /// (gRPC): Istio's upstream protocol follows the downstream one.
-    pub(crate) h2_client: HttpClient,
+    /// HTTP/2 with prior knowledge, for HTTP/2 clusters and requests that
+    /// arrived as HTTP/2 (gRPC): Istio's upstream protocol follows the
+    /// downstream one.
+    pub(crate) h2: H2Pool,
     /// For TCP proxying and CONNECT tunnels: the same TLS, no ALPN.
     tcp: MeshConnector,
     endpoint_state: Mutex<HashMap<SocketAddr, Arc<EndpointState>>>,
@@ -198,19 +199,14 @@ impl ClusterRuntime {
             ..connector
         }
         .originating(config.origination.as_deref());
-        let h2_client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(
-                config
-                    .idle_timeout
-                    .unwrap_or(std::time::Duration::from_secs(60)),
-            )
-            .set_host(false)
-            .http2_only(true)
-            .build(connector);
+        let h2 = H2Pool {
+            connector,
+            conns: tokio::sync::Mutex::default(),
+        };
         Self {
             config,
             client,
-            h2_client,
+            h2,
             tcp,
             endpoint_state: Mutex::default(),
             rr: AtomicUsize::new(0),
@@ -595,6 +591,87 @@ fn plain_host(uri: &http::Uri) -> String {
 pub(crate) trait TcpIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> TcpIo for T {}
+
+/// One multiplexed HTTP/2 connection per endpoint. A request keeps the
+/// authority the app used (`:authority`) while its connection goes to the
+/// endpoint chosen, which a pool keyed by the request's URI cannot do.
+pub(crate) struct H2Pool {
+    connector: MeshConnector,
+    conns: tokio::sync::Mutex<
+        HashMap<(SocketAddr, bool), hyper::client::conn::http2::SendRequest<Full<Bytes>>>,
+    >,
+}
+
+/// Why an exchange with an upstream failed: before the request could be
+/// sent (connect, TLS) or after.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    Connect(BoxError),
+    Exchange(BoxError),
+    Pooled(hyper_util::client::legacy::Error),
+}
+
+impl SendError {
+    pub(crate) fn is_connect(&self) -> bool {
+        match self {
+            SendError::Connect(_) => true,
+            SendError::Exchange(_) => false,
+            SendError::Pooled(e) => e.is_connect(),
+        }
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Connect(e) => write!(f, "connect: {e}"),
+            SendError::Exchange(e) => write!(f, "exchange: {e}"),
+            SendError::Pooled(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl H2Pool {
+    /// Sends `req` (absolute URI with the app's authority) to `addr`.
+    pub(crate) async fn send(
+        &self,
+        addr: SocketAddr,
+        secure: bool,
+        req: http::Request<Full<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, SendError> {
+        let mut sender = self.sender(addr, secure).await?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| SendError::Exchange(e.into()))
+    }
+
+    async fn sender(
+        &self,
+        addr: SocketAddr,
+        secure: bool,
+    ) -> Result<hyper::client::conn::http2::SendRequest<Full<Bytes>>, SendError> {
+        let mut conns = self.conns.lock().await;
+        if let Some(s) = conns.get(&(addr, secure))
+            && !s.is_closed()
+        {
+            return Ok(s.clone());
+        }
+        let scheme = if secure { "https" } else { "http" };
+        let uri: http::Uri = format!("{scheme}://{addr}/")
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| SendError::Connect(e.into()))?;
+        let io = tower_service::Service::call(&mut self.connector.clone(), uri)
+            .await
+            .map_err(SendError::Connect)?;
+        let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(|e| SendError::Connect(e.into()))?;
+        tokio::spawn(conn);
+        conns.insert((addr, secure), sender.clone());
+        Ok(sender)
+    }
+}
 
 pub(crate) enum MeshStream {
     Plain(hyper_util::rt::TokioIo<tokio::net::TcpStream>),

@@ -37,6 +37,10 @@ pub(crate) struct Args {
     /// Address of the ingress gateway (it listens on the ports its Gateway servers name)
     #[arg(long, default_value = "127.0.0.1")]
     gateway_ip: Ipv4Addr,
+    /// Address of the egress gateway (Service istio-egressgateway.istio-system);
+    /// default: the ingress gateway's address plus 2
+    #[arg(long)]
+    egress_gateway_ip: Option<Ipv4Addr>,
     /// Address of the control plane (xDS on 15010, API on 15014)
     #[arg(long, default_value = "127.0.0.1")]
     control_ip: Ipv4Addr,
@@ -203,9 +207,8 @@ async fn bring_up(
     };
     // The gateway has a mesh identity too, so it reaches STRICT workloads
     // with mutual TLS.
-    let gateway =
-        proxy_command(args, exe, &gw, logs, "istio-ingressgateway.proxy", &api_url).await?;
-    procs.push(start("istio-ingressgateway.proxy", gateway, logs)?);
+    let gateway = proxy_command(args, exe, &gw, logs, INGRESS_GATEWAY, &api_url).await?;
+    procs.push(start(INGRESS_GATEWAY, gateway, logs)?);
     wait_proxy_ready(args, procs.last_mut(), args.gateway_ip).await?;
     let ports = gateway_ports(objects);
     for port in &ports {
@@ -215,8 +218,70 @@ async fn bring_up(
         )
         .await?;
     }
-    print_table(args, &pods, &gw, &ports, logs);
+    let egress = start_egress_gateway(args, exe, logs, procs, &api_url, xds).await?;
+    print_table(args, &pods, &[&gw, &egress], &ports, logs);
     Ok(())
+}
+
+const INGRESS_GATEWAY: &str = "istio-ingressgateway.proxy";
+const EGRESS_GATEWAY: &str = "istio-egressgateway.proxy";
+
+/// Istio's egress gateway, as the demo profile installs it: a router proxy
+/// labelled `istio: egressgateway` behind the Service
+/// `istio-egressgateway.istio-system` (ports 80 and 443), for routing the
+/// mesh's outbound traffic through one exit.
+async fn start_egress_gateway(
+    args: &Args,
+    exe: &Path,
+    logs: &Path,
+    procs: &mut Vec<Proc>,
+    api_url: &str,
+    xds: SocketAddr,
+) -> anyhow::Result<Bootstrap> {
+    let ip = args.egress_gateway_ip.unwrap_or_else(|| {
+        let [a, b, c, d] = args.gateway_ip.octets();
+        Ipv4Addr::new(a, b, c, d.wrapping_add(2))
+    });
+    let boot = Bootstrap {
+        kind: ProxyKind::Router,
+        ip: IpAddr::V4(ip),
+        pod: format!("istio-egressgateway-{}", pod_suffix()),
+        namespace: "istio-system".into(),
+        labels: [("istio", "egressgateway"), ("app", "istio-egressgateway")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        service_account: "istio-egressgateway-service-account".into(),
+        app_ip: None,
+        xds,
+        admin: SocketAddr::new(IpAddr::V4(ip), 15000),
+    };
+    let service = format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: istio-egressgateway, namespace: istio-system, labels: {{istio: egressgateway}}}}
+spec:
+  selector: {{istio: egressgateway}}
+  ports:
+  - {{name: http2, port: 80, targetPort: 80}}
+  - {{name: https, port: 443, targetPort: 443}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: {}, namespace: istio-system}}
+spec:
+  address: {ip}
+  labels: {{istio: egressgateway, app: istio-egressgateway}}
+  serviceAccount: istio-egressgateway-service-account
+",
+        boot.pod
+    );
+    let loaded = load_str("istio-egressgateway", &service);
+    apply(api_url, &loaded.objects).await?;
+    let cmd = proxy_command(args, exe, &boot, logs, EGRESS_GATEWAY, api_url).await?;
+    procs.push(start(EGRESS_GATEWAY, cmd, logs)?);
+    wait_proxy_ready(args, procs.last_mut(), ip).await?;
+    Ok(boot)
 }
 
 /// Whether a pod gets a sidecar, as Istio's injector decides: a pod
@@ -618,7 +683,7 @@ async fn wait_proxy_ready(
     wait_http(proc, &url).await
 }
 
-fn print_table(args: &Args, pods: &[Pod], gw: &Bootstrap, ports: &[u16], logs: &Path) {
+fn print_table(args: &Args, pods: &[Pod], gateways: &[&Bootstrap], ports: &[u16], logs: &Path) {
     println!(
         "{:<38} {:<13} {:<16} {:<16} {:<8}",
         "POD", "NAMESPACE", "POD IP", "APP", "SIDECAR"
@@ -637,10 +702,12 @@ fn print_table(args: &Args, pods: &[Pod], gw: &Bootstrap, ports: &[u16], logs: &
             }
         );
     }
-    println!(
-        "{:<38} {:<13} {:<16} {:<16} {:<8}",
-        gw.pod, gw.namespace, gw.ip, "-", args.sidecar
-    );
+    for gw in gateways {
+        println!(
+            "{:<38} {:<13} {:<16} {:<16} {:<8}",
+            gw.pod, gw.namespace, gw.ip, "-", args.sidecar
+        );
+    }
     println!();
     println!("Logs: {}", logs.display());
     println!(
@@ -690,7 +757,7 @@ async fn wait_for_stop(
                     // after a back-off, as the kubelet restarts containers;
                     // the control plane and the gateway are the mesh itself.
                     if !(p.name.ends_with(".app") || p.name.ends_with(".proxy"))
-                        || p.name == "istio-ingressgateway.proxy"
+                        || [INGRESS_GATEWAY, EGRESS_GATEWAY].contains(&p.name.as_str())
                     {
                         bail!("{} exited with {status}; see {}", p.name, p.log.display());
                     }

@@ -2,8 +2,8 @@
 //! sidecars and with Envoy sidecars. The "external" service is an httpbin
 //! outside the mesh on this machine, reached by name through a DNS
 //! ServiceEntry: ALLOW_ANY passes unknown hosts, REGISTRY_ONLY blocks them
-//! with 502 until a ServiceEntry names the host, and a VirtualService puts
-//! a timeout on it.
+//! with 502 until a ServiceEntry names the host, a VirtualService puts a
+//! timeout on it, and the egress gateway carries it when routed there.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -131,4 +131,87 @@ async fn egress(sidecar: Sidecar, net: u8) {
     );
     assert!(started.elapsed() >= Duration::from_secs(1));
     assert_eq!(call("httpbin.external", "/get").await.status, 200);
+    up.delete(&[&timeout]).await;
+
+    // Through the egress gateway: the mesh sends the host's traffic to
+    // istio-egressgateway, which sends it on; its counters show the way.
+    let egress = up.file("egress-gateway", &egress_gateway(port));
+    up.apply(&[&egress]).await;
+    let egress_ip = up.gateway_ip.to_string().replace(".255.1", ".255.3");
+    let counter = format!("cluster.outbound|{port}||httpbin.external.upstream_rq_total");
+    let gw_admin: std::net::IpAddr = egress_ip.parse().unwrap();
+    let before = up.stat(gw_admin, &counter).await;
+    for _ in 0..5 {
+        let r = call("httpbin.external", "/get").await;
+        assert_eq!(r.status, 200, "through the egress gateway: {}", r.text());
+    }
+    assert_eq!(
+        up.stat(gw_admin, &counter).await - before,
+        5,
+        "the egress gateway carried every request ({counter})"
+    );
+}
+
+/// The egress-gateway task's Gateway, DestinationRule and VirtualService,
+/// for the external httpbin.
+fn egress_gateway(port: u16) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: istio-egressgateway
+spec:
+  selector:
+    istio: egressgateway
+  servers:
+  - port:
+      number: 80
+      name: http
+      protocol: HTTP
+    hosts:
+    - httpbin.external
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: egressgateway-for-httpbin
+spec:
+  host: istio-egressgateway.istio-system.svc.cluster.local
+  subsets:
+  - name: httpbin
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: direct-httpbin-through-egress-gateway
+spec:
+  hosts:
+  - httpbin.external
+  gateways:
+  - istio-egressgateway
+  - mesh
+  http:
+  - match:
+    - gateways:
+      - mesh
+      port: {port}
+    route:
+    - destination:
+        host: istio-egressgateway.istio-system.svc.cluster.local
+        subset: httpbin
+        port:
+          number: 80
+      weight: 100
+  - match:
+    - gateways:
+      - istio-egressgateway
+      port: 80
+    route:
+    - destination:
+        host: httpbin.external
+        port:
+          number: {port}
+      weight: 100
+"
+    )
 }

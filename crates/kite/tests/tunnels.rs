@@ -81,7 +81,7 @@ async fn external_server(addr: SocketAddr) {
 }
 
 /// An HTTP/2-only (h2c) server, as gRPC servers are: answers with the
-/// protocol version it saw, and to `…/Unavailable` with gRPC status 14
+/// protocol version and authority it saw, and to `…/Unavailable` with gRPC status 14
 /// (trailers-only), counting those calls.
 async fn h2c_server(addr: SocketAddr) -> Arc<AtomicUsize> {
     let listener = TcpListener::bind(addr).await.unwrap();
@@ -105,7 +105,12 @@ async fn h2c_server(addr: SocketAddr) -> Arc<AtomicUsize> {
                             } else {
                                 "0"
                             };
-                            let body = format!("{:?} {path}", req.version());
+                            let authority = req
+                                .uri()
+                                .authority()
+                                .map(ToString::to_string)
+                                .unwrap_or_default();
+                            let body = format!("{:?} {authority} {path}", req.version());
                             Ok::<_, std::convert::Infallible>(
                                 http::Response::builder()
                                     .header("content-type", "application/grpc")
@@ -256,7 +261,11 @@ spec: {{address: {ws_ip}, labels: {{app: ws}}}}
 
     // gRPC: HTTP/2 from the app, and HTTP/2 to a port named grpc.
     let (status, body) = h2c_request(proxy, "http://grpc:8090/kite.Echo/Ping").await;
-    assert_eq!((status, body.as_str()), (200, "HTTP/2.0 /kite.Echo/Ping"));
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "HTTP/2.0 grpc:8090 /kite.Echo/Ping"),
+        "HTTP/2 to the server, with the authority the app used"
+    );
 
     // gRPC retry conditions: Istio's default policy retries `unavailable`
     // twice; `5xx` does not cover a gRPC status; `unavailable` named with

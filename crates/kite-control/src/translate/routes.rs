@@ -306,9 +306,12 @@ pub(super) fn gateway_vhosts(
             if !admitted {
                 continue;
             }
+            // As Istio's gateways do: the host with any port, since the
+            // Host header carries the port the client used, not the
+            // gateway's.
             let mut domains = vec![host.clone()];
             if host != "*" {
-                domains.push(format!("{host}:{port}"));
+                domains.push(format!("{host}:*"));
             }
             let domains: Vec<String> = domains
                 .into_iter()
