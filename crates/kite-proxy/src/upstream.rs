@@ -597,10 +597,10 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> TcpIo for T
 /// endpoint chosen, which a pool keyed by the request's URI cannot do.
 pub(crate) struct H2Pool {
     connector: MeshConnector,
-    conns: tokio::sync::Mutex<
-        HashMap<(SocketAddr, bool), hyper::client::conn::http2::SendRequest<Full<Bytes>>>,
-    >,
+    conns: tokio::sync::Mutex<HashMap<(SocketAddr, bool), H2Sender>>,
 }
+
+type H2Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
 
 /// Why an exchange with an upstream failed: before the request could be
 /// sent (connect, TLS) or after.
@@ -646,11 +646,7 @@ impl H2Pool {
             .map_err(|e| SendError::Exchange(e.into()))
     }
 
-    async fn sender(
-        &self,
-        addr: SocketAddr,
-        secure: bool,
-    ) -> Result<hyper::client::conn::http2::SendRequest<Full<Bytes>>, SendError> {
+    async fn sender(&self, addr: SocketAddr, secure: bool) -> Result<H2Sender, SendError> {
         let mut conns = self.conns.lock().await;
         if let Some(s) = conns.get(&(addr, secure))
             && !s.is_closed()
