@@ -218,7 +218,8 @@ async fn request_timeouts(up: &Up, gw: SocketAddr) {
         text.contains("Reviews served by: reviews-v2-") && text.contains("text-black-500"),
         "black stars after the delay:\n{text}"
     );
-    assert!(started.elapsed() >= Duration::from_secs(2));
+    // The delay happened (Envoy's timers may fire a hair early).
+    assert!(started.elapsed() >= Duration::from_millis(1900));
 
     let with_timeout = up.file(
         "reviews-timeout",
@@ -237,6 +238,6 @@ async fn request_timeouts(up: &Up, gw: SocketAddr) {
         (direct.status, direct.text().as_str()),
         (504, "upstream request timeout")
     );
-    assert!(started.elapsed() >= Duration::from_millis(500));
+    assert!(started.elapsed() >= Duration::from_millis(450));
     up.delete(&[&with_timeout, &ratings]).await;
 }

@@ -129,7 +129,8 @@ async fn egress(sidecar: Sidecar, net: u8) {
         (slow.status, slow.text().as_str()),
         (504, "upstream request timeout")
     );
-    assert!(started.elapsed() >= Duration::from_secs(1));
+    // The timeout waited (Envoy's timers may fire a hair early).
+    assert!(started.elapsed() >= Duration::from_millis(900));
     assert_eq!(call("httpbin.external", "/get").await.status, 200);
     up.delete(&[&timeout]).await;
 
