@@ -15,6 +15,8 @@ use tokio::process::{Child, Command};
 
 pub(super) struct Proc {
     pub(super) name: String,
+    /// Also its process group's id.
+    pub(super) pid: u32,
     pub(super) child: Child,
     pub(super) log: PathBuf,
     /// How it was started, to start it again after it exits.
@@ -95,10 +97,14 @@ pub(super) fn spawn(
                 .context("duplicating the log file handle")?,
         )
         .stderr(file)
-        .kill_on_drop(true);
+        .kill_on_drop(true)
+        // A group of its own: stopping it stops its children too, and a
+        // terminal's Ctrl-C reaches kite up alone, which stops it in order.
+        .process_group(0);
     let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
     Ok(Proc {
         name: name.to_owned(),
+        pid: child.id().unwrap_or_default(),
         child,
         log,
         spec: spec.clone(),
@@ -160,20 +166,28 @@ pub(super) fn log_hint(proc: Option<&Proc>) -> String {
 
 /// SIGTERM, a few seconds to finish, then SIGKILL.
 pub(super) async fn terminate(p: &mut Proc) {
-    if matches!(p.child.try_wait(), Ok(Some(_))) {
-        return;
-    }
-    if let Some(pid) = p.child.id() {
-        // Signalling through kill(1) keeps this crate free of unsafe code.
+    // Signalling through kill(1) keeps this crate free of unsafe code; the
+    // negative id names the process group, so what an app's shell started
+    // stops with it.
+    let group = format!("-{}", p.pid);
+    let signal = |sig: &str| {
+        if p.pid == 0 {
+            return;
+        }
         let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args([sig, "--", &group])
+            .stderr(Stdio::null())
             .status();
+    };
+    if matches!(p.child.try_wait(), Ok(None)) {
+        signal("-TERM");
+        // A sidecar drains for up to 5 s before it exits.
+        if tokio::time::timeout(Duration::from_secs(10), p.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = p.child.kill().await;
+        }
     }
-    // A sidecar drains for up to 5 s before it exits.
-    if tokio::time::timeout(Duration::from_secs(10), p.child.wait())
-        .await
-        .is_err()
-    {
-        let _ = p.child.kill().await;
-    }
+    signal("-KILL");
 }
