@@ -84,18 +84,32 @@ pub struct LoadOptions {
     pub timeout: Duration,
 }
 
-/// Status codes seen (`None`: no HTTP response), sockets opened, elapsed.
+/// Status codes seen (`None`: no HTTP response), sockets opened, elapsed,
+/// and each request's latency. At a fixed rate a latency counts from when
+/// the request was due, not when it went out, so a stall shows in every
+/// request it delayed (no coordinated omission).
 #[derive(Debug, Default)]
 pub struct LoadReport {
     pub codes: BTreeMap<Option<u16>, usize>,
     pub sockets: usize,
     pub connections: usize,
     pub elapsed: Duration,
+    pub latencies: Vec<Duration>,
 }
 
 impl LoadReport {
     pub fn count(&self, code: u16) -> usize {
         self.codes.get(&Some(code)).copied().unwrap_or(0)
+    }
+
+    /// The latency below which `q` (0–1) of the requests finished.
+    pub fn percentile(&self, q: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort_unstable();
+        let Some(last) = sorted.len().checked_sub(1) else {
+            return Duration::ZERO;
+        };
+        sorted[((last as f64) * q).round() as usize]
     }
 }
 
@@ -114,6 +128,15 @@ impl fmt::Display for LoadReport {
                 None => writeln!(f, "Code -1 : {n} ({pct:.1} %)")?,
             }
         }
+        let ms = |q: f64| self.percentile(q).as_secs_f64() * 1000.0;
+        writeln!(
+            f,
+            "Latency ms: p50 {:.3} p90 {:.3} p99 {:.3} p99.9 {:.3}",
+            ms(0.5),
+            ms(0.9),
+            ms(0.99),
+            ms(0.999)
+        )?;
         let secs = self.elapsed.as_secs_f64();
         write!(
             f,
@@ -157,10 +180,16 @@ pub async fn load(options: LoadOptions, env: &Env) -> Result<LoadReport, Error> 
     let next = Arc::new(AtomicUsize::new(0));
     let sockets = Arc::new(AtomicUsize::new(0));
     let codes = Arc::new(Mutex::new(BTreeMap::new()));
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(options.requests)));
     let start = Instant::now();
     let workers: Vec<_> = (0..options.connections.max(1))
         .map(|_| {
-            let (next, sockets, codes) = (next.clone(), sockets.clone(), codes.clone());
+            let (next, sockets, codes, latencies) = (
+                next.clone(),
+                sockets.clone(),
+                codes.clone(),
+                latencies.clone(),
+            );
             let (connect_to, authority, target) =
                 (connect_to.clone(), authority.clone(), target.clone());
             let options = options.clone();
@@ -171,10 +200,13 @@ pub async fn load(options: LoadOptions, env: &Env) -> Result<LoadReport, Error> 
                     if i >= options.requests {
                         return;
                     }
-                    if options.qps > 0.0 {
+                    let due = if options.qps > 0.0 {
                         let due = start + Duration::from_secs_f64(i as f64 / options.qps);
                         tokio::time::sleep_until(due.into()).await;
-                    }
+                        due
+                    } else {
+                        Instant::now()
+                    };
                     if conn.as_ref().is_none_or(|c| c.is_closed()) {
                         conn = open(&connect_to).await;
                         if conn.is_some() {
@@ -190,6 +222,8 @@ pub async fn load(options: LoadOptions, env: &Env) -> Result<LoadReport, Error> 
                     if code.is_none() {
                         conn = None;
                     }
+                    let latency = due.elapsed();
+                    latencies.lock().await.push(latency);
                     *codes.lock().await.entry(code).or_insert(0) += 1;
                 }
             })
@@ -199,8 +233,10 @@ pub async fn load(options: LoadOptions, env: &Env) -> Result<LoadReport, Error> 
         let _ = w.await;
     }
     let codes = std::mem::take(&mut *codes.lock().await);
+    let latencies = std::mem::take(&mut *latencies.lock().await);
     Ok(LoadReport {
         codes,
+        latencies,
         sockets: sockets.load(Ordering::Relaxed),
         connections: options.connections.max(1),
         elapsed: start.elapsed(),
@@ -265,6 +301,9 @@ mod tests {
         .unwrap();
         assert_eq!(report.count(503), 10, "{report}");
         assert_eq!(report.sockets, 2, "{report}");
+        assert_eq!(report.latencies.len(), 10);
+        assert!(report.percentile(0.5) <= report.percentile(0.999));
+        assert!(report.to_string().contains("Latency ms: p50 "), "{report}");
         assert!(report.to_string().contains("Code 503 : 10 (100.0 %)"));
     }
 }
