@@ -23,6 +23,12 @@ use tokio::time::Instant;
 
 use crate::config::{Cluster, Endpoint, Lb};
 
+mod balance;
+mod h2;
+
+use balance::{pick_locality, pick_priority};
+pub(crate) use h2::{H2Pool, SendError};
+
 /// Envoy's `dns_refresh_rate` default.
 const DNS_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -199,10 +205,7 @@ impl ClusterRuntime {
             ..connector
         }
         .originating(config.origination.as_deref());
-        let h2 = H2Pool {
-            connector,
-            conns: tokio::sync::Mutex::default(),
-        };
+        let h2 = H2Pool::new(connector);
         Self {
             config,
             client,
@@ -592,83 +595,6 @@ pub(crate) trait TcpIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Un
 
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> TcpIo for T {}
 
-/// One multiplexed HTTP/2 connection per endpoint. A request keeps the
-/// authority the app used (`:authority`) while its connection goes to the
-/// endpoint chosen, which a pool keyed by the request's URI cannot do.
-pub(crate) struct H2Pool {
-    connector: MeshConnector,
-    conns: tokio::sync::Mutex<HashMap<(SocketAddr, bool), H2Sender>>,
-}
-
-type H2Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
-
-/// Why an exchange with an upstream failed: before the request could be
-/// sent (connect, TLS) or after.
-#[derive(Debug)]
-pub(crate) enum SendError {
-    Connect(BoxError),
-    Exchange(BoxError),
-    Pooled(hyper_util::client::legacy::Error),
-}
-
-impl SendError {
-    pub(crate) fn is_connect(&self) -> bool {
-        match self {
-            SendError::Connect(_) => true,
-            SendError::Exchange(_) => false,
-            SendError::Pooled(e) => e.is_connect(),
-        }
-    }
-}
-
-impl std::fmt::Display for SendError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SendError::Connect(e) => write!(f, "connect: {e}"),
-            SendError::Exchange(e) => write!(f, "exchange: {e}"),
-            SendError::Pooled(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl H2Pool {
-    /// Sends `req` (absolute URI with the app's authority) to `addr`.
-    pub(crate) async fn send(
-        &self,
-        addr: SocketAddr,
-        secure: bool,
-        req: http::Request<Full<Bytes>>,
-    ) -> Result<http::Response<hyper::body::Incoming>, SendError> {
-        let mut sender = self.sender(addr, secure).await?;
-        sender
-            .send_request(req)
-            .await
-            .map_err(|e| SendError::Exchange(e.into()))
-    }
-
-    async fn sender(&self, addr: SocketAddr, secure: bool) -> Result<H2Sender, SendError> {
-        let mut conns = self.conns.lock().await;
-        if let Some(s) = conns.get(&(addr, secure))
-            && !s.is_closed()
-        {
-            return Ok(s.clone());
-        }
-        let scheme = if secure { "https" } else { "http" };
-        let uri: http::Uri = format!("{scheme}://{addr}/")
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| SendError::Connect(e.into()))?;
-        let io = tower_service::Service::call(&mut self.connector.clone(), uri)
-            .await
-            .map_err(SendError::Connect)?;
-        let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-            .await
-            .map_err(|e| SendError::Connect(e.into()))?;
-        tokio::spawn(conn);
-        conns.insert((addr, secure), sender.clone());
-        Ok(sender)
-    }
-}
-
 pub(crate) enum MeshStream {
     Plain(hyper_util::rt::TokioIo<tokio::net::TcpStream>),
     // Boxed: a TLS session is large and pooled connections are many.
@@ -736,93 +662,4 @@ impl hyper::rt::Write for MeshStream {
             MeshStream::Tls(s) => std::pin::Pin::new(&mut **s).poll_shutdown(cx),
         }
     }
-}
-
-/// Envoy's overprovisioning factor: a level at 72 % health still takes all
-/// of its load.
-const OVERPROVISIONING: f64 = 1.4;
-
-/// The share of a group's load it can take: its healthy fraction,
-/// overprovisioned, at most 1.
-fn availability(healthy: usize, total: usize) -> f64 {
-    if total == 0 {
-        return 0.0;
-    }
-    (OVERPROVISIONING * healthy as f64 / total as f64).min(1.0)
-}
-
-/// Envoy's priority load: the first priority takes what its health allows,
-/// the next the rest of it, and so on; normalised when the levels together
-/// are not healthy enough to carry everything. Picks one level by load.
-fn pick_priority(all: &[Endpoint], healthy: &[&Endpoint]) -> u32 {
-    let mut levels: Vec<u32> = all.iter().map(|e| e.priority).collect();
-    levels.sort_unstable();
-    levels.dedup();
-    if levels.len() < 2 {
-        return levels.first().copied().unwrap_or(0);
-    }
-    let health: Vec<f64> = levels
-        .iter()
-        .map(|p| {
-            availability(
-                healthy.iter().filter(|e| e.priority == *p).count(),
-                all.iter().filter(|e| e.priority == *p).count(),
-            )
-        })
-        .collect();
-    let sum: f64 = health.iter().sum();
-    let mut loads = Vec::with_capacity(levels.len());
-    let mut remaining = 1.0f64;
-    for h in &health {
-        let share = if sum < 1.0 {
-            h / sum.max(f64::EPSILON)
-        } else {
-            h.min(remaining)
-        };
-        remaining = (remaining - share).max(0.0);
-        loads.push(share);
-    }
-    let mut at = fastrand::f64() * loads.iter().sum::<f64>();
-    for (p, load) in levels.iter().zip(&loads) {
-        if at < *load {
-            return *p;
-        }
-        at -= load;
-    }
-    levels[0]
-}
-
-/// Locality-weighted balancing: a locality by its weight times its
-/// availability, then the hosts in it.
-fn pick_locality<'a>(all: &[Endpoint], pool: Vec<&'a Endpoint>) -> Vec<&'a Endpoint> {
-    let mut localities: Vec<(&str, f64)> = Vec::new();
-    for e in &pool {
-        if localities.iter().any(|(l, _)| *l == e.locality) {
-            continue;
-        }
-        let healthy = pool.iter().filter(|h| h.locality == e.locality).count();
-        let total = all
-            .iter()
-            .filter(|a| a.locality == e.locality && a.priority == e.priority)
-            .count();
-        localities.push((
-            e.locality.as_str(),
-            f64::from(e.locality_weight) * availability(healthy, total),
-        ));
-    }
-    let total: f64 = localities.iter().map(|(_, w)| w).sum();
-    if total <= 0.0 {
-        return pool;
-    }
-    let mut at = fastrand::f64() * total;
-    let mut chosen = localities[0].0;
-    for (l, w) in &localities {
-        if at < *w {
-            chosen = l;
-            break;
-        }
-        at -= w;
-    }
-    let chosen = chosen.to_owned();
-    pool.into_iter().filter(|e| e.locality == chosen).collect()
 }

@@ -6,6 +6,7 @@
 mod clusters;
 mod ingress_tls;
 mod listeners;
+mod locality;
 mod mtls;
 
 pub(crate) use mtls::{SDS_CERT, SDS_ROOT};

@@ -60,6 +60,11 @@ const DEFAULT_RETRY_ON: &str =
     "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
 const DEFAULT_RETRIES: u32 = 2;
 pub(super) const FAULT_FILTER: &str = "envoy.filters.http.fault";
+mod l4;
+
+use l4::connect_route;
+pub(super) use l4::{gateway_sni_routes, gateway_tcp_targets};
+
 pub(super) const CORS_FILTER: &str = "envoy.filters.http.cors";
 
 /// Which proxy the routes are for, for `gateways` and `match.gateways`.
@@ -114,173 +119,6 @@ pub(super) fn sidecar_outbound(cx: &Ctx<'_>) -> Vec<VirtualHost> {
         }
     }
     vhosts
-}
-
-fn connect_route(
-    cx: &Ctx<'_>,
-    vs: Option<(&Object, &VirtualService)>,
-    hostname: &str,
-    port: u16,
-) -> Route {
-    let targets = vs
-        .map(|(obj, vs)| tcp_targets(cx, obj, vs, port, Context::Mesh))
-        .filter(|t| !t.is_empty())
-        .unwrap_or_else(|| vec![(outbound_cluster(port, "", hostname), 100)]);
-    let cluster_specifier = match targets.as_slice() {
-        [(c, _)] => ClusterSpecifier::Cluster(c.clone()),
-        _ => ClusterSpecifier::WeightedClusters(WeightedCluster {
-            clusters: targets
-                .iter()
-                .map(|(name, w)| ClusterWeight {
-                    name: name.clone(),
-                    weight: Some(UInt32Value { value: *w }),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        }),
-    };
-    Route {
-        name: "connect".to_owned(),
-        r#match: Some(RouteMatch {
-            path_specifier: Some(PathSpecifier::ConnectMatcher(
-                envoy_types::pb::envoy::config::route::v3::route_match::ConnectMatcher {},
-            )),
-            ..Default::default()
-        }),
-        action: Some(Action::Route(RouteAction {
-            cluster_specifier: Some(cluster_specifier),
-            timeout: Some(duration(std::time::Duration::ZERO)),
-            upgrade_configs: vec![
-                envoy_types::pb::envoy::config::route::v3::route_action::UpgradeConfig {
-                    upgrade_type: "CONNECT".to_owned(),
-                    connect_config: Some(Default::default()),
-                    ..Default::default()
-                },
-            ],
-            ..Default::default()
-        })),
-        ..Default::default()
-    }
-}
-
-/// Where the first of a VirtualService's TCP routes that matches `port`
-/// (the listener's or gateway's port) sends connections: clusters with
-/// their weights; empty when no route matches.
-pub(super) fn tcp_targets(
-    cx: &Ctx<'_>,
-    obj: &Object,
-    vs: &VirtualService,
-    port: u16,
-    context: Context<'_>,
-) -> Vec<(String, u32)> {
-    let ns = obj.meta.namespace.as_str();
-    let Some(rule) = vs.tcp.iter().find(|r| {
-        r.r#match.is_empty()
-            || r.r#match.iter().any(|m| {
-                Scope {
-                    port: m.port,
-                    source_labels: &m.source_labels,
-                    source_namespace: &m.source_namespace,
-                    gateways: &m.gateways,
-                }
-                .applies(cx, port, ns, context)
-            })
-    }) else {
-        return Vec::new();
-    };
-    rule.route
-        .iter()
-        .map(|d| {
-            let weight = if rule.route.len() == 1 {
-                100
-            } else {
-                u32::try_from(d.weight).unwrap_or(0)
-            };
-            (cluster_for(cx, ns, &d.destination, port), weight)
-        })
-        .filter(|(_, w)| *w > 0)
-        .collect()
-}
-
-/// Clusters with their weights.
-pub(super) type Targets = Vec<(String, u32)>;
-
-/// SNI routes of the VirtualServices bound to the gateway `ns/name` for
-/// its passthrough server on `port`: (SNI hosts, weighted clusters), in
-/// order; the server's own hosts bound what a route may claim.
-pub(super) fn gateway_sni_routes(
-    cx: &Ctx<'_>,
-    gateway: &str,
-    gateway_ns: &str,
-    server_hosts: &[String],
-    port: u16,
-) -> Vec<(Vec<String>, Targets)> {
-    let key = format!("{gateway_ns}/{gateway}");
-    let mut out = Vec::new();
-    for (obj, vs) in virtual_services(cx) {
-        if !bound_to(vs, &obj.meta.namespace, gateway, gateway_ns) {
-            continue;
-        }
-        let ns = obj.meta.namespace.as_str();
-        for rule in &vs.tls {
-            for m in &rule.r#match {
-                let scope = Scope {
-                    port: m.port,
-                    source_labels: &m.source_labels,
-                    source_namespace: &m.source_namespace,
-                    gateways: &m.gateways,
-                };
-                if !scope.applies(cx, port, ns, Context::Gateway(&key)) {
-                    continue;
-                }
-                let hosts: Vec<String> = m
-                    .sni_hosts
-                    .iter()
-                    .filter(|h| {
-                        server_hosts.iter().any(|sh| {
-                            let sh = sh.rsplit('/').next().unwrap_or(sh);
-                            host_matches(sh, h) || host_matches(h, sh)
-                        })
-                    })
-                    .cloned()
-                    .collect();
-                let targets: Vec<(String, u32)> = rule
-                    .route
-                    .iter()
-                    .map(|d| {
-                        let weight = if rule.route.len() == 1 {
-                            100
-                        } else {
-                            u32::try_from(d.weight).unwrap_or(0)
-                        };
-                        (cluster_for(cx, ns, &d.destination, port), weight)
-                    })
-                    .filter(|(_, w)| *w > 0)
-                    .collect();
-                if !hosts.is_empty() && !targets.is_empty() {
-                    out.push((hosts, targets));
-                }
-            }
-        }
-    }
-    out
-}
-
-/// TCP targets of the VirtualServices bound to the gateway `ns/name` for
-/// connections on its server port `port`.
-pub(super) fn gateway_tcp_targets(
-    cx: &Ctx<'_>,
-    gateway: &str,
-    gateway_ns: &str,
-    port: u16,
-) -> Vec<(String, u32)> {
-    let key = format!("{gateway_ns}/{gateway}");
-    virtual_services(cx)
-        .filter(|(obj, vs)| bound_to(vs, &obj.meta.namespace, gateway, gateway_ns))
-        .map(|(obj, vs)| tcp_targets(cx, obj, vs, port, Context::Gateway(&key)))
-        .find(|t| !t.is_empty())
-        .unwrap_or_default()
 }
 
 /// Virtual hosts of a gateway server: one per host of each VirtualService

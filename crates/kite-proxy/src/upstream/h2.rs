@@ -1,0 +1,94 @@
+//! HTTP/2 upstream connections, one per endpoint, and why an exchange
+//! failed.
+
+use std::{collections::HashMap, net::SocketAddr};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::TokioExecutor;
+
+use super::{BoxError, MeshConnector};
+
+/// One multiplexed HTTP/2 connection per endpoint. A request keeps the
+/// authority the app used (`:authority`) while its connection goes to the
+/// endpoint chosen, which a pool keyed by the request's URI cannot do.
+pub(crate) struct H2Pool {
+    connector: MeshConnector,
+    conns: tokio::sync::Mutex<HashMap<(SocketAddr, bool), H2Sender>>,
+}
+
+type H2Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
+
+/// Why an exchange with an upstream failed: before the request could be
+/// sent (connect, TLS) or after.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    Connect(BoxError),
+    Exchange(BoxError),
+    Pooled(hyper_util::client::legacy::Error),
+}
+
+impl SendError {
+    pub(crate) fn is_connect(&self) -> bool {
+        match self {
+            SendError::Connect(_) => true,
+            SendError::Exchange(_) => false,
+            SendError::Pooled(e) => e.is_connect(),
+        }
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Connect(e) => write!(f, "connect: {e}"),
+            SendError::Exchange(e) => write!(f, "exchange: {e}"),
+            SendError::Pooled(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl H2Pool {
+    pub(crate) fn new(connector: MeshConnector) -> Self {
+        Self {
+            connector,
+            conns: tokio::sync::Mutex::default(),
+        }
+    }
+
+    /// Sends `req` (absolute URI with the app's authority) to `addr`.
+    pub(crate) async fn send(
+        &self,
+        addr: SocketAddr,
+        secure: bool,
+        req: http::Request<Full<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, SendError> {
+        let mut sender = self.sender(addr, secure).await?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| SendError::Exchange(e.into()))
+    }
+
+    async fn sender(&self, addr: SocketAddr, secure: bool) -> Result<H2Sender, SendError> {
+        let mut conns = self.conns.lock().await;
+        if let Some(s) = conns.get(&(addr, secure))
+            && !s.is_closed()
+        {
+            return Ok(s.clone());
+        }
+        let scheme = if secure { "https" } else { "http" };
+        let uri: http::Uri = format!("{scheme}://{addr}/")
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| SendError::Connect(e.into()))?;
+        let io = tower_service::Service::call(&mut self.connector.clone(), uri)
+            .await
+            .map_err(SendError::Connect)?;
+        let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(|e| SendError::Connect(e.into()))?;
+        tokio::spawn(conn);
+        conns.insert((addr, secure), sender.clone());
+        Ok(sender)
+    }
+}
