@@ -30,10 +30,8 @@ pub fn honoured(kind: Kind) -> &'static [&'static str] {
         Kind::WorkloadEntry => WORKLOAD_ENTRY,
         Kind::Sidecar => SIDECAR,
         Kind::PeerAuthentication => PEER_AUTHENTICATION,
-        Kind::WorkloadGroup
-        | Kind::RequestAuthentication
-        | Kind::AuthorizationPolicy
-        | Kind::Telemetry => &[],
+        Kind::Telemetry => TELEMETRY,
+        Kind::WorkloadGroup | Kind::RequestAuthentication | Kind::AuthorizationPolicy => &[],
     }
 }
 
@@ -193,6 +191,13 @@ const PEER_AUTHENTICATION: &[&str] = &[
     "spec.mtls.mode",
     "spec.selector.matchLabels.*",
     "spec.portLevelMtls.{}.mode",
+];
+
+/// Access logging with Istio's `envoy` provider, by scope.
+const TELEMETRY: &[&str] = &[
+    "spec.selector.matchLabels.*",
+    "spec.accessLogging[].providers[].name",
+    "spec.accessLogging[].disabled",
 ];
 
 const SIDECAR: &[&str] = &[

@@ -127,6 +127,8 @@ pub struct HttpManager {
     pub connect: bool,
     /// Set `x-forwarded-client-cert` from the peer's certificate.
     pub xfcc: bool,
+    /// A line per request on stdout (the HCM has a file access log).
+    pub access_log: bool,
 }
 
 #[derive(Clone, Debug)]

@@ -110,6 +110,10 @@ pub(crate) async fn handle(
     if hcm.xfcc {
         client_cert_header(&shared, peer_id.as_deref(), req.headers_mut());
     }
+    let authority = authority(&req);
+    if !hcm.access_log {
+        return route_request(&shared, &hcm, peer, req, &authority).await.0;
+    }
     let start = Instant::now();
     let method = req.method().clone();
     let path = req
@@ -117,7 +121,6 @@ pub(crate) async fn handle(
         .path_and_query()
         .map(|p| p.to_string())
         .unwrap_or_else(|| "/".into());
-    let authority = authority(&req);
     let (rsp, flag, cluster) = route_request(&shared, &hcm, peer, req, &authority).await;
     info!(
         target: "kite::access",

@@ -52,6 +52,19 @@ pub(crate) struct Args {
     workload_cert_ttl: u64,
 }
 
+/// The demo runs as Istio's demo profile does, with access logs on (the
+/// `envoy` provider: a line per request in each proxy's log).
+const DEMO_ACCESS_LOGS: &str = "apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata:
+  name: mesh-default
+  namespace: istio-system
+spec:
+  accessLogging:
+  - providers:
+    - name: envoy
+";
+
 const BOOKINFO: [(&str, &str); 3] = [
     (
         "bookinfo.yaml",
@@ -114,6 +127,7 @@ fn manifests(paths: &[PathBuf]) -> anyhow::Result<Vec<Object>> {
         for (name, text) in BOOKINFO {
             all.extend(load_str(name, text));
         }
+        all.extend(load_str("access-logs", DEMO_ACCESS_LOGS));
         all
     } else {
         load_paths(paths)?

@@ -151,6 +151,50 @@ async fn egress(sidecar: Sidecar, net: u8) {
         5,
         "the egress gateway carried every request ({counter})"
     );
+
+    // Access logs (istio-api.md §3.20): off by default, as in Istio; a
+    // mesh-wide Telemetry with the `envoy` provider turns them on.
+    let curl_pod = up.pods("default", "curl", 1).await[0].0.clone();
+    let proxy_log = || {
+        std::fs::read_to_string(up.dir.join(format!("state/logs/{curl_pod}.proxy.log")))
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        call("httpbin.external", "/anything/unlogged").await.status,
+        200
+    );
+    let telemetry = up.file(
+        "access-logs",
+        "apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata:
+  name: mesh-default
+  namespace: istio-system
+spec:
+  accessLogging:
+  - providers:
+    - name: envoy
+",
+    );
+    up.apply(&[&telemetry]).await;
+    assert_eq!(
+        call("httpbin.external", "/anything/logged").await.status,
+        200
+    );
+    let mut logged = false;
+    for _ in 0..30 {
+        logged = proxy_log().contains("/anything/logged");
+        if logged {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = proxy_log();
+    assert!(
+        logged,
+        "the request is in the client sidecar's access log:\n{log}"
+    );
+    assert!(!log.contains("/anything/unlogged"), "nothing before: {log}");
 }
 
 /// The egress-gateway task's Gateway, DestinationRule and VirtualService,

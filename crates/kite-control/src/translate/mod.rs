@@ -11,6 +11,7 @@ mod mtls;
 
 pub(crate) use mtls::{SDS_CERT, SDS_ROOT};
 mod routes;
+mod telemetry;
 
 use std::time::Duration as StdDuration;
 
@@ -68,6 +69,14 @@ pub fn snapshot(
             listeners::sidecar(&cx, &mut snapshot);
         }
         ProxyKind::Router => listeners::gateway(&cx, &mut snapshot),
+    }
+    if telemetry::access_log(&cx) {
+        for (name, mut l) in snapshot
+            .decode::<envoy_types::pb::envoy::config::listener::v3::Listener>(type_url::LISTENER)
+        {
+            telemetry::log_access(&mut l);
+            snapshot.insert(type_url::LISTENER, name, &l);
+        }
     }
     snapshot
 }

@@ -159,7 +159,16 @@ impl TryFrom<&Any> for Listener {
                         return Err(bad(&name, "per-upgrade filter chains are not supported"));
                     }
                 }
+                for log in &hcm.access_log {
+                    if log.name != "envoy.access_loggers.file" {
+                        return Err(bad(
+                            &name,
+                            format!("access logger {} is not supported", log.name),
+                        ));
+                    }
+                }
                 ListenerKind::Http(HttpManager {
+                    access_log: !hcm.access_log.is_empty(),
                     stat_prefix: hcm.stat_prefix,
                     route_config: rds.route_config_name.clone(),
                     use_remote_address: hcm.use_remote_address.is_some_and(|b| b.value),
