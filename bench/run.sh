@@ -18,6 +18,7 @@ CONNS=${CONNS:-32}            # wrk connections
 RATE=${RATE:-1000}            # fixed rate for the latency runs (req/s)
 RATE_SECS=${RATE_SECS:-15}
 RATE_CONNS=${RATE_CONNS:-16}
+MANY=${MANY:-1000}            # connections for the memory-under-load sample
 SETUPS=${SETUPS:-"direct onehop twohop"}
 MESHES=${MESHES:-"kite envoy"}
 WORK=${WORK:-$ROOT/target/bench}
@@ -135,5 +136,16 @@ for rep in $(seq "$REPS"); do
       measure "$mesh" "$setup" "$rep"
     done
   done
+done
+# Last, as it leaves the proxies' memory grown: RSS per proxy while 1,000
+# connections are open through the two hops.
+for mesh in $MESHES; do
+  mapfile -t pids < <(proxy_pids "$mesh" "${CLIENT_IP[$mesh]}" "${ECHO_IP[$mesh]}")
+  TARGET=echo:8080 wrk -t1 -c"$MANY" -d6s -s bench/proxy.lua \
+    "http://${CLIENT_IP[$mesh]}:15001/" > "$WORK/raw/$mesh-many.wrk" &
+  wrk_pid=$!
+  sleep 4
+  record "$mesh" many 0 rss_kib_per_proxy "$(( $(rss_kib "${pids[@]}") / ${#pids[@]} ))"
+  wait "$wrk_pid"
 done
 python3 bench/summarize.py "$RESULTS"

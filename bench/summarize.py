@@ -56,7 +56,7 @@ for s in ["onehop", "twohop"]:
 
 print("\nRSS per proxy (MiB)")
 print(f"{'when':<16} {'Kite':>8} {'Envoy':>8} {'Kite/Envoy':>11}")
-for label, s in [("idle", "idle"), ("after onehop", "onehop"), ("after twohop", "twohop")]:
+for label, s in [("idle", "idle"), ("after onehop", "onehop"), ("after twohop", "twohop"), ("1,000 conns", "many")]:
     k, e = med("kite", s, "rss_kib_per_proxy"), med("envoy", s, "rss_kib_per_proxy")
     k = None if k is None else k / 1024
     e = None if e is None else e / 1024
