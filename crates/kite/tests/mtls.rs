@@ -130,23 +130,7 @@ impl Drop for Up {
     fn drop(&mut self) {
         if std::thread::panicking() {
             // The proxies' logs, where mTLS failures show.
-            let logs = self.dir.join("state/logs");
-            let mut files: Vec<PathBuf> = std::fs::read_dir(&logs)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.to_string_lossy().ends_with(".proxy.log"))
-                .collect();
-            files.sort();
-            for f in files {
-                let log = std::fs::read_to_string(&f).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(15).collect();
-                eprintln!("----- {} -----", f.display());
-                for line in tail.into_iter().rev() {
-                    eprintln!("{line}");
-                }
-            }
+            support::up::print_log_tails(&self.dir.join("state/logs"), ".proxy.log", 15);
         }
         let _ = self.proc.interrupt(Duration::from_secs(30));
         if !std::thread::panicking() {

@@ -166,6 +166,48 @@ spec:
     )
 }
 
+/// A key and certificate for `name` signed by the example.com CA, with the
+/// task's openssl commands; `client` makes it X.509 v3 for client auth.
+fn issue(dir: &std::path::Path, name: &str, serial: u32, client: bool) {
+    let (csr, key, crt) = (
+        format!("{name}.csr"),
+        format!("{name}.key"),
+        format!("{name}.crt"),
+    );
+    let subject = format!("/CN={name}/O=some organization");
+    run(
+        dir,
+        "openssl",
+        &[
+            "req", "-out", &csr, "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-subj",
+            &subject,
+        ],
+    );
+    let serial = serial.to_string();
+    let mut args = vec![
+        "x509",
+        "-req",
+        "-sha256",
+        "-days",
+        "365",
+        "-CA",
+        "example.com.crt",
+        "-CAkey",
+        "example.com.key",
+        "-set_serial",
+        &serial,
+        "-in",
+        &csr,
+        "-out",
+        &crt,
+    ];
+    if client {
+        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+        args.extend(["-extfile", "client.ext"]);
+    }
+    run(dir, "openssl", &args);
+}
+
 /// §3.9 secure ingress: the gateway terminates TLS with the certificate of
 /// a Secret (SIMPLE), then also requires a client certificate (MUTUAL).
 async fn secure_ingress(up: &Up) {
@@ -192,45 +234,8 @@ async fn secure_ingress(up: &Up) {
             "example.com.crt",
         ],
     );
-    for (name, v3) in [("httpbin.example.com", false), ("client.example.com", true)] {
-        run(
-            dir,
-            "openssl",
-            &[
-                "req",
-                "-out",
-                &format!("{name}.csr"),
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-subj",
-                &format!("/CN={name}/O=some organization"),
-            ],
-        );
-        let mut args = vec![
-            "x509",
-            "-req",
-            "-sha256",
-            "-days",
-            "365",
-            "-CA",
-            "example.com.crt",
-            "-CAkey",
-            "example.com.key",
-            "-set_serial",
-            "1",
-        ];
-        let csr = format!("{name}.csr");
-        let crt = format!("{name}.crt");
-        args.extend(["-in", &csr, "-out", &crt]);
-        if v3 {
-            std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-            args.extend(["-extfile", "client.ext"]);
-        }
-        run(dir, "openssl", &args);
-    }
+    issue(dir, "httpbin.example.com", 1, false);
+    issue(dir, "client.example.com", 2, true);
     let secret = |with_ca: bool| {
         let mut data = format!(
             "  tls.crt: {}\n  tls.key: {}\n",
@@ -379,43 +384,7 @@ spec:
 async fn sni_passthrough(up: &Up) {
     let dir = &up.dir;
     let name = "nginx.example.com";
-    run(
-        dir,
-        "openssl",
-        &[
-            "req",
-            "-out",
-            &format!("{name}.csr"),
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-subj",
-            &format!("/CN={name}/O=some organization"),
-        ],
-    );
-    run(
-        dir,
-        "openssl",
-        &[
-            "x509",
-            "-req",
-            "-sha256",
-            "-days",
-            "365",
-            "-CA",
-            "example.com.crt",
-            "-CAkey",
-            "example.com.key",
-            "-set_serial",
-            "2",
-            "-in",
-            &format!("{name}.csr"),
-            "-out",
-            &format!("{name}.crt"),
-        ],
-    );
+    issue(dir, name, 3, false);
     let manifests = up.file("nginx", &nginx(dir));
     up.apply(&[&manifests]).await;
     let curl = |sni: &str| {

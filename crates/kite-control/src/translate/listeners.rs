@@ -341,10 +341,11 @@ pub(super) fn gateway(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
             continue;
         }
         let name = format!("0.0.0.0_{port}");
-        let mut l = listener(&name, cx.proxy.ip, port, hcm("unused", "unused", true));
-        l.filter_chains = chains;
-        l.listener_filters = tls_inspector();
-        snapshot.insert(type_url::LISTENER, name, &l);
+        snapshot.insert(
+            type_url::LISTENER,
+            name.clone(),
+            &sni_listener(&name, cx.proxy.ip, port, chains),
+        );
     }
     // A passthrough server routes each TLS connection, unopened, on its SNI
     // as the VirtualServices' `tls` routes say: one filter chain per route.
@@ -367,10 +368,11 @@ pub(super) fn gateway(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
             continue;
         }
         let name = format!("0.0.0.0_{port}");
-        let mut l = listener(&name, cx.proxy.ip, port, tcp("unused", "unused"));
-        l.filter_chains = chains;
-        l.listener_filters = tls_inspector();
-        snapshot.insert(type_url::LISTENER, name, &l);
+        snapshot.insert(
+            type_url::LISTENER,
+            name.clone(),
+            &sni_listener(&name, cx.proxy.ip, port, chains),
+        );
     }
     // A TCP server forwards each connection as the first VirtualService
     // bound to it with a TCP route for the port says; without one there is
@@ -527,6 +529,17 @@ fn with_xfcc(mut filter: Filter) -> Filter {
         filter.config_type = Some(ConfigType::TypedConfig(any(&manager)));
     }
     filter
+}
+
+/// A listener whose filter chains are told apart by the ClientHello's SNI.
+fn sni_listener(name: &str, ip: std::net::IpAddr, port: u16, chains: Vec<FilterChain>) -> Listener {
+    Listener {
+        name: name.to_owned(),
+        address: Some(socket_address(ip, port)),
+        filter_chains: chains,
+        listener_filters: tls_inspector(),
+        ..Default::default()
+    }
 }
 
 fn listener(name: &str, ip: std::net::IpAddr, port: u16, filter: Filter) -> Listener {

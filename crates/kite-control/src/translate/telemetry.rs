@@ -60,14 +60,14 @@ pub(super) fn log_access(l: &mut Listener) {
             let Some(ConfigType::TypedConfig(cfg)) = &filter.config_type else {
                 continue;
             };
+            if !cfg.type_url.ends_with("HttpConnectionManager") {
+                continue;
+            }
             let Ok(mut hcm) =
                 <HttpConnectionManager as prost::Message>::decode(cfg.value.as_slice())
             else {
                 continue;
             };
-            if !cfg.type_url.ends_with("HttpConnectionManager") {
-                continue;
-            }
             hcm.access_log.push(AccessLog {
                 name: "envoy.access_loggers.file".to_owned(),
                 config_type: Some(access_log::ConfigType::TypedConfig(any(&FileAccessLog {

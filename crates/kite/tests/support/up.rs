@@ -263,27 +263,32 @@ pub fn app_ip_of(pod: IpAddr) -> IpAddr {
 impl Drop for Up {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let logs = self.dir.join("state/logs");
-            let mut files: Vec<PathBuf> = std::fs::read_dir(&logs)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.to_string_lossy().ends_with(".log"))
-                .collect();
-            files.sort();
-            for f in files {
-                let log = std::fs::read_to_string(&f).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(12).collect();
-                eprintln!("----- {} -----", f.display());
-                for line in tail.into_iter().rev() {
-                    eprintln!("{line}");
-                }
-            }
+            print_log_tails(&self.dir.join("state/logs"), ".log", 12);
         }
         let _ = self.proc.interrupt(Duration::from_secs(30));
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The last `lines` lines of each log in `dir` whose name ends with
+/// `suffix`, for a failing test's output.
+pub fn print_log_tails(dir: &std::path::Path, suffix: &str, lines: usize) {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    files.sort();
+    for f in files {
+        let log = std::fs::read_to_string(&f).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(lines).collect();
+        eprintln!("----- {} -----", f.display());
+        for line in tail.into_iter().rev() {
+            eprintln!("{line}");
         }
     }
 }
