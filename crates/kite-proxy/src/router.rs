@@ -11,6 +11,7 @@ use std::{
 use bytes::Bytes;
 use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header,
+    uri::PathAndQuery,
 };
 use http_body_util::{BodyExt, Full, Limited, combinators::BoxBody};
 use hyper::body::Incoming;
@@ -38,16 +39,24 @@ use matching::select;
 
 const MAX_BUFFERED_BODY: usize = 16 << 20;
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authorization",
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::TRANSFER_ENCODING,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
 ];
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_B3_TRACEID: HeaderName = HeaderName::from_static("x-b3-traceid");
+const X_B3_SPANID: HeaderName = HeaderName::from_static("x-b3-spanid");
+const X_B3_PARENTSPANID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+const X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
 
 /// What every HTTP listener shares.
 pub(crate) struct Shared {
@@ -171,7 +180,6 @@ async fn route_request(
     let Some(route) = select(rc, authority, &req) else {
         return (local(StatusCode::NOT_FOUND, ""), Flag::NoRoute, None);
     };
-    let route = route.clone();
     let (mut parts, body) = req.into_parts();
     let websocket = hcm.websocket && is_websocket(&parts.headers);
     prepare_headers(&mut parts.headers, hcm, peer);
@@ -221,7 +229,7 @@ async fn route_request(
                     );
                 }
             };
-            forward(shared, &state, &route, action, parts, body, authority, peer).await
+            forward(shared, &state, route, action, parts, body, authority, peer).await
         }
     }
 }
@@ -229,23 +237,21 @@ async fn route_request(
 /// Headers Envoy's connection manager sets on every request.
 fn prepare_headers(headers: &mut HeaderMap, hcm: &HttpManager, peer: SocketAddr) {
     strip_hop_by_hop(headers);
-    if !headers.contains_key("x-request-id")
-        && let Ok(v) = HeaderValue::from_str(&uuid_v4())
-    {
-        headers.insert(HeaderName::from_static("x-request-id"), v);
+    if !headers.contains_key(X_REQUEST_ID) {
+        headers.insert(X_REQUEST_ID, uuid_v4());
     }
     if hcm.use_remote_address {
         let ip = peer.ip().to_string();
-        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
             Some(existing) => format!("{existing}, {ip}"),
             None => ip,
         };
         if let Ok(v) = HeaderValue::from_str(&xff) {
-            headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+            headers.insert(X_FORWARDED_FOR, v);
         }
     }
     headers
-        .entry(HeaderName::from_static("x-forwarded-proto"))
+        .entry(X_FORWARDED_PROTO)
         .or_insert(HeaderValue::from_static("http"));
     trace_context(headers);
 }
@@ -254,39 +260,37 @@ fn prepare_headers(headers: &mut HeaderMap, hcm: &HttpManager, peer: SocketAddr)
 /// (sampled at Istio's default 1 %), and a new span for every hop after, so
 /// that apps that propagate the headers stitch one trace.
 fn trace_context(headers: &mut HeaderMap) {
-    let hex = |bits: u32| {
-        let n = if bits == 128 {
-            fastrand::u128(1..)
-        } else {
-            u128::from(fastrand::u64(1..))
-        };
-        let s = format!("{n:032x}");
-        s[s.len() - (bits as usize / 4)..].to_owned()
-    };
-    let existing =
-        |h: &HeaderMap, name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let trace = existing(headers, "x-b3-traceid");
-    let span = existing(headers, "x-b3-spanid");
-    let mut put = |name: &'static str, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), v);
+    let span = || hex_value(u128::from(fastrand::u64(1..)), 16);
+    match (
+        headers.contains_key(X_B3_TRACEID),
+        headers.get(X_B3_SPANID).cloned(),
+    ) {
+        (true, Some(parent)) => {
+            headers.insert(X_B3_PARENTSPANID, parent);
+            headers.insert(X_B3_SPANID, span());
         }
-    };
-    match (trace, span) {
-        (Some(_), Some(parent)) => {
-            put("x-b3-parentspanid", parent);
-            put("x-b3-spanid", hex(64));
+        (true, None) => {
+            headers.insert(X_B3_SPANID, span());
         }
-        (Some(_), None) => put("x-b3-spanid", hex(64)),
-        (None, _) => {
-            put("x-b3-traceid", hex(128));
-            put("x-b3-spanid", hex(64));
-            put(
-                "x-b3-sampled",
-                if chance(10_000) { "1" } else { "0" }.to_owned(),
+        (false, _) => {
+            headers.insert(X_B3_TRACEID, hex_value(fastrand::u128(1..), 32));
+            headers.insert(X_B3_SPANID, span());
+            headers.insert(
+                X_B3_SAMPLED,
+                HeaderValue::from_static(if chance(10_000) { "1" } else { "0" }),
             );
         }
     }
+}
+
+/// The low `digits` hex digits of `n`, as a header value.
+fn hex_value(n: u128, digits: usize) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 32];
+    for (i, b) in buf[..digits].iter_mut().enumerate() {
+        *b = HEX[((n >> (4 * (digits - 1 - i))) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&buf[..digits]).unwrap_or(HeaderValue::from_static("0"))
 }
 
 /// `x-forwarded-client-cert` as Istio's sidecars set it on mTLS
@@ -383,31 +387,37 @@ async fn tunnel(
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<String> = headers
+    // Headers the Connection header names are hop-by-hop too; most
+    // messages name none or only standard ones.
+    let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
+        .filter_map(|s| HeaderName::from_bytes(s.trim().as_bytes()).ok())
         .collect();
-    for h in HOP_BY_HOP.iter().map(|s| s.to_string()).chain(named) {
-        headers.remove(h.as_str());
+    for h in HOP_BY_HOP.iter().chain(&named) {
+        headers.remove(h);
     }
 }
 
-fn uuid_v4() -> String {
+fn uuid_v4() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut b = fastrand::u128(..).to_be_bytes();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    let mut out = [0u8; 36];
+    let mut i = 0;
+    for (n, x) in b.iter().enumerate() {
+        if matches!(n, 4 | 6 | 8 | 10) {
+            out[i] = b'-';
+            i += 1;
+        }
+        out[i] = HEX[usize::from(x >> 4)];
+        out[i + 1] = HEX[usize::from(x & 0xf)];
+        i += 2;
+    }
+    HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("0"))
 }
 
 fn chance(ppm: u32) -> bool {
@@ -525,18 +535,21 @@ async fn forward(
     } else {
         rt.endpoints(state).await
     };
-    let mut headers = parts.headers.clone();
+    let hash = hash_of(action, &parts.headers, peer);
+    let mut headers = std::mem::take(&mut parts.headers);
     apply_ops(&mut headers, &route.request_headers);
     apply_ops(&mut headers, &target.request_headers);
-    let host = action
-        .host_rewrite
-        .clone()
-        .unwrap_or_else(|| authority.to_owned());
-    if let Ok(v) = HeaderValue::from_str(&host) {
+    let host = action.host_rewrite.as_deref().unwrap_or(authority);
+    if let Ok(v) = HeaderValue::from_str(host) {
         headers.insert(header::HOST, v);
     }
-    let path = rewrite_path(route, action, &parts.uri);
-    let hash = hash_of(action, &parts.headers, peer);
+    let Some(path) = rewrite_path(route, action, &parts.uri) else {
+        return (
+            local(StatusCode::BAD_REQUEST, "bad request"),
+            Flag::None,
+            Some(cluster_name),
+        );
+    };
     for (mirror, ppm) in &action.mirrors {
         if chance(*ppm) {
             mirror_request(
@@ -546,7 +559,7 @@ async fn forward(
                 &parts.method,
                 &path,
                 &headers,
-                &host,
+                host,
                 body.clone(),
             );
         }
@@ -642,21 +655,26 @@ fn pick_weighted(action: &RouteAction) -> Option<&crate::config::WeightedCluster
 /// Envoy's rewrites: `prefix_rewrite` replaces what a prefix route matched
 /// (or the whole path of an exact or regex route); a regex rewrite
 /// substitutes every match in the path.
-fn rewrite_path(route: &Route, action: &RouteAction, uri: &Uri) -> String {
+fn rewrite_path(route: &Route, action: &RouteAction, uri: &Uri) -> Option<PathAndQuery> {
     let path = uri.path();
     let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-    if let Some((re, sub)) = &action.regex_rewrite {
-        return format!("{}{query}", re.replace_all(path, sub.as_str()));
-    }
-    let Some(new) = &action.prefix_rewrite else {
-        return format!("{path}{query}");
+    let rewritten = if let Some((re, sub)) = &action.regex_rewrite {
+        re.replace_all(path, sub.as_str()).into_owned()
+    } else if let Some(new) = &action.prefix_rewrite {
+        match &route.matcher.path {
+            PathMatch::Prefix(p) if path.len() >= p.len() => format!("{new}{}", &path[p.len()..]),
+            PathMatch::Connect => path.to_owned(),
+            _ => new.clone(),
+        }
+    } else {
+        // Unchanged: the request's own, shared rather than copied.
+        return Some(
+            uri.path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
     };
-    let rewritten = match &route.matcher.path {
-        PathMatch::Prefix(p) if path.len() >= p.len() => format!("{new}{}", &path[p.len()..]),
-        PathMatch::Connect => path.to_owned(),
-        _ => new.clone(),
-    };
-    format!("{rewritten}{query}")
+    PathAndQuery::try_from(format!("{rewritten}{query}")).ok()
 }
 
 fn hash_of(action: &RouteAction, headers: &HeaderMap, peer: SocketAddr) -> Option<u64> {

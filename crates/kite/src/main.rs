@@ -115,7 +115,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Scale(args) => runtime()?.block_on(ctl::scale(args)),
         Command::Rollout(args) => runtime()?.block_on(ctl::rollout(args)),
         Command::ProxyStatus(args) => runtime()?.block_on(ctl::proxy_status(args)),
-        Command::Proxy(args) => runtime()?.block_on(proxy::run(args)),
+        Command::Proxy(args) => proxy::runtime(args.concurrency)?.block_on(proxy::run(args)),
         Command::ProxyConfig(args) => runtime()?.block_on(proxy_config::run(args)),
     }
 }

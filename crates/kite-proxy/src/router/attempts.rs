@@ -10,7 +10,7 @@ pub(super) fn mirror_request(
     state: &State,
     cluster: &str,
     method: &Method,
-    path: &str,
+    path: &PathAndQuery,
     headers: &HeaderMap,
     host: &str,
     body: Bytes,
@@ -86,12 +86,19 @@ pub(super) async fn send_on(
 pub(super) fn build(
     method: &Method,
     (addr, secure): (SocketAddr, bool),
-    path: &str,
+    path: &PathAndQuery,
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Request<Full<Bytes>>, http::Error> {
-    let scheme = if secure { "https" } else { "http" };
-    let uri: Uri = format!("{scheme}://{addr}{path}").parse()?;
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(if secure {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    });
+    uri.authority = Some(http::uri::Authority::try_from(addr.to_string())?);
+    uri.path_and_query = Some(path.clone());
+    let uri = Uri::from_parts(uri)?;
     let mut req = Request::builder()
         .method(method.clone())
         .uri(uri)
@@ -108,7 +115,7 @@ pub(super) async fn attempts(
     endpoints: &[crate::config::Endpoint],
     policy: Option<&RetryPolicy>,
     (method, version): (&Method, http::Version),
-    path: &str,
+    path: &PathAndQuery,
     headers: &HeaderMap,
     body: &Bytes,
     hash: Option<u64>,

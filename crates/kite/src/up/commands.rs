@@ -102,6 +102,10 @@ pub(super) fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// Worker threads of every sidecar and gateway, Kite's or Envoy's alike so
+/// that the two compare like for like: one per pod on a local machine.
+const PROXY_CONCURRENCY: &str = "1";
+
 pub(super) fn start_proxy_command(
     args: &Args,
     exe: &Path,
@@ -122,7 +126,7 @@ pub(super) fn start_proxy_command(
         cmd.arg("-c").arg(&path).args([
             "--disable-hot-restart",
             "--concurrency",
-            "1",
+            PROXY_CONCURRENCY,
             "--log-level",
             "warning",
         ]);
@@ -153,6 +157,7 @@ pub(super) fn start_proxy_command(
         if boot.kind == ProxyKind::Router {
             cmd.arg("--gateway");
         }
+        cmd.args(["--concurrency", PROXY_CONCURRENCY]);
         cmd
     };
     Ok(cmd)
