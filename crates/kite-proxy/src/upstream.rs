@@ -182,6 +182,7 @@ impl ClusterRuntime {
             origination: None,
             alpn: kite_identity::tls::ALPN_HTTP11,
             opened: opened.clone(),
+            mtls_config: Arc::default(),
         }
         .originating(config.origination.as_deref());
         let client = Client::builder(TokioExecutor::new())
@@ -197,11 +198,13 @@ impl ClusterRuntime {
         // app used (HTTP/2 would carry the endpoint's address instead).
         let tcp = MeshConnector {
             alpn: b"",
+            mtls_config: Arc::default(),
             ..connector.clone()
         }
         .originating(config.origination.as_deref());
         let connector = MeshConnector {
             alpn: kite_identity::tls::ALPN_H2,
+            mtls_config: Arc::default(),
             ..connector
         }
         .originating(config.origination.as_deref());
@@ -477,7 +480,13 @@ pub(crate) struct MeshConnector {
     alpn: &'static [u8],
     /// Connections opened, for Envoy's `upstream_cx_total`.
     opened: Arc<AtomicU64>,
+    /// The mTLS client settings for the current certificate, built once
+    /// rather than per connection: building parses the private key, and a
+    /// shared config keeps one session cache, so reconnects resume.
+    mtls_config: Arc<Mutex<Option<MtlsConfig>>>,
 }
+
+type MtlsConfig = (Arc<crate::identity::Active>, Arc<rustls::ClientConfig>);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -522,6 +531,7 @@ impl tower_service::Service<http::Uri> for MeshConnector {
         let origination = self.origination.clone();
         let alpn = self.alpn;
         let opened = self.opened.clone();
+        let mtls_config = self.mtls_config.clone();
         Box::pin(async move {
             let tcp = connecting.await?;
             opened.fetch_add(1, Ordering::Relaxed);
@@ -551,10 +561,22 @@ impl tower_service::Service<http::Uri> for MeshConnector {
                     return Err(format!("no workload certificate yet: {why}").into());
                 }
             };
-            let config = active.creds.client_config(
-                settings.allowed.clone(),
-                &[alpn][..usize::from(!alpn.is_empty())],
-            )?;
+            let cached = mtls_config
+                .lock()
+                .as_ref()
+                .filter(|(certificate, _)| Arc::ptr_eq(certificate, &active))
+                .map(|(_, config)| config.clone());
+            let config = match cached {
+                Some(config) => config,
+                None => {
+                    let config = Arc::new(active.creds.client_config(
+                        settings.allowed.clone(),
+                        &[alpn][..usize::from(!alpn.is_empty())],
+                    )?);
+                    *mtls_config.lock() = Some((active.clone(), config.clone()));
+                    config
+                }
+            };
             // The SNI names the destination for gateways that route on it;
             // the certificate check itself is by SPIFFE identity.
             let sni = if settings.sni.is_empty() {
@@ -564,7 +586,7 @@ impl tower_service::Service<http::Uri> for MeshConnector {
             };
             let name = rustls::pki_types::ServerName::try_from(sni.to_owned())
                 .map_err(|e| -> BoxError { format!("SNI {sni:?}: {e}").into() })?;
-            let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            let tls = tokio_rustls::TlsConnector::from(config)
                 .connect(name, tcp.into_inner())
                 .await
                 .map_err(|e| -> BoxError { format!("mTLS handshake: {e}").into() })?;
