@@ -153,17 +153,19 @@ pub(crate) async fn handle(
 }
 
 fn authority<B>(req: &Request<B>) -> String {
-    req.uri()
+    let mut authority = req
+        .uri()
         .authority()
-        .map(|a| a.as_str().to_owned())
+        .map(|a| a.as_str())
         .or_else(|| {
             req.headers()
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
         })
         .unwrap_or_default()
-        .to_ascii_lowercase()
+        .to_owned();
+    authority.make_ascii_lowercase();
+    authority
 }
 
 async fn route_request(

@@ -301,11 +301,14 @@ impl ClusterRuntime {
                 pool
             }
         };
-        let fresh: Vec<&Endpoint> = pool
-            .iter()
-            .copied()
-            .filter(|e| !exclude.contains(&e.addr))
-            .collect();
+        let fresh: Vec<&Endpoint> = if exclude.is_empty() {
+            Vec::new()
+        } else {
+            pool.iter()
+                .copied()
+                .filter(|e| !exclude.contains(&e.addr))
+                .collect()
+        };
         let candidates = if fresh.is_empty() { pool } else { fresh };
         if candidates.is_empty() {
             return None;
