@@ -65,6 +65,12 @@ print("h2, grpc: h2load over h2c to the client sidecar, HTTP/2 between the sidec
       "  between the sidecars), so req/s = handshakes/s.\n"
       "bookinfo: pages/s through the ingress gateway.")
 
+failed = [(m, label) for s, label, _ in setups for m in meshes if (m, s, "check_failed") in samples]
+if failed:
+    print("\nCHECK FAILED (a wrong answer before the measurement; raw/<mesh>-<setup>-check.txt):")
+    for m, label in failed:
+        print(f"  {m:<6} {label}")
+
 errors = [(m, label, med(m, s, "errors")) for s, label, _ in setups for m in meshes]
 errors = [(m, label, n) for m, label, n in errors if n]
 if errors:
@@ -81,6 +87,16 @@ for s, label, _ in setups:
     metric = "cpu_us_per_req_all_proxies" if s == "bookinfo" else "cpu_us_per_req_per_proxy"
     k, e = med("kite", s, metric), med("envoy", s, metric)
     print(f"{label:<14} {fmt(n,0):>7} {fmt(k):>10} {fmt(e):>10} {ratio(k, e):>11}")
+
+conn_rows = [(s, label) for s, label, _ in setups
+             if any((m, s, "upstream_conns_per_req") in samples for m in meshes)]
+if conn_rows:
+    print("\nNew connections from the client sidecar to the server sidecar per request")
+    print(f"{'setup':<14} {'Kite':>10} {'Envoy':>10}")
+    for s, label in conn_rows:
+        k, e = med("kite", s, "upstream_conns_per_req"), med("envoy", s, "upstream_conns_per_req")
+        print(f"{label:<14} {fmt(k,3):>10} {fmt(e,3):>10}")
+    print("close twohop should be 1.000 (a handshake per request), the others about 0.")
 
 lat_setups = [s for s in ["onehop", "twohop"] if (meshes[0], s, "p50_ms") in samples]
 if lat_setups and (meshes[0], "direct", "p50_ms") in samples:
