@@ -40,20 +40,26 @@ RATE=${RATE:-1000}            # fixed rate for the latency runs (req/s)
 RATE_SECS=${RATE_SECS:-15}
 RATE_CONNS=${RATE_CONNS:-16}
 MANY=${MANY:-1000}            # connections for the memory-under-load sample
-SCENARIOS=${SCENARIOS:-"base h2 grpc body close bookinfo"}
+SCENARIOS=${SCENARIOS:-"base h2 grpc body close bookinfo"}   # or single setups
 SETUPS=${SETUPS:-"direct onehop twohop"}   # the base scenario's setups
 MESHES=${MESHES:-"kite envoy"}
 WORK=${WORK:-$ROOT/target/bench}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 
-has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+# A scenario's setups; SCENARIOS may also name single setups.
+declare -A SCENARIO=([base]=$SETUPS [h2]="h2-direct h2-twohop" [grpc]="grpc-direct grpc-twohop"
+  [body]="1k-direct 1k-twohop 64k-direct 64k-twohop" [close]="close-direct close-twohop"
+  [bookinfo]=bookinfo)
 all_setups=""
-has base && all_setups+=" $SETUPS"
-has h2 && all_setups+=" h2-direct h2-twohop"
-has grpc && all_setups+=" grpc-direct grpc-twohop"
-has body && all_setups+=" 1k-direct 1k-twohop 64k-direct 64k-twohop"
-has close && all_setups+=" close-direct close-twohop"
-has bookinfo && all_setups+=" bookinfo"
+for s in $SCENARIOS; do
+  case $s in
+    base|h2|grpc|body|close|bookinfo) all_setups+=" ${SCENARIO[$s]}" ;;
+    direct|onehop|twohop|h2-direct|h2-twohop|grpc-direct|grpc-twohop|1k-direct|1k-twohop|64k-direct|64k-twohop|close-direct|close-twohop)
+      all_setups+=" $s" ;;
+    *) echo "unknown scenario or setup: $s" >&2; exit 2 ;;
+  esac
+done
+has() { [[ " $all_setups " == *" $1 "* ]]; }
 
 # Tools: wrk and h2load from Debian, Envoy from PyPI (into .venv), Kite
 # built for release.

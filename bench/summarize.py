@@ -59,11 +59,17 @@ for s, label, d in setups:
     kd = med("kite", d, "rps") if d else None
     ed = med("envoy", d, "rps") if d else None
     print(f"{label:<14} {fmt(k,0):>10} {fmt(e,0):>10} {ratio(k, e):>11} {ratio(k, kd):>12} {ratio(e, ed):>13}")
-print("h2, grpc: h2load over h2c to the client sidecar, HTTP/2 between the sidecars.\n"
-      "1KiB, 64KiB: POST bodies, echoed back.\n"
-      "close: a new connection per request (twohop: and a new mTLS connection\n"
-      "  between the sidecars), so req/s = handshakes/s.\n"
-      "bookinfo: pages/s through the ingress gateway.")
+notes = {
+    "h2": "h2, grpc: h2load over h2c to the client sidecar, HTTP/2 between the sidecars.",
+    "grpc": "h2, grpc: h2load over h2c to the client sidecar, HTTP/2 between the sidecars.",
+    "1k": "1KiB, 64KiB: POST bodies, echoed back.",
+    "64k": "1KiB, 64KiB: POST bodies, echoed back.",
+    "close": "close: a new connection per request (twohop: and a new mTLS connection\n"
+             "  between the sidecars), so req/s = handshakes/s.",
+    "bookinfo": "bookinfo: pages/s through the ingress gateway.",
+}
+for note in dict.fromkeys(notes[s.split("-")[0]] for s, _, _ in setups if s.split("-")[0] in notes):
+    print(note)
 
 failed = [(m, label) for s, label, _ in setups for m in meshes if (m, s, "check_failed") in samples]
 if failed:
