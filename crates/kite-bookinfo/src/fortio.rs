@@ -26,7 +26,10 @@ use crate::{
 };
 
 /// `fortio server`'s echo: the request body back, with `?status=<code>` and
-/// `?delay=<duration>` honoured.
+/// `?delay=<duration>` honoured. It serves HTTP/1.1 and h2c. A gRPC call
+/// (`content-type: application/grpc…`, any method) gets its framed
+/// messages back as the response, with `grpc-status: 0` in the trailers: a
+/// unary echo for any service and method.
 pub struct Echo;
 
 impl App for Echo {
@@ -54,6 +57,17 @@ impl App for Echo {
                 }
                 _ => {}
             }
+        }
+        let grpc = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
+        if grpc {
+            let mut rsp = server::with_type(StatusCode::OK, "application/grpc", req.into_body());
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+            rsp.extensions_mut().insert(server::Trailers(trailers));
+            return rsp;
         }
         server::with_type(status, "application/octet-stream", req.into_body())
     }
@@ -305,5 +319,55 @@ mod tests {
         assert!(report.percentile(0.5) <= report.percentile(0.999));
         assert!(report.to_string().contains("Latency ms: p50 "), "{report}");
         assert!(report.to_string().contains("Code 503 : 10 (100.0 %)"));
+    }
+
+    /// A unary gRPC call over h2c: the framed message back, and
+    /// `grpc-status: 0` in the trailers.
+    #[tokio::test]
+    async fn echoes_grpc_over_h2c() {
+        let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(server::serve_with(
+            listener,
+            Arc::new(Echo),
+            server::Protocols::Http1AndH2c,
+            std::future::pending(),
+        ));
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let message = Bytes::from_static(b"\0\0\0\0\x03abc");
+        let req = http::Request::post(format!("http://{addr}/kite.Echo/Echo"))
+            .header(header::CONTENT_TYPE, "application/grpc")
+            .header("te", "trailers")
+            .body(Full::new(message.clone()))
+            .unwrap();
+        let rsp = sender.send_request(req).await.unwrap();
+        assert_eq!(rsp.status(), StatusCode::OK);
+        assert_eq!(rsp.headers()[header::CONTENT_TYPE], "application/grpc");
+        let body = rsp.into_body().collect().await.unwrap();
+        let trailers = body.trailers().cloned().unwrap();
+        assert_eq!(trailers["grpc-status"], "0");
+        assert_eq!(body.to_bytes(), message);
+
+        // HTTP/1.1 still works on the same port, without trailers.
+        let report = load(
+            LoadOptions {
+                connections: 1,
+                qps: 0.0,
+                requests: 2,
+                url: format!("http://{addr}/").parse().unwrap(),
+                timeout: Duration::from_secs(5),
+            },
+            &Env::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.count(200), 2, "{report}");
     }
 }

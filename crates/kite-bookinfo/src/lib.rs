@@ -142,7 +142,17 @@ impl Service {
                 )
                 .await
             }
-            Service::Fortio => serve(listen, fortio::Echo, shutdown).await,
+            Service::Fortio => {
+                let listener = server::bind(listen).await?;
+                server::serve_with(
+                    listener,
+                    Arc::new(fortio::Echo),
+                    server::Protocols::Http1AndH2c,
+                    shutdown,
+                )
+                .await?;
+                Ok(())
+            }
             Service::TcpEcho => {
                 tcp_echo::TcpEcho::from_args(args)?
                     .run(listen.ip(), shutdown)

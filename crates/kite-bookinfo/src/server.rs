@@ -1,8 +1,8 @@
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http_body_util::{BodyExt, Either, Full, Limited, combinators::WithTrailers};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -14,6 +14,26 @@ const MAX_BODY: usize = 1 << 20;
 
 pub(crate) type Request = http::Request<Bytes>;
 pub(crate) type Response = http::Response<Full<Bytes>>;
+
+/// Trailers to send after a response's body (gRPC's `grpc-status`), put in
+/// the response's extensions by an app that needs them.
+#[derive(Clone, Debug)]
+pub(crate) struct Trailers(pub(crate) HeaderMap);
+
+type Trailed = WithTrailers<
+    Full<Bytes>,
+    std::future::Ready<Option<Result<HeaderMap, std::convert::Infallible>>>,
+>;
+
+/// Which HTTP versions a server speaks on its cleartext port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Protocols {
+    /// HTTP/1.1, as BookInfo's apps (Flask, Ruby, Node, Liberty) serve.
+    Http1,
+    /// HTTP/1.1 and HTTP/2 with prior knowledge (h2c), as Go's servers with
+    /// h2c (fortio) serve.
+    Http1AndH2c,
+}
 
 /// A BookInfo service: one handler over fully read requests.
 pub(crate) trait App: Send + Sync + 'static {
@@ -44,6 +64,16 @@ pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
 pub(crate) async fn serve<A: App>(
     listener: TcpListener,
     app: Arc<A>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    serve_with(listener, app, Protocols::Http1, shutdown).await
+}
+
+/// Serves `protocols` until `shutdown` resolves.
+pub(crate) async fn serve_with<A: App>(
+    listener: TcpListener,
+    app: Arc<A>,
+    protocols: Protocols,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr().map_err(|source| ServeError::Bind {
@@ -77,18 +107,42 @@ pub(crate) async fn serve<A: App>(
             async move {
                 let svc = service_fn(move |req| {
                     let app = app.clone();
-                    async move { Ok::<_, std::convert::Infallible>(dispatch(&*app, req).await) }
+                    async move {
+                        Ok::<_, std::convert::Infallible>(with_trailers(dispatch(&*app, req).await))
+                    }
                 });
-                if let Err(error) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
+                let io = TokioIo::new(stream);
+                let served = match protocols {
+                    Protocols::Http1 => hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Protocols::Http1AndH2c => hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(io, svc)
                     .await
-                {
+                    .map_err(|e| e.to_string()),
+                };
+                if let Err(error) = served {
                     debug!(%error, "connection ended with an error");
                 }
             }
             .instrument(span),
         );
     }
+}
+
+/// The response with its [`Trailers`] after the body, if it has any.
+fn with_trailers(rsp: Response) -> http::Response<Either<Full<Bytes>, Trailed>> {
+    let (mut parts, body) = rsp.into_parts();
+    let body = match parts.extensions.remove::<Trailers>() {
+        Some(Trailers(trailers)) => {
+            Either::Right(body.with_trailers(std::future::ready(Some(Ok(trailers)))))
+        }
+        None => Either::Left(body),
+    };
+    http::Response::from_parts(parts, body)
 }
 
 fn is_transient(e: &std::io::Error) -> bool {

@@ -201,7 +201,7 @@ fn connections(control: &Control) -> Response {
                             "pushes": s.pushes,
                             "acks": s.acks,
                             "nacks": s.nacks,
-                            "resourceNames": s.resource_names,
+                            "resourceNames": s.resource_names.as_slice(),
                             "lastNack": s.last_nack.as_ref().map(|n| json!({
                                 "version": n.version,
                                 "message": n.message,

@@ -48,6 +48,19 @@ pub struct Control {
     connections: Mutex<Option<Arc<Connections>>>,
     /// The store revision the proxies' snapshots were last computed from.
     translated: std::sync::atomic::AtomicU64,
+    /// Translation state of the latest config, shared by every proxy.
+    translation: Mutex<Option<Translation>>,
+}
+
+/// What translating one config revision yields beyond the proxies' own
+/// resources: the registry and the outbound parts per view, kept for
+/// proxies that connect later and as the base of the next revision's parts.
+struct Translation {
+    config: Arc<store::ConfigSnapshot>,
+    registry: Arc<Registry>,
+    views: translate::Views,
+    /// The previous revision's views, which this one's succeed.
+    base: Option<translate::Views>,
 }
 
 struct ProxyEntry {
@@ -71,6 +84,101 @@ pub enum Error {
     Ca(String),
 }
 
+// === impl Translation ===
+
+impl Translation {
+    /// The translation of `config`: `current` if it is of that revision,
+    /// else a new one whose parts succeed `current`'s.
+    fn of(config: Arc<store::ConfigSnapshot>, current: Option<Translation>) -> Self {
+        match current {
+            Some(t) if t.config.revision == config.revision => t,
+            previous => {
+                let registry = Arc::new(Registry::build(&config));
+                let reuse = previous
+                    .as_ref()
+                    .and_then(|p| workload_changes(&p.config, &config, &registry));
+                Self {
+                    registry,
+                    config,
+                    views: translate::Views::reusing(reuse),
+                    base: previous.map(|p| p.views),
+                }
+            }
+        }
+    }
+
+    fn snapshot(&mut self, proxy: &Proxy, trust_domain: &str) -> Snapshot {
+        translate::snapshot_in(
+            &self.config,
+            &self.registry,
+            proxy,
+            trust_domain,
+            &mut self.views,
+            self.base.as_ref(),
+        )
+    }
+}
+
+/// When `after` differs from `before` in workloads only, the services
+/// whose endpoints that changes; `None` for any other change.
+fn workload_changes(
+    before: &store::ConfigSnapshot,
+    after: &store::ConfigSnapshot,
+    registry: &Registry,
+) -> Option<translate::Reuse> {
+    use kite_config::Spec;
+    use std::cmp::Ordering;
+    let mut changed: Vec<&kite_config::Object> = Vec::new();
+    let (mut old, mut new) = (
+        before.objects.iter().peekable(),
+        after.objects.iter().peekable(),
+    );
+    // Both maps are in key order and share the objects that did not
+    // change, so a merge finds the changed ones by pointer.
+    loop {
+        match (old.peek(), new.peek()) {
+            (None, None) => break,
+            (Some((ko, o)), Some((kn, n))) => match ko.cmp(kn) {
+                Ordering::Equal => {
+                    if !Arc::ptr_eq(o, n) {
+                        changed.extend([&***o, &***n]);
+                    }
+                    old.next();
+                    new.next();
+                }
+                Ordering::Less => changed.extend(old.next().map(|(_, o)| &**o)),
+                Ordering::Greater => changed.extend(new.next().map(|(_, n)| &**n)),
+            },
+            (Some(_), None) => changed.extend(old.next().map(|(_, o)| &**o)),
+            (None, Some(_)) => changed.extend(new.next().map(|(_, n)| &**n)),
+        }
+    }
+    let mut reuse = translate::Reuse::default();
+    for object in changed {
+        match &object.spec {
+            Spec::WorkloadEntry(we) => {
+                let ns = &object.meta.namespace;
+                reuse.services.extend(
+                    registry
+                        .services
+                        .values()
+                        .filter(|s| {
+                            &s.namespace == ns
+                                && s.selector
+                                    .as_ref()
+                                    .is_some_and(|sel| registry::contains(&we.labels, sel))
+                        })
+                        .map(|s| s.hostname.clone()),
+                );
+            }
+            // Kubernetes bookkeeping that translation does not read.
+            Spec::Deployment(_) | Spec::Pod(_) | Spec::ServiceAccount | Spec::Namespace => {}
+            _ => return None,
+        }
+    }
+    Some(reuse)
+}
+
 // === impl Control ===
 
 impl Default for Control {
@@ -81,6 +189,7 @@ impl Default for Control {
             proxies: Mutex::default(),
             connections: Mutex::default(),
             translated: std::sync::atomic::AtomicU64::new(0),
+            translation: Mutex::default(),
         }
     }
 }
@@ -105,10 +214,12 @@ impl Control {
 
     fn snapshot_for(&self, proxy: &Proxy, issued: &Mutex<Option<sds::Issued>>) -> Snapshot {
         let config = self.store.current();
-        let registry = Registry::build(&config);
+        let trust_domain = self.trust_domain();
         let effective = self.effective(proxy);
-        let mut snapshot =
-            translate::snapshot(&config, &registry, &effective, &self.trust_domain());
+        let mut translation = self.translation.lock();
+        let current = Translation::of(config, translation.take());
+        let t = translation.insert(current);
+        let mut snapshot = t.snapshot(&effective, &trust_domain);
         self.add_secrets(&effective, issued, &mut snapshot);
         snapshot
     }
@@ -131,14 +242,19 @@ impl Control {
     /// Recomputes every connected proxy's snapshot; streams push what
     /// changed. Proxies whose streams are all gone are forgotten.
     fn recompute(&self) {
+        let started = std::time::Instant::now();
         let config = self.store.current();
-        let registry = Registry::build(&config);
         let trust_domain = self.trust_domain();
         let mut proxies = self.proxies.lock();
         proxies.retain(|_, entry| entry.tx.receiver_count() > 0);
+        // Parts of the previous revision are the base of this one's, so
+        // that unchanged parts stay the very same and changed ones know
+        // what changed.
+        let mut t = Translation::of(config.clone(), self.translation.lock().take());
+        let mut published = 0;
         for entry in proxies.values() {
             let effective = self.effective(&entry.proxy);
-            let mut snapshot = translate::snapshot(&config, &registry, &effective, &trust_domain);
+            let mut snapshot = t.snapshot(&effective, &trust_domain);
             self.add_secrets(&effective, &entry.issued, &mut snapshot);
             entry.tx.send_if_modified(|current| {
                 if **current == snapshot {
@@ -146,15 +262,23 @@ impl Control {
                 } else {
                     snapshot.generation = current.generation + 1;
                     *current = Arc::new(std::mem::take(&mut snapshot));
+                    published += 1;
                     true
                 }
             });
         }
+        let view_count = t.views.len();
+        // The base has served its purpose; parts it alone held can go.
+        t.base = None;
+        *self.translation.lock() = Some(t);
         self.translated
             .store(config.revision, std::sync::atomic::Ordering::Release);
         debug!(
             revision = config.revision,
             proxies = proxies.len(),
+            published,
+            views = view_count,
+            elapsed_ms = started.elapsed().as_millis() as u64,
             "recomputed"
         );
     }

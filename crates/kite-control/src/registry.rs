@@ -2,7 +2,10 @@
 //! ServiceEntries, workload instances from WorkloadEntries (in local mode
 //! `kite up` registers each replica as one) and ServiceEntry endpoints.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    hash::{DefaultHasher, Hash, Hasher},
+};
 
 use kite_config::{
     Labels, Object, Spec,
@@ -19,6 +22,27 @@ pub struct Registry {
     /// By host name (`reviews.default.svc.cluster.local`, `www.example.com`).
     pub services: BTreeMap<String, Service>,
     pub workloads: Vec<Workload>,
+    index: Index,
+}
+
+/// Lookups that would otherwise scan every workload or service: a mesh of
+/// thousands of services does them per service, per proxy view.
+#[derive(Clone, Debug, Default)]
+struct Index {
+    /// Workloads (positions in `workloads`, ascending) by a hash of
+    /// (namespace, label key, label value), for every label they carry;
+    /// a hash collision only adds candidates, which are checked anyway.
+    by_label: HashMap<u64, Vec<usize>>,
+    by_namespace: HashMap<String, Vec<usize>>,
+    by_name: HashMap<(String, String), usize>,
+    /// Kubernetes services' host names by namespace.
+    services_by_namespace: HashMap<String, Vec<String>>,
+}
+
+fn label_key(namespace: &str, key: &str, value: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    (namespace, key, value).hash(&mut h);
+    h.finish()
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -100,7 +124,67 @@ impl Registry {
                 _ => {}
             }
         }
+        registry.index();
         registry
+    }
+
+    fn index(&mut self) {
+        let mut index = Index::default();
+        for (i, w) in self.workloads.iter().enumerate() {
+            for (k, v) in &w.labels {
+                index
+                    .by_label
+                    .entry(label_key(&w.namespace, k, v))
+                    .or_default()
+                    .push(i);
+            }
+            index
+                .by_namespace
+                .entry(w.namespace.clone())
+                .or_default()
+                .push(i);
+            // The first of a name wins, as a scan in store order would find.
+            index
+                .by_name
+                .entry((w.namespace.clone(), w.name.clone()))
+                .or_insert(i);
+        }
+        for s in self.services.values() {
+            if matches!(s.origin, Origin::Kubernetes) {
+                index
+                    .services_by_namespace
+                    .entry(s.namespace.clone())
+                    .or_default()
+                    .push(s.hostname.clone());
+            }
+        }
+        self.index = index;
+    }
+
+    /// Workloads in `namespace` that carry every label of `selector`, in
+    /// store order.
+    fn selected<'a>(
+        &'a self,
+        namespace: &'a str,
+        selector: &'a Labels,
+    ) -> impl Iterator<Item = &'a Workload> + 'a {
+        // The rarest label narrows the candidates most.
+        let candidates = match selector
+            .iter()
+            .map(|(k, v)| self.index.by_label.get(&label_key(namespace, k, v)))
+            .min_by_key(|c| c.map_or(0, Vec::len))
+        {
+            Some(found) => found.map_or(&[][..], Vec::as_slice),
+            None => self
+                .index
+                .by_namespace
+                .get(namespace)
+                .map_or(&[][..], Vec::as_slice),
+        };
+        candidates
+            .iter()
+            .map(|i| &self.workloads[*i])
+            .filter(move |w| w.namespace == namespace && contains(&w.labels, selector))
     }
 
     fn add_k8s_service(&mut self, object: &Object, spec: &k8s::ServiceSpec) {
@@ -201,12 +285,12 @@ impl Registry {
     /// Endpoints of `service` on `port`, restricted to workloads carrying
     /// `subset` labels.
     pub fn endpoints(&self, service: &Service, port: &Port, subset: &Labels) -> Vec<Endpoint> {
-        let selected = self.workloads.iter().filter(|w| {
-            service
-                .selector
-                .as_ref()
-                .is_some_and(|sel| w.namespace == service.namespace && contains(&w.labels, sel))
-        });
+        let selected = service
+            .selector
+            .as_ref()
+            .map(|sel| self.selected(&service.namespace, sel))
+            .into_iter()
+            .flatten();
         selected
             .chain(service.inline_endpoints.iter())
             .filter(|w| contains(&w.labels, subset))
@@ -237,17 +321,25 @@ impl Registry {
         namespace: &'a str,
         labels: &'a Labels,
     ) -> impl Iterator<Item = &'a Service> + 'a {
-        self.services.values().filter(move |s| {
-            s.namespace == namespace
-                && matches!(s.origin, Origin::Kubernetes)
-                && s.selector.as_ref().is_some_and(|sel| contains(labels, sel))
-        })
+        // Indexed from the services map, so in host name order still.
+        self.index
+            .services_by_namespace
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .filter_map(|h| self.services.get(h))
+            .filter(move |s| {
+                s.namespace == namespace
+                    && matches!(s.origin, Origin::Kubernetes)
+                    && s.selector.as_ref().is_some_and(|sel| contains(labels, sel))
+            })
     }
 
     pub fn workload(&self, namespace: &str, name: &str) -> Option<&Workload> {
-        self.workloads
-            .iter()
-            .find(|w| w.namespace == namespace && w.name == name)
+        self.index
+            .by_name
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .map(|i| &self.workloads[*i])
     }
 }
 

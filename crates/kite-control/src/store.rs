@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use kite_config::{Diagnostic, Object, Severity, analyze};
+use kite_config::{Diagnostic, Object, Severity, Spec, analyze};
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::watch;
@@ -17,6 +17,10 @@ pub type Key = (String, String, String);
 pub struct ConfigSnapshot {
     pub revision: u64,
     pub objects: BTreeMap<Key, Arc<Object>>,
+    /// The objects that configure the mesh rather than describe workloads,
+    /// found once: translation looks them up per service and per endpoint,
+    /// and at scale Services and workloads are nearly all of the store.
+    mesh_config: std::sync::OnceLock<Vec<Arc<Object>>>,
 }
 
 pub struct Store {
@@ -43,8 +47,41 @@ pub struct Rejected {
 // === impl ConfigSnapshot ===
 
 impl ConfigSnapshot {
+    pub fn new(revision: u64, objects: BTreeMap<Key, Arc<Object>>) -> Self {
+        Self {
+            revision,
+            objects,
+            mesh_config: std::sync::OnceLock::new(),
+        }
+    }
+
     pub fn objects(&self) -> impl Iterator<Item = &Object> {
         self.objects.values().map(|o| &**o)
+    }
+
+    /// Every object but Services, workloads (WorkloadEntries, Pods,
+    /// Deployments) and other Kubernetes bookkeeping, in store order.
+    pub fn mesh_config(&self) -> impl Iterator<Item = &Object> {
+        self.mesh_config
+            .get_or_init(|| {
+                self.objects
+                    .values()
+                    .filter(|o| {
+                        !matches!(
+                            o.spec,
+                            Spec::Service(_)
+                                | Spec::WorkloadEntry(_)
+                                | Spec::Deployment(_)
+                                | Spec::Pod(_)
+                                | Spec::ServiceAccount
+                                | Spec::Namespace
+                        )
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .iter()
+            .map(|o| &**o)
     }
 }
 
@@ -94,10 +131,16 @@ impl Store {
             next.insert(key, Arc::new(object));
         }
         let changed = applied.iter().any(|a| a.action != "unchanged");
-        let warnings = findings_for(&next, &applied);
         if changed {
             self.commit(&mut state, revision, next);
         }
+        // Analysis looks at the whole store, which takes a while at scale:
+        // after the commit, so that translation need not wait for it, and
+        // outside the lock, on the config just committed (or, unchanged,
+        // the current one).
+        let analyzed = state.clone();
+        drop(state);
+        let warnings = findings_for(&analyzed.objects, &applied);
         (applied, warnings)
     }
 
@@ -123,7 +166,7 @@ impl Store {
         revision: u64,
         objects: BTreeMap<Key, Arc<Object>>,
     ) {
-        let snapshot = Arc::new(ConfigSnapshot { revision, objects });
+        let snapshot = Arc::new(ConfigSnapshot::new(revision, objects));
         *state = snapshot.clone();
         self.tx.send_replace(snapshot);
         tracing::info!(revision, "config changed");

@@ -28,7 +28,11 @@ use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::{Snapshot, snapshot::version_of, type_url};
+use crate::{
+    Snapshot,
+    snapshot::{Held, Names},
+    type_url,
+};
 
 /// Where a stream gets the snapshots of the proxy it serves.
 pub trait SnapshotSource: Send + Sync + 'static {
@@ -42,6 +46,7 @@ pub struct AdsServer<S> {
     source: Arc<S>,
     connections: Arc<Connections>,
     next_id: AtomicU64,
+    interner: Arc<Interner>,
 }
 
 /// Per-stream state, readable by debug endpoints.
@@ -66,7 +71,8 @@ pub struct TypeStatus {
     pub sent_version: String,
     pub sent_nonce: String,
     pub acked_version: String,
-    pub resource_names: Vec<String>,
+    /// Sorted; shared by every stream that asked for the same names.
+    pub resource_names: Arc<Names>,
     pub pushes: u64,
     pub acks: u64,
     pub nacks: u64,
@@ -86,9 +92,51 @@ type DeltaStream = Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Stat
 /// What one stream last sent and was asked for, per type.
 #[derive(Default)]
 struct Subscription {
-    names: Vec<String>,
+    names: Arc<Interned>,
     sent_version: Option<String>,
     sent_nonce: String,
+    /// What the proxy has of this type, if it is known to have accepted
+    /// everything sent so far; a push then sends only what changed.
+    held: Option<Held>,
+}
+
+/// A list of resource names as a request gave it, and sorted. Proxies
+/// repeat their names in every ACK, and proxies with the same view ask for
+/// the same thousands of names: one copy serves them all.
+#[derive(Debug, Default)]
+struct Interned {
+    raw: Vec<String>,
+    names: Arc<Names>,
+}
+
+/// Name lists in use, by a hash of the list as requested.
+#[derive(Default)]
+struct Interner {
+    lists: Mutex<std::collections::HashMap<u64, std::sync::Weak<Interned>>>,
+}
+
+impl Interner {
+    fn intern(&self, raw: Vec<String>) -> Arc<Interned> {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut h = DefaultHasher::new();
+        raw.hash(&mut h);
+        let key = h.finish();
+        let mut lists = self.lists.lock();
+        if let Some(found) = lists.get(&key).and_then(std::sync::Weak::upgrade)
+            && found.raw == raw
+        {
+            return found;
+        }
+        let interned = Arc::new(Interned {
+            names: Arc::new(Names::new(raw.clone())),
+            raw,
+        });
+        if lists.len() >= 64 {
+            lists.retain(|_, w| w.strong_count() > 0);
+        }
+        lists.insert(key, Arc::downgrade(&interned));
+        interned
+    }
 }
 
 // === impl AdsServer ===
@@ -99,6 +147,7 @@ impl<S: SnapshotSource> AdsServer<S> {
             source,
             connections: Arc::default(),
             next_id: AtomicU64::new(1),
+            interner: Arc::default(),
         }
     }
 
@@ -150,6 +199,7 @@ impl<S: SnapshotSource> AggregatedDiscoveryService for AdsServer<S> {
         let stream = Stream_ {
             id,
             connections: self.connections.clone(),
+            interner: self.interner.clone(),
             tx,
             snapshots,
             subscriptions: BTreeMap::new(),
@@ -198,6 +248,7 @@ impl Connections {
 struct Stream_ {
     id: u64,
     connections: Arc<Connections>,
+    interner: Arc<Interner>,
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     subscriptions: BTreeMap<String, Subscription>,
@@ -240,20 +291,29 @@ impl Stream_ {
     }
 
     async fn on_request(&mut self, req: DiscoveryRequest) -> Result<(), Closed> {
-        let type_url = req.type_url.clone();
+        let DiscoveryRequest {
+            version_info,
+            resource_names,
+            type_url,
+            response_nonce,
+            error_detail,
+            ..
+        } = req;
         let sub = self.subscriptions.entry(type_url.clone()).or_default();
-        let initial = req.response_nonce.is_empty();
-        if !initial && req.response_nonce != sub.sent_nonce {
-            debug!(kind = type_url::short(&type_url), nonce = %req.response_nonce, "stale nonce; ignored");
+        let initial = response_nonce.is_empty();
+        if !initial && response_nonce != sub.sent_nonce {
+            debug!(kind = type_url::short(&type_url), nonce = %response_nonce, "stale nonce; ignored");
             return Ok(());
         }
-        let names_changed = sub.names != req.resource_names;
-        sub.names = req.resource_names.clone();
-        let names = sub.names.clone();
-        if let Some(error) = &req.error_detail {
+        let names_changed = sub.names.raw != resource_names;
+        if names_changed {
+            sub.names = self.interner.intern(resource_names);
+        }
+        let names = sub.names.names.clone();
+        if let Some(error) = &error_detail {
             warn!(
                 kind = type_url::short(&type_url),
-                version = %req.version_info,
+                version = %version_info,
                 message = %error.message,
                 "proxy rejected config (NACK)"
             );
@@ -262,6 +322,8 @@ impl Stream_ {
                 message: error.message.clone(),
                 at: SystemTime::now(),
             };
+            // What the proxy has is no longer known: the next push is whole.
+            sub.held = None;
             self.connections.update(self.id, &type_url, |s| {
                 s.nacks += 1;
                 s.last_nack = Some(nack);
@@ -272,56 +334,71 @@ impl Stream_ {
             return Ok(());
         }
         if !initial {
-            let version = req.version_info.clone();
-            debug!(kind = type_url::short(&type_url), %version, "ACK");
+            debug!(kind = type_url::short(&type_url), version = %version_info, "ACK");
             self.connections.update(self.id, &type_url, |s| {
                 s.acks += 1;
-                s.acked_version = version;
+                s.acked_version = version_info;
                 s.resource_names = names;
             });
         }
         if initial || names_changed {
-            self.send(&type_url, true).await?;
+            let snapshot = self.snapshots.borrow_and_update().clone();
+            self.send(&snapshot, &type_url, true, false).await?;
         }
         Ok(())
     }
 
     async fn push_changed(&mut self) -> Result<(), Closed> {
-        let generation = self.snapshots.borrow().generation;
+        let snapshot = self.snapshots.borrow_and_update().clone();
         let mut clusters_sent = false;
         for kind in type_url::PUSH_ORDER {
             if self.subscriptions.contains_key(kind) {
                 // A changed cluster warms until its endpoints arrive again,
-                // even if they did not change (Envoy's warming rule).
+                // even if they did not change (Envoy's warming rule): all
+                // of them, not just the changed ones.
                 let force = clusters_sent && kind == type_url::ENDPOINT;
-                let sent = self.send(kind, force).await?;
+                let sent = self.send(&snapshot, kind, force, !force).await?;
                 clusters_sent |= sent && kind == type_url::CLUSTER;
             }
         }
-        self.connections.set_generation(self.id, generation);
+        self.connections
+            .set_generation(self.id, snapshot.generation);
         Ok(())
     }
 
-    /// Sends the type's current resources, unless `force` is false and the
-    /// proxy already has exactly these; says whether it sent.
-    async fn send(&mut self, kind: &str, force: bool) -> Result<bool, Closed> {
-        let snapshot = self.snapshots.borrow_and_update().clone();
+    /// Sends the type's resources from `snapshot`, unless `force` is false
+    /// and the proxy already has exactly these; says whether it sent. With
+    /// `delta`, a named type sends only what changed since what the proxy
+    /// holds (all of it when that is unknown).
+    async fn send(
+        &mut self,
+        snapshot: &Snapshot,
+        kind: &str,
+        force: bool,
+        delta: bool,
+    ) -> Result<bool, Closed> {
         let Some(sub) = self.subscriptions.get_mut(kind) else {
             return Ok(false);
         };
-        let selected = snapshot.select(kind, &sub.names);
-        let version = version_of(&selected);
+        let version = snapshot.version(kind, &sub.names.names);
         if !force && sub.sent_version.as_deref() == Some(version.as_str()) {
+            return Ok(false);
+        }
+        let held = if delta { sub.held.take() } else { None };
+        let selection = snapshot.selection(kind, &sub.names.names, held.as_ref());
+        sub.held = Some(selection.held);
+        if held.is_some() && selection.resources.is_empty() {
+            // Nothing this proxy asked for changed.
             return Ok(false);
         }
         self.nonce += 1;
         let nonce = self.nonce.to_string();
         sub.sent_version = Some(version.clone());
         sub.sent_nonce = nonce.clone();
-        let count = selected.len();
+        let count = selection.resources.len();
         let response = DiscoveryResponse {
             version_info: version.clone(),
-            resources: selected.into_iter().map(|(_, any)| any).collect(),
+            resources: selection.resources,
             type_url: kind.to_owned(),
             nonce: nonce.clone(),
             control_plane: Some(ControlPlane {
@@ -329,7 +406,7 @@ impl Stream_ {
             }),
             ..Default::default()
         };
-        debug!(kind = type_url::short(kind), %version, %nonce, count, "push");
+        debug!(kind = type_url::short(kind), %version, %nonce, count, partial = held.is_some(), "push");
         self.connections.update(self.id, kind, |s| {
             s.pushes += 1;
             s.sent_version = version;

@@ -9,7 +9,7 @@ mod snapshot;
 
 pub use envoy_types::pb;
 
-pub use crate::snapshot::{Snapshot, TypeResources};
+pub use crate::snapshot::{Held, Names, Selection, Snapshot, TypeResources};
 
 /// The resource types Kite serves, in the order a push sends them: clusters
 /// before their endpoints, listeners before their routes, as Envoy warms.

@@ -32,7 +32,7 @@ use kite_config::{
         OutlierDetection, Resolution, SimpleLb, TlsMode, TrafficPolicy, expand_host, host_matches,
     },
 };
-use kite_xds::{Snapshot, type_url};
+use kite_xds::TypeResources;
 
 use super::{Ctx, ads, duration, outbound_cluster, socket_address};
 use crate::registry::{Endpoint as RegistryEndpoint, Origin, Service};
@@ -55,9 +55,16 @@ pub(crate) struct Policy {
     pub retry_budget: Option<kite_config::networking::RetryBudget>,
 }
 
-pub(super) fn outbound(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
+/// Every outbound cluster into `clusters`, the endpoints of the EDS ones
+/// into `endpoints`; with `only`, those of the services named there.
+pub(super) fn outbound(
+    cx: &Ctx<'_>,
+    clusters: &mut TypeResources,
+    endpoints: &mut TypeResources,
+    only: Option<&std::collections::HashSet<String>>,
+) {
     for service in cx.registry.services.values() {
-        if service.hostname.contains('*') {
+        if service.hostname.contains('*') || only.is_some_and(|o| !o.contains(&service.hostname)) {
             continue;
         }
         let dr = destination_rule(cx, service);
@@ -76,8 +83,8 @@ pub(super) fn outbound(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
                 let policy = dr
                     .map(|(_, dr)| effective_policy(dr, port.port, &subset))
                     .unwrap_or_default();
-                let endpoints = cx.registry.endpoints(service, port, &labels);
-                let mut cluster = cluster(&name, service, &policy, &endpoints);
+                let selected = cx.registry.endpoints(service, port, &labels);
+                let mut cluster = cluster(&name, service, &policy, &selected);
                 upstream_protocol(
                     &mut cluster,
                     port.protocol,
@@ -116,7 +123,7 @@ pub(super) fn outbound(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
                 ) {
                     // A workload whose own policy is DISABLE takes plaintext
                     // only; auto mTLS leaves it out, as Istio does.
-                    let endpoints: Vec<RegistryEndpoint> = endpoints
+                    let selected: Vec<RegistryEndpoint> = selected
                         .into_iter()
                         .map(|mut e| {
                             if e.labels.contains_key(super::mtls::TLS_MODE_LABEL)
@@ -132,12 +139,12 @@ pub(super) fn outbound(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
                             e
                         })
                         .collect();
-                    let mut cla = assignment(&name, &endpoints);
+                    let mut cla = assignment(&name, &selected);
                     let client = crate::registry::locality_of(&cx.labels);
                     super::locality::locality_lb(&mut cla, &mut cluster, &policy, &client);
-                    snapshot.insert(type_url::ENDPOINT, name.clone(), &cla);
+                    endpoints.insert(name.clone(), &cla);
                 }
-                snapshot.insert(type_url::CLUSTER, name, &cluster);
+                clusters.insert(name, &cluster);
             }
         }
     }

@@ -48,7 +48,7 @@ use envoy_types::pb::{
     google::protobuf::BoolValue,
 };
 use kite_config::{networking::OutboundMode, security::MtlsMode};
-use kite_xds::{Snapshot, type_url};
+use kite_xds::{Snapshot, TypeResources, type_url};
 
 use super::{Ctx, ads, any, clusters, duration, inbound_cluster, routes, socket_address};
 use crate::registry::{Endpoint, TargetPort};
@@ -60,13 +60,12 @@ const OUTBOUND_ROUTE: &str = "http_proxy";
 const HCM: &str = "envoy.filters.network.http_connection_manager";
 const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
 
-pub(super) fn sidecar(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
+/// The route table of the sidecar's outbound HTTP proxy: every service,
+/// then what to do with hosts the registry does not know.
+pub(super) fn sidecar_outbound_routes(cx: &Ctx<'_>, routes_out: &mut TypeResources) {
     let mut vhosts = routes::sidecar_outbound(cx);
-    let allow_any = outbound_policy(cx) != OutboundMode::RegistryOnly;
-    vhosts.push(unknown_host(allow_any));
-    snapshot.insert(type_url::CLUSTER, PASSTHROUGH, &passthrough_cluster());
-    snapshot.insert(
-        type_url::ROUTE,
+    vhosts.push(unknown_host(allows_any(cx)));
+    routes_out.insert(
         OUTBOUND_ROUTE,
         &RouteConfiguration {
             name: OUTBOUND_ROUTE.to_owned(),
@@ -75,6 +74,16 @@ pub(super) fn sidecar(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
             ..Default::default()
         },
     );
+}
+
+pub(super) fn allows_any(cx: &Ctx<'_>) -> bool {
+    outbound_policy(cx) != OutboundMode::RegistryOnly
+}
+
+/// The sidecar's own listeners and clusters; its outbound route table is
+/// [`sidecar_outbound_routes`], shared with sidecars of the same view.
+pub(super) fn sidecar(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
+    snapshot.insert(type_url::CLUSTER, PASSTHROUGH, &passthrough_cluster());
     snapshot.insert(
         type_url::LISTENER,
         "virtualOutbound",

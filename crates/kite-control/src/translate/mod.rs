@@ -13,7 +13,7 @@ pub(crate) use mtls::{SDS_CERT, SDS_ROOT};
 mod routes;
 mod telemetry;
 
-use std::time::Duration as StdDuration;
+use std::{collections::HashMap, sync::Arc, time::Duration as StdDuration};
 
 use envoy_types::pb::{
     envoy::config::core::v3::{
@@ -23,7 +23,7 @@ use envoy_types::pb::{
     google::protobuf::{Any, Duration},
 };
 use kite_config::{Labels, Object, Spec, networking::Gateway};
-use kite_xds::{Snapshot, type_url};
+use kite_xds::{Snapshot, TypeResources, type_url};
 use prost::{Message, Name};
 use serde_json::{Value, json};
 
@@ -44,12 +44,109 @@ pub(crate) struct Ctx<'a> {
     pub trust_domain: &'a str,
 }
 
+/// Outbound resources shared by the proxies that see the mesh alike. At
+/// scale the outbound clusters, their endpoints and the outbound route
+/// table are nearly all of a proxy's config, and they depend on little of
+/// the proxy: translated once per view instead of once per proxy, and held
+/// once in memory.
+#[derive(Default)]
+pub struct Views {
+    clusters: HashMap<ClusterView, ClusterParts>,
+    routes: HashMap<RouteView, Arc<TypeResources>>,
+    /// What of the previous revision's parts still holds.
+    reuse: Option<Reuse>,
+}
+
+/// A change of workloads only (a pod added, removed or relabelled) leaves
+/// route tables as they were and changes the clusters and endpoints of the
+/// services selecting those workloads only: a part of the previous revision
+/// is carried over with just those services translated again.
+#[derive(Debug, Default)]
+pub struct Reuse {
+    /// Host names of the services whose workloads changed.
+    pub services: std::collections::HashSet<String>,
+}
+
+#[derive(Clone)]
+struct ClusterParts {
+    clusters: Arc<TypeResources>,
+    endpoints: Arc<TypeResources>,
+}
+
+/// Everything of the proxy that outbound clusters and endpoints depend on.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ClusterView {
+    /// Auto mTLS.
+    identity: bool,
+    /// The ALPN offered upstream.
+    kite: bool,
+    /// Locality load balancing.
+    locality: String,
+    /// DestinationRules are looked up in the proxy's namespace first; where
+    /// it has none, the namespace makes no difference.
+    dr_namespace: Option<String>,
+}
+
+/// Everything of the proxy that its outbound route table depends on.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct RouteView {
+    /// Short host names, `sourceNamespace` and DestinationRule lookups.
+    namespace: String,
+    /// Whether each VirtualService `sourceLabels` selector in the store,
+    /// in store order, selects the proxy.
+    source_labels: Vec<bool>,
+    allow_any: bool,
+}
+
+impl Views {
+    /// Views for a revision that differs from the one `previous` (passed
+    /// to [`snapshot_in`]) was made for as `reuse` says.
+    pub fn reusing(reuse: Option<Reuse>) -> Self {
+        Self {
+            reuse,
+            ..Self::default()
+        }
+    }
+
+    /// Number of distinct views translated.
+    pub fn len(&self) -> usize {
+        self.clusters.len() + self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Builds the complete resource set for one proxy.
 pub fn snapshot(
     config: &ConfigSnapshot,
     registry: &Registry,
     proxy: &Proxy,
     trust_domain: &str,
+) -> Snapshot {
+    snapshot_in(
+        config,
+        registry,
+        proxy,
+        trust_domain,
+        &mut Views::default(),
+        None,
+    )
+}
+
+/// Builds the complete resource set for one proxy, taking the outbound
+/// parts from `views` (translating those missing into it). A part that
+/// `previous` (the views of an earlier config) holds for the same view is
+/// reused when unchanged, and otherwise recorded as its successor, so that
+/// streams can push only the resources that changed.
+pub fn snapshot_in(
+    config: &ConfigSnapshot,
+    registry: &Registry,
+    proxy: &Proxy,
+    trust_domain: &str,
+    views: &mut Views,
+    previous: Option<&Views>,
 ) -> Snapshot {
     let labels = registry
         .workload(&proxy.namespace, &proxy.workload)
@@ -63,9 +160,66 @@ pub fn snapshot(
         trust_domain,
     };
     let mut snapshot = Snapshot::default();
-    clusters::outbound(&cx, &mut snapshot);
+    let key = cluster_view(&cx);
+    let parts = match views.clusters.get(&key) {
+        Some(parts) => parts.clone(),
+        None => {
+            let before = previous.and_then(|p| p.clusters.get(&key));
+            let (mut clusters, mut endpoints) =
+                (TypeResources::default(), TypeResources::default());
+            match (before, &views.reuse) {
+                (Some(before), Some(reuse)) => {
+                    // Resource names end in `|<host>`.
+                    let kept = |name: &str| {
+                        !reuse
+                            .services
+                            .contains(name.rsplit('|').next().unwrap_or(name))
+                    };
+                    for (part, into) in [
+                        (&before.clusters, &mut clusters),
+                        (&before.endpoints, &mut endpoints),
+                    ] {
+                        for (name, any) in part.resources.iter().filter(|(n, _)| kept(n)) {
+                            into.insert_any(name.clone(), any.clone());
+                        }
+                    }
+                    clusters::outbound(&cx, &mut clusters, &mut endpoints, Some(&reuse.services));
+                }
+                _ => clusters::outbound(&cx, &mut clusters, &mut endpoints, None),
+            }
+            let parts = ClusterParts {
+                clusters: clusters.succeed(before.map(|b| &b.clusters)),
+                endpoints: endpoints.succeed(before.map(|b| &b.endpoints)),
+            };
+            views.clusters.insert(key, parts.clone());
+            parts
+        }
+    };
+    snapshot.share(type_url::CLUSTER, parts.clusters);
+    snapshot.share(type_url::ENDPOINT, parts.endpoints);
     match proxy.kind {
         ProxyKind::Sidecar => {
+            let key = route_view(&cx);
+            let carried = views
+                .reuse
+                .as_ref()
+                .and(previous)
+                .and_then(|p| p.routes.get(&key));
+            let routes = match views.routes.get(&key).or(carried) {
+                Some(routes) => {
+                    let routes = routes.clone();
+                    views.routes.insert(key, routes.clone());
+                    routes
+                }
+                None => {
+                    let mut routes = TypeResources::default();
+                    listeners::sidecar_outbound_routes(&cx, &mut routes);
+                    let routes = routes.succeed(previous.and_then(|p| p.routes.get(&key)));
+                    views.routes.insert(key, routes.clone());
+                    routes
+                }
+            };
+            snapshot.share(type_url::ROUTE, routes);
             listeners::sidecar(&cx, &mut snapshot);
         }
         ProxyKind::Router => listeners::gateway(&cx, &mut snapshot),
@@ -81,18 +235,67 @@ pub fn snapshot(
     snapshot
 }
 
+fn cluster_view(cx: &Ctx<'_>) -> ClusterView {
+    let ns = cx.proxy.namespace.as_str();
+    let has_dr = cx
+        .objects(|s| match s {
+            Spec::DestinationRule(dr) => Some(dr),
+            _ => None,
+        })
+        .any(|(o, _)| o.meta.namespace == ns);
+    ClusterView {
+        identity: cx.proxy.identity,
+        kite: cx.proxy.kite,
+        locality: crate::registry::locality_of(&cx.labels),
+        dr_namespace: has_dr.then(|| ns.to_owned()),
+    }
+}
+
+fn route_view(cx: &Ctx<'_>) -> RouteView {
+    let mut source_labels = Vec::new();
+    for (_, vs) in cx.objects(|s| match s {
+        Spec::VirtualService(vs) => Some(vs),
+        _ => None,
+    }) {
+        let selectors = vs
+            .http
+            .iter()
+            .flat_map(|r| r.r#match.iter().map(|m| &m.source_labels))
+            .chain(
+                vs.tcp
+                    .iter()
+                    .flat_map(|r| r.r#match.iter().map(|m| &m.source_labels)),
+            )
+            .chain(
+                vs.tls
+                    .iter()
+                    .flat_map(|r| r.r#match.iter().map(|m| &m.source_labels)),
+            );
+        source_labels.extend(
+            selectors
+                .filter(|sel| !sel.is_empty())
+                .map(|sel| contains(&cx.labels, sel)),
+        );
+    }
+    RouteView {
+        namespace: cx.proxy.namespace.clone(),
+        source_labels,
+        allow_any: listeners::allows_any(cx),
+    }
+}
+
 /// A readable dump of what a proxy was sent (protobuf debug text per
 /// resource; Envoy's own `/config_dump` gives the JSON form).
 pub fn dump(proxy: &Proxy, snapshot: &Snapshot) -> Value {
     let mut types = serde_json::Map::new();
     for url in type_url::PUSH_ORDER {
-        let Some(resources) = snapshot.get(url) else {
+        let resources = snapshot.resources(url);
+        if resources.is_empty() {
             continue;
-        };
+        }
         let decoded: serde_json::Map<String, Value> = resources
-            .resources
-            .iter()
-            .map(|(name, any)| (name.clone(), Value::String(debug_text(url, any))))
+            .into_iter()
+            .map(|(name, any)| (name.to_owned(), Value::String(debug_text(url, any))))
             .collect();
         types.insert(type_url::short(url).to_owned(), Value::Object(decoded));
     }
@@ -131,14 +334,15 @@ fn debug_text(url: &str, any: &Any) -> String {
 // === impl Ctx ===
 
 impl Ctx<'_> {
-    /// Objects of one kind visible to this proxy. Every namespace is
+    /// Mesh configuration objects of one kind visible to this proxy (not
+    /// Services or workloads: the registry has those). Every namespace is
     /// visible until Sidecar scoping and exportTo are honoured.
     pub(crate) fn objects<'b, T: 'b>(
         &'b self,
         pick: impl Fn(&'b Spec) -> Option<&'b T> + 'b,
     ) -> impl Iterator<Item = (&'b Object, &'b T)> + 'b {
         self.config
-            .objects()
+            .mesh_config()
             .filter_map(move |o| pick(&o.spec).map(|s| (o, s)))
     }
 

@@ -1,0 +1,867 @@
+//! Control plane at scale: loads a large mesh into a running `kite control`
+//! through its HTTP API (as `kite apply` does), connects many simulated
+//! sidecars over real ADS gRPC streams, waits for all of them to ACK their
+//! initial config, then applies changes and measures how long it takes until
+//! every affected sidecar has received and ACKed the new version, and what
+//! the control-plane process spent on it (CPU from /proc/<pid>/stat, RSS
+//! from /proc/<pid>/status).
+//!
+//! `bench/control-plane.sh` builds and runs it; run by hand:
+//! `cargo run --release -p kite-control --example scale -- --pid <kite control pid>`.
+//!
+//! The simulated sidecars behave like Envoy on ADS: a wildcard CDS and LDS
+//! request, EDS names from the EDS clusters received, RDS names from the
+//! listeners' HTTP connection managers, every response ACKed at once. They
+//! decode only what that needs, so that the simulator's own CPU, on the same
+//! machine, disturbs the measurement as little as possible.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    net::Ipv4Addr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use envoy_types::pb::envoy::{
+    config::listener::v3::{Listener, filter::ConfigType},
+    extensions::filters::network::http_connection_manager::v3::{
+        HttpConnectionManager, http_connection_manager::RouteSpecifier,
+    },
+    service::discovery::v3::{
+        DiscoveryRequest, DiscoveryResponse,
+        aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+    },
+};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use kite_control::{bootstrap::Bootstrap, proxy::ProxyKind};
+use kite_xds::type_url;
+use parking_lot::{Mutex, RwLock};
+use prost::Message;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+/// Objects per apply request: the API takes bodies of up to 16 MiB.
+const APPLY_CHUNK: usize = 2_000;
+
+#[derive(Clone, Debug)]
+struct Args {
+    api: String,
+    xds: String,
+    services: usize,
+    endpoints: usize,
+    namespaces: usize,
+    proxies: usize,
+    changes: usize,
+    vs_changes: usize,
+    /// The control plane's process, for CPU and RSS; without it those
+    /// columns stay empty.
+    pid: Option<u32>,
+    clk_tck: u64,
+    /// Simulated sidecars connecting at once: a fleet that starts together
+    /// still comes up over a little while.
+    connect_parallelism: usize,
+    sync_timeout: Duration,
+    change_timeout: Duration,
+}
+
+impl Args {
+    fn parse() -> anyhow::Result<Self> {
+        let mut args = Args {
+            api: "127.0.0.1:15014".into(),
+            xds: "127.0.0.1:15010".into(),
+            services: 10_000,
+            endpoints: 50_000,
+            namespaces: 20,
+            proxies: 1_000,
+            changes: 5,
+            vs_changes: 0,
+            pid: None,
+            clk_tck: 100,
+            connect_parallelism: 100,
+            sync_timeout: Duration::from_secs(600),
+            change_timeout: Duration::from_secs(120),
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(flag) = it.next() {
+            let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+            let number = || {
+                value
+                    .parse::<usize>()
+                    .with_context(|| format!("{flag} {value:?} is not a number"))
+            };
+            match flag.as_str() {
+                "--api" => args.api = value.clone(),
+                "--xds" => args.xds = value.clone(),
+                "--services" => args.services = number()?,
+                "--endpoints" => args.endpoints = number()?,
+                "--namespaces" => args.namespaces = number()?,
+                "--proxies" => args.proxies = number()?,
+                "--changes" => args.changes = number()?,
+                "--vs-changes" => args.vs_changes = number()?,
+                "--pid" => args.pid = Some(u32::try_from(number()?)?),
+                "--clk-tck" => args.clk_tck = u64::try_from(number()?)?,
+                "--connect-parallelism" => args.connect_parallelism = number()?.max(1),
+                "--sync-timeout" => args.sync_timeout = Duration::from_secs(number()? as u64),
+                "--change-timeout" => args.change_timeout = Duration::from_secs(number()? as u64),
+                other => bail!("unknown flag {other}"),
+            }
+        }
+        if args.services == 0 || args.namespaces == 0 || args.endpoints < args.services {
+            bail!("need at least one service, one namespace and an endpoint per service");
+        }
+        if args.proxies > args.endpoints {
+            bail!(
+                "each simulated sidecar is one of the endpoints' pods: --proxies must not exceed --endpoints"
+            );
+        }
+        Ok(args)
+    }
+}
+
+// === the mesh ===
+
+fn namespace(i: usize) -> String {
+    format!("ns-{i:02}")
+}
+
+/// Service `s` lives in namespace `s % namespaces`.
+fn service_name(s: usize) -> String {
+    format!("svc-{s:05}")
+}
+
+/// Pod addresses from 127.16.0.1 on, 254 per /24, like `kite up` hands out
+/// loopback addresses.
+fn pod_ip(index: usize) -> Ipv4Addr {
+    let hi = 16 + index / (254 * 256);
+    let mid = (index / 254) % 256;
+    let lo = index % 254 + 1;
+    Ipv4Addr::new(
+        127,
+        u8::try_from(hi).unwrap_or(255),
+        u8::try_from(mid).unwrap_or(0),
+        u8::try_from(lo).unwrap_or(1),
+    )
+}
+
+struct Pod {
+    name: String,
+    namespace: String,
+    service: usize,
+    ip: Ipv4Addr,
+}
+
+struct Mesh {
+    services: usize,
+    namespaces: usize,
+    pods: Vec<Pod>,
+}
+
+impl Mesh {
+    fn new(args: &Args) -> Self {
+        // Endpoints spread evenly, the first services taking the remainder.
+        let per = args.endpoints / args.services;
+        let extra = args.endpoints % args.services;
+        let mut pods = Vec::with_capacity(args.endpoints);
+        for s in 0..args.services {
+            for k in 0..per + usize::from(s < extra) {
+                let index = pods.len();
+                pods.push(Pod {
+                    name: format!(
+                        "{}-{:08x}-{k}",
+                        service_name(s),
+                        index * 2_654_435_761 % (1 << 32)
+                    ),
+                    namespace: namespace(s % args.namespaces),
+                    service: s,
+                    ip: pod_ip(index),
+                });
+            }
+        }
+        Self {
+            services: args.services,
+            namespaces: args.namespaces,
+            pods,
+        }
+    }
+
+    fn service_json(&self, s: usize) -> Value {
+        let name = service_name(s);
+        let mut ports = vec![json!({"name": "http", "port": 8080, "targetPort": 8080})];
+        // Some services also serve gRPC, as real fleets mix protocols.
+        if s.is_multiple_of(10) {
+            ports.push(json!({"name": "grpc", "port": 9090, "targetPort": 9090}));
+        }
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace(s % self.namespaces), "labels": {"app": name}},
+            "spec": {"selector": {"app": name}, "ports": ports},
+        })
+    }
+
+    fn labels(&self, pod: &Pod) -> BTreeMap<String, String> {
+        [
+            ("app", service_name(pod.service)),
+            ("version", "v1".to_owned()),
+            // What `kite up` (and Istio's injector) marks pods with a
+            // sidecar with, so clients reach them over mutual TLS.
+            ("security.istio.io/tlsMode", "istio".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    /// A pod registered as `kite up` registers one.
+    fn workload_entry_json(&self, pod: &Pod) -> Value {
+        json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "WorkloadEntry",
+            "metadata": {"name": pod.name, "namespace": pod.namespace},
+            "spec": {
+                "address": pod.ip.to_string(),
+                "labels": self.labels(pod),
+                "serviceAccount": service_name(pod.service),
+            },
+        })
+    }
+
+    /// Which pod simulated sidecar `i` is: spread over services and so over
+    /// namespaces.
+    fn proxy_pod(&self, i: usize, proxies: usize) -> &Pod {
+        let index = (i * self.pods.len() / proxies + i) % self.pods.len();
+        &self.pods[index]
+    }
+}
+
+// === control-plane API and /proc ===
+
+async fn api(base: &str, method: &str, path: &str, body: String) -> anyhow::Result<Value> {
+    let stream = tokio::net::TcpStream::connect(base)
+        .await
+        .with_context(|| format!("connecting to the control plane's API at {base}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, base)
+        .header(http::header::CONTENT_TYPE, "application/yaml")
+        .body(Full::new(Bytes::from(body)))?;
+    let rsp = sender
+        .send_request(req)
+        .await
+        .with_context(|| format!("{method} {path}"))?;
+    let status = rsp.status();
+    let bytes = rsp.into_body().collect().await?.to_bytes();
+    let value: Value = serde_json::from_slice(&bytes).with_context(|| {
+        format!("{method} {path} answered {status} with a body that is not JSON")
+    })?;
+    if !status.is_success() {
+        bail!("{method} {path} answered {status}: {value}");
+    }
+    Ok(value)
+}
+
+async fn apply(base: &str, objects: &[Value]) -> anyhow::Result<()> {
+    let body = objects
+        .iter()
+        .map(Value::to_string)
+        .collect::<Vec<_>>()
+        .join("\n---\n");
+    api(base, "POST", "/apis/apply?file=scale", body).await?;
+    Ok(())
+}
+
+/// CPU (user + system) the process has used, from /proc/<pid>/stat.
+fn cpu_ms(pid: u32, clk_tck: u64) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // The command name may hold spaces; fields count from after its ')'.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .with_context(|| format!("{path} has no command name"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line.
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .with_context(|| format!("{path}: field {} is not a number", i + 3))
+    };
+    Ok((ticks(11)? + ticks(12)?) * 1000 / clk_tck)
+}
+
+/// Resident memory from /proc/<pid>/status, in MiB.
+fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("{path} has no VmRSS"))?;
+    Ok(kb / 1024.0)
+}
+
+// === simulated sidecars ===
+
+/// Just the name of a Cluster, ClusterLoadAssignment or RouteConfiguration
+/// (field 1 of each), without decoding the rest.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Named {
+    #[prost(string, tag = "1")]
+    name: String,
+}
+
+/// The part of a Cluster that says where its endpoints come from.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ClusterEds {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(message, optional, tag = "3")]
+    eds_cluster_config: Option<EdsConfig>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct EdsConfig {
+    #[prost(string, tag = "2")]
+    service_name: String,
+}
+
+/// A resource whose arrival ends a measured change: `resource` of
+/// `type_url` carrying `needle`.
+struct Expectation {
+    id: u64,
+    type_url: &'static str,
+    resource: String,
+    needle: Vec<u8>,
+    start: Instant,
+    acked: AtomicUsize,
+    /// Nanoseconds from `start` to the latest ACK so far.
+    last_ack_ns: AtomicU64,
+}
+
+#[derive(Default)]
+struct Shared {
+    synced: AtomicUsize,
+    /// Nanoseconds from the fleet's start to the last sidecar's sync.
+    last_sync_ns: AtomicU64,
+    failed: AtomicUsize,
+    expectation: RwLock<Option<Arc<Expectation>>>,
+    /// EDS names by CDS version: sidecars with the same view get the same
+    /// clusters, so the simulator decodes each CDS version once.
+    eds_names: Mutex<BTreeMap<String, Arc<Vec<String>>>>,
+    responses: AtomicU64,
+    response_bytes: AtomicU64,
+}
+
+#[derive(Default)]
+struct TypeState {
+    version: String,
+    nonce: String,
+    names: Arc<Vec<String>>,
+    acked: bool,
+    /// Names requested and not answered yet.
+    waiting: bool,
+}
+
+fn node(args: &Args, mesh: &Mesh, i: usize) -> envoy_types::pb::envoy::config::core::v3::Node {
+    let pod = mesh.proxy_pod(i, args.proxies);
+    let boot = Bootstrap {
+        kind: ProxyKind::Sidecar,
+        ip: pod.ip.into(),
+        pod: pod.name.clone(),
+        namespace: pod.namespace.clone(),
+        labels: mesh.labels(pod),
+        service_account: service_name(pod.service),
+        app_ip: Some(pod.ip.into()),
+        xds: args
+            .xds
+            .parse()
+            .unwrap_or_else(|_| ([127, 0, 0, 1], 15010).into()),
+        admin: (pod.ip, 15000).into(),
+    };
+    let mut node = boot.node();
+    // As `kite proxy` announces itself: Kite's own sidecar, with a mesh
+    // identity (mutual TLS).
+    if let Some(meta) = node.metadata.as_mut() {
+        for key in ["KITE_PROXY", "KITE_IDENTITY"] {
+            meta.fields.insert(
+                key.to_owned(),
+                envoy_types::pb::google::protobuf::Value {
+                    kind: Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(
+                        "true".to_owned(),
+                    )),
+                },
+            );
+        }
+    }
+    node
+}
+
+fn request(
+    kind: &'static str,
+    state: &TypeState,
+    node: Option<envoy_types::pb::envoy::config::core::v3::Node>,
+) -> DiscoveryRequest {
+    DiscoveryRequest {
+        version_info: state.version.clone(),
+        node,
+        resource_names: state.names.to_vec(),
+        type_url: kind.to_owned(),
+        response_nonce: state.nonce.clone(),
+        ..Default::default()
+    }
+}
+
+fn eds_names(shared: &Shared, rsp: &DiscoveryResponse) -> Arc<Vec<String>> {
+    if let Some(names) = shared.eds_names.lock().get(&rsp.version_info) {
+        return names.clone();
+    }
+    let mut names: Vec<String> = rsp
+        .resources
+        .iter()
+        .filter_map(|any| ClusterEds::decode(any.value.as_slice()).ok())
+        .filter_map(|c| {
+            c.eds_cluster_config.map(|eds| {
+                if eds.service_name.is_empty() {
+                    c.name
+                } else {
+                    eds.service_name
+                }
+            })
+        })
+        .collect();
+    names.sort();
+    let names = Arc::new(names);
+    shared
+        .eds_names
+        .lock()
+        .insert(rsp.version_info.clone(), names.clone());
+    names
+}
+
+fn rds_names(rsp: &DiscoveryResponse) -> Arc<Vec<String>> {
+    let mut names: Vec<String> = rsp
+        .resources
+        .iter()
+        .filter_map(|any| Listener::decode(any.value.as_slice()).ok())
+        .flat_map(|l| l.filter_chains.into_iter())
+        .flat_map(|c| c.filters.into_iter())
+        .filter_map(|f| match f.config_type {
+            Some(ConfigType::TypedConfig(any)) => {
+                HttpConnectionManager::decode(any.value.as_slice()).ok()
+            }
+            _ => None,
+        })
+        .filter_map(|hcm| match hcm.route_specifier {
+            Some(RouteSpecifier::Rds(rds)) => Some(rds.route_config_name),
+            _ => None,
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    Arc::new(names)
+}
+
+/// One sidecar's ADS stream, for as long as the control plane keeps it.
+async fn sidecar(
+    channel: tonic::transport::Channel,
+    node: envoy_types::pb::envoy::config::core::v3::Node,
+    shared: Arc<Shared>,
+    fleet_start: Instant,
+    mut permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> anyhow::Result<()> {
+    let mut client = AggregatedDiscoveryServiceClient::new(channel)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
+    let (tx, rx) = mpsc::unbounded_channel::<DiscoveryRequest>();
+    let mut types: BTreeMap<&'static str, TypeState> = BTreeMap::new();
+    let mut first = Some(node);
+    for kind in [type_url::CLUSTER, type_url::LISTENER] {
+        let s = types.entry(kind).or_default();
+        s.waiting = true;
+        tx.send(request(kind, s, first.take()))
+            .context("queueing the first request")?;
+    }
+    let mut responses = client
+        .stream_aggregated_resources(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+        .await
+        .context("opening the ADS stream")?
+        .into_inner();
+    let mut synced = false;
+    let mut met = 0u64;
+    while let Some(rsp) = responses.message().await.context("receiving")? {
+        shared.responses.fetch_add(1, Ordering::Relaxed);
+        shared
+            .response_bytes
+            .fetch_add(rsp.encoded_len() as u64, Ordering::Relaxed);
+        let Some(kind) = type_url::PUSH_ORDER
+            .into_iter()
+            .find(|t| *t == rsp.type_url)
+        else {
+            bail!("a response of a type never asked for: {}", rsp.type_url);
+        };
+        let expectation = shared.expectation.read().clone();
+        let hit = expectation.as_ref().is_some_and(|e| {
+            e.id > met
+                && e.type_url == kind
+                && rsp.resources.iter().any(|any| {
+                    Named::decode(any.value.as_slice()).is_ok_and(|n| n.name == e.resource)
+                        && any
+                            .value
+                            .windows(e.needle.len())
+                            .any(|w| w == e.needle.as_slice())
+                })
+        });
+        let follow = match kind {
+            type_url::CLUSTER => Some((type_url::ENDPOINT, eds_names(&shared, &rsp))),
+            type_url::LISTENER => Some((type_url::ROUTE, rds_names(&rsp))),
+            _ => None,
+        };
+        let s = types.entry(kind).or_default();
+        s.version = rsp.version_info;
+        s.nonce = rsp.nonce;
+        s.acked = true;
+        s.waiting = false;
+        tx.send(request(kind, s, None)).context("queueing an ACK")?;
+        if let (true, Some(e)) = (hit, expectation) {
+            met = e.id;
+            let ns = u64::try_from(e.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            e.last_ack_ns.fetch_max(ns, Ordering::AcqRel);
+            e.acked.fetch_add(1, Ordering::AcqRel);
+        }
+        if let Some((named, names)) = follow {
+            let s = types.entry(named).or_default();
+            if *s.names != *names || (!s.acked && !s.waiting) {
+                s.names = names;
+                s.waiting = true;
+                tx.send(request(named, s, None))
+                    .context("queueing a request for names")?;
+            }
+        }
+        if !synced
+            && [
+                type_url::CLUSTER,
+                type_url::ENDPOINT,
+                type_url::LISTENER,
+                type_url::ROUTE,
+            ]
+            .iter()
+            .all(|t| types.get(t).is_some_and(|s| s.acked && !s.waiting))
+        {
+            synced = true;
+            permit.take();
+            let ns = u64::try_from(fleet_start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            shared.last_sync_ns.fetch_max(ns, Ordering::AcqRel);
+            shared.synced.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+    bail!("the control plane closed the stream")
+}
+
+// === the run ===
+
+struct Measured {
+    to_all_acked: Duration,
+    cpu_ms: Option<u64>,
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        if Instant::now() > deadline {
+            eprintln!("timed out after {timeout:?} waiting for {what}");
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    true
+}
+
+async fn measure_change(
+    args: &Args,
+    shared: &Shared,
+    id: u64,
+    type_url: &'static str,
+    resource: String,
+    needle: String,
+    objects: Vec<Value>,
+) -> anyhow::Result<Option<Measured>> {
+    let cpu_before = args.pid.map(|p| cpu_ms(p, args.clk_tck)).transpose()?;
+    let expectation = Arc::new(Expectation {
+        id,
+        type_url,
+        resource,
+        needle: needle.into_bytes(),
+        start: Instant::now(),
+        acked: AtomicUsize::new(0),
+        last_ack_ns: AtomicU64::new(0),
+    });
+    *shared.expectation.write() = Some(expectation.clone());
+    apply(&args.api, &objects).await?;
+    let all = args.proxies;
+    let ok = wait_for(
+        "every sidecar to ACK the change",
+        args.change_timeout,
+        || expectation.acked.load(Ordering::Acquire) >= all,
+    )
+    .await;
+    let cpu_after = args.pid.map(|p| cpu_ms(p, args.clk_tck)).transpose()?;
+    if !ok {
+        eprintln!(
+            "change {id}: {} of {all} sidecars ACKed it",
+            expectation.acked.load(Ordering::Acquire)
+        );
+        return Ok(None);
+    }
+    Ok(Some(Measured {
+        to_all_acked: Duration::from_nanos(expectation.last_ack_ns.load(Ordering::Acquire)),
+        cpu_ms: cpu_before.zip(cpu_after).map(|(b, a)| a.saturating_sub(b)),
+    }))
+}
+
+fn median<T: Copy + Ord>(mut v: Vec<T>) -> Option<T> {
+    v.sort();
+    v.get(v.len() / 2).copied()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse()?;
+    let mesh = Mesh::new(&args);
+    api(&args.api, "GET", "/debug/connections", String::new())
+        .await
+        .context("is `kite control` running?")?;
+
+    // Load: Services first, then their pods, in request-sized chunks.
+    let load_start = Instant::now();
+    let mut objects: Vec<Value> = (0..mesh.services).map(|s| mesh.service_json(s)).collect();
+    objects.extend(mesh.pods.iter().map(|p| mesh.workload_entry_json(p)));
+    for chunk in objects.chunks(APPLY_CHUNK) {
+        apply(&args.api, chunk).await?;
+    }
+    let load_time = load_start.elapsed();
+    drop(objects);
+    eprintln!(
+        "loaded {} services and {} endpoints in {load_time:.2?}",
+        mesh.services,
+        mesh.pods.len()
+    );
+    // Let translation of the loaded config settle before measuring memory.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_loaded = args.pid.map(rss_mib).transpose()?;
+
+    // Connect the fleet, each sidecar on a connection of its own.
+    let shared = Arc::new(Shared::default());
+    let fleet_start = Instant::now();
+    let cpu_before_sync = args.pid.map(|p| cpu_ms(p, args.clk_tck)).transpose()?;
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", args.xds))?.tcp_nodelay(true);
+    let connecting = Arc::new(tokio::sync::Semaphore::new(args.connect_parallelism));
+    for i in 0..args.proxies {
+        let permit = connecting.clone().acquire_owned().await?;
+        let channel = endpoint
+            .connect()
+            .await
+            .with_context(|| format!("connecting sidecar {i} to {}", args.xds))?;
+        let node = node(&args, &mesh, i);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            // The permit is held until this sidecar has its first config, so
+            // at most `connect_parallelism` are syncing at once.
+            let result = sidecar(channel, node, shared.clone(), fleet_start, Some(permit)).await;
+            if let Err(error) = result {
+                shared.failed.fetch_add(1, Ordering::AcqRel);
+                eprintln!("sidecar {i}: {error:#}");
+            }
+        });
+    }
+    let synced = wait_for("every sidecar's initial sync", args.sync_timeout, || {
+        shared.synced.load(Ordering::Acquire) + shared.failed.load(Ordering::Acquire)
+            >= args.proxies
+    })
+    .await;
+    let sync_time = Duration::from_nanos(shared.last_sync_ns.load(Ordering::Acquire));
+    let sync_cpu = cpu_before_sync
+        .zip(args.pid.map(|p| cpu_ms(p, args.clk_tck)).transpose()?)
+        .map(|(b, a)| a.saturating_sub(b));
+    let failed = shared.failed.load(Ordering::Acquire);
+    if !synced || failed > 0 {
+        bail!(
+            "{} of {} sidecars synced, {failed} failed",
+            shared.synced.load(Ordering::Acquire),
+            args.proxies
+        );
+    }
+    let per_sidecar = shared.response_bytes.load(Ordering::Relaxed) / args.proxies as u64;
+    eprintln!(
+        "{} sidecars synced in {sync_time:.2?} ({} responses, {:.1} MiB per sidecar)",
+        args.proxies,
+        shared.responses.load(Ordering::Relaxed),
+        per_sidecar as f64 / (1 << 20) as f64
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_synced = args.pid.map(rss_mib).transpose()?;
+
+    // Changes: a pod added to one service each time (the common case), and
+    // optionally a VirtualService for one.
+    let mut endpoint_changes = Vec::new();
+    let mut vs_changes = Vec::new();
+    let mut id = 0;
+    let mut extra_pod = mesh.pods.len();
+    for c in 0..args.changes + args.vs_changes {
+        id += 1;
+        // Different services, in different namespaces, every time.
+        let s = (c * 7_919 + 13) % mesh.services;
+        let ns = namespace(s % mesh.namespaces);
+        let host = format!("{}.{ns}.svc.cluster.local", service_name(s));
+        let is_vs = c >= args.changes;
+        let measured = if is_vs {
+            let marker = format!("bench-change-{id}");
+            let vs = json!({
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "VirtualService",
+                "metadata": {"name": format!("{}-canary", service_name(s)), "namespace": ns},
+                "spec": {
+                    "hosts": [service_name(s)],
+                    "http": [
+                        {"match": [{"headers": {"x-canary": {"exact": marker}}}],
+                         "route": [{"destination": {"host": service_name(s)}}],
+                         "timeout": "3s"},
+                        {"route": [{"destination": {"host": service_name(s)}}]},
+                    ],
+                },
+            });
+            measure_change(
+                &args,
+                &shared,
+                id,
+                type_url::ROUTE,
+                "http_proxy".into(),
+                marker,
+                vec![vs],
+            )
+            .await?
+        } else {
+            let pod = Pod {
+                name: format!("{}-scaleup-{id}", service_name(s)),
+                namespace: ns.clone(),
+                service: s,
+                ip: pod_ip(extra_pod),
+            };
+            extra_pod += 1;
+            let cla = format!("outbound|8080||{host}");
+            measure_change(
+                &args,
+                &shared,
+                id,
+                type_url::ENDPOINT,
+                cla,
+                pod.ip.to_string(),
+                vec![mesh.workload_entry_json(&pod)],
+            )
+            .await?
+        };
+        let Some(m) = measured else {
+            bail!("change {id} did not reach every sidecar");
+        };
+        eprintln!(
+            "change {id} ({}): all {} sidecars ACKed after {:.1?}, control plane CPU {} ms",
+            if is_vs { "VirtualService" } else { "pod added" },
+            args.proxies,
+            m.to_all_acked,
+            m.cpu_ms.map_or("?".into(), |c| c.to_string())
+        );
+        if is_vs {
+            vs_changes.push(m);
+        } else {
+            endpoint_changes.push(m);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let rss_pushed = args.pid.map(rss_mib).transpose()?;
+
+    let mut table = String::new();
+    let ms = |d: Duration| format!("{:.0}", d.as_secs_f64() * 1000.0);
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let row = |t: &mut String, k: &str, v: String| {
+        let _ = writeln!(t, "| {k:<56} | {v:>12} |");
+    };
+    let _ = writeln!(table, "| {:<56} | {:>12} |", "metric", "value");
+    let _ = writeln!(table, "|{:-<58}|{:->14}|", "", "");
+    row(&mut table, "services", mesh.services.to_string());
+    row(&mut table, "endpoints", mesh.pods.len().to_string());
+    row(&mut table, "namespaces", mesh.namespaces.to_string());
+    row(&mut table, "proxies", args.proxies.to_string());
+    row(
+        &mut table,
+        "load through the API (s)",
+        format!("{:.1}", load_time.as_secs_f64()),
+    );
+    row(
+        &mut table,
+        "initial sync, all proxies ACKed (ms)",
+        ms(sync_time),
+    );
+    row(
+        &mut table,
+        "initial sync CP CPU (ms)",
+        opt(sync_cpu.map(|c| c.to_string())),
+    );
+    row(
+        &mut table,
+        "config per proxy (MiB)",
+        format!("{:.1}", per_sidecar as f64 / (1 << 20) as f64),
+    );
+    for (label, changes) in [
+        ("pod added", &endpoint_changes),
+        ("VirtualService", &vs_changes),
+    ] {
+        if changes.is_empty() {
+            continue;
+        }
+        let times = median(changes.iter().map(|m| m.to_all_acked).collect());
+        let cpu = median(changes.iter().filter_map(|m| m.cpu_ms).collect());
+        row(
+            &mut table,
+            &format!(
+                "{label}: change to all ACKed, median of {} (ms)",
+                changes.len()
+            ),
+            opt(times.map(ms)),
+        );
+        row(
+            &mut table,
+            &format!("{label}: push CP CPU, median (ms)"),
+            opt(cpu.map(|c| c.to_string())),
+        );
+    }
+    row(
+        &mut table,
+        "CP RSS after load (MiB)",
+        opt(rss_loaded.map(|r| format!("{r:.0}"))),
+    );
+    row(
+        &mut table,
+        "CP RSS after initial sync (MiB)",
+        opt(rss_synced.map(|r| format!("{r:.0}"))),
+    );
+    row(
+        &mut table,
+        "CP RSS after the pushes (MiB)",
+        opt(rss_pushed.map(|r| format!("{r:.0}"))),
+    );
+    print!("{table}");
+    Ok(())
+}
