@@ -255,7 +255,7 @@ pub(crate) fn effective_policy(dr: &DestinationRule, port: u16, subset: &str) ->
 /// otherwise.
 /// `maxRequestsPerConnection` and `idleTimeout` go with it, as Envoy's
 /// common HTTP protocol options.
-fn upstream_protocol(
+pub(super) fn upstream_protocol(
     cluster: &mut Cluster,
     protocol: Protocol,
     http: Option<&kite_config::networking::HttpSettings>,

@@ -50,6 +50,8 @@ use envoy_types::pb::{
 use kite_config::{networking::OutboundMode, security::MtlsMode};
 use kite_xds::{Snapshot, TypeResources, type_url};
 
+use kite_config::k8s::Protocol;
+
 use super::{Ctx, ads, any, clusters, duration, inbound_cluster, routes, socket_address};
 use crate::registry::{Endpoint, TargetPort};
 
@@ -99,8 +101,17 @@ pub(super) fn sidecar(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
 
 /// One listener per port the workload serves, on the workload's address,
 /// forwarding to the app on its own address and the same port.
+fn is_h2(protocol: Protocol) -> bool {
+    matches!(
+        protocol,
+        Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb
+    )
+}
+
 fn inbound(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
-    let mut ports: BTreeMap<u16, bool> = BTreeMap::new();
+    // Per target port: whether it carries HTTP, and the protocol towards
+    // the app (HTTP/2 when every service port on it is http2 or gRPC).
+    let mut ports: BTreeMap<u16, (bool, Protocol)> = BTreeMap::new();
     let workload = cx
         .registry
         .workload(&cx.proxy.namespace, &cx.proxy.workload);
@@ -115,14 +126,21 @@ fn inbound(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
                     .and_then(|w| w.ports.get(name).copied())
                     .unwrap_or(port.port),
             };
-            let http =
-                port.protocol.is_http() || port.protocol == kite_config::k8s::Protocol::Unknown;
-            *ports.entry(target).or_insert(http) &= http;
+            let http = port.protocol.is_http() || port.protocol == Protocol::Unknown;
+            let entry = ports.entry(target).or_insert((http, port.protocol));
+            entry.0 &= http;
+            if entry.1 != port.protocol {
+                entry.1 = if is_h2(entry.1) && is_h2(port.protocol) {
+                    Protocol::Http2
+                } else {
+                    Protocol::Http
+                };
+            }
         }
     }
-    for (port, http) in ports {
+    for (port, (http, protocol)) in ports {
         let cluster_name = inbound_cluster(port);
-        let cluster = Cluster {
+        let mut cluster = Cluster {
             name: cluster_name.clone(),
             cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
             connect_timeout: Some(duration(std::time::Duration::from_secs(10))),
@@ -139,6 +157,11 @@ fn inbound(cx: &Ctx<'_>, snapshot: &mut Snapshot) {
             )),
             ..Default::default()
         };
+        if http {
+            // As Istio's inbound clusters: an h2c-only app (a gRPC server)
+            // gets HTTP/2, and gRPC trailers survive the last hop.
+            clusters::upstream_protocol(&mut cluster, protocol, None);
+        }
         snapshot.insert(type_url::CLUSTER, cluster_name.clone(), &cluster);
         let name = format!("{}_{port}", cx.proxy.ip);
         let filter = if http {

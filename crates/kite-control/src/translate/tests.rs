@@ -80,7 +80,11 @@ fn proxy() -> Proxy {
 }
 
 fn built() -> kite_xds::Snapshot {
-    let loaded = load_str("test.yaml", CONFIG);
+    built_with("")
+}
+
+fn built_with(extra: &str) -> kite_xds::Snapshot {
+    let loaded = load_str("test.yaml", &format!("{CONFIG}{extra}"));
     assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
     let store = Store::default();
     store.apply(loaded.objects);
@@ -134,6 +138,38 @@ fn clusters_follow_istio_naming_and_policy() {
         eps["outbound|9080|v1|reviews.default.svc.cluster.local"]
             .endpoints
             .is_empty()
+    );
+}
+
+#[test]
+fn inbound_clusters_speak_http2_to_grpc_apps() {
+    let snap = built_with(
+        r#"---
+apiVersion: v1
+kind: Service
+metadata: {name: productpage-grpc}
+spec:
+  selector: {app: productpage}
+  ports: [{name: grpc, port: 7070}]
+"#,
+    );
+    let clusters: std::collections::BTreeMap<String, Cluster> =
+        snap.decode(type_url::CLUSTER).into_iter().collect();
+    let options = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+    let grpc = &clusters["inbound|7070||"];
+    let decoded = <envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions as prost::Message>::decode(
+        grpc.typed_extension_protocol_options[options].value.as_slice(),
+    )
+    .unwrap();
+    assert!(
+        format!("{decoded:?}").contains("Http2ProtocolOptions"),
+        "{decoded:?}"
+    );
+    assert!(
+        !clusters["inbound|9080||"]
+            .typed_extension_protocol_options
+            .contains_key(options),
+        "an http port stays HTTP/1.1"
     );
 }
 
