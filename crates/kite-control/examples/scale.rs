@@ -358,9 +358,8 @@ struct Shared {
     last_sync_ns: AtomicU64,
     failed: AtomicUsize,
     expectation: RwLock<Option<Arc<Expectation>>>,
-    /// EDS names by CDS version: sidecars with the same view get the same
-    /// clusters, so the simulator decodes each CDS version once.
-    eds_names: Mutex<BTreeMap<String, Arc<Vec<String>>>>,
+    /// EDS name lists in use, by a hash of the list.
+    eds_names: Mutex<BTreeMap<u64, Arc<Vec<String>>>>,
     responses: AtomicU64,
     response_bytes: AtomicU64,
 }
@@ -425,9 +424,6 @@ fn request(
 }
 
 fn eds_names(shared: &Shared, rsp: &DiscoveryResponse) -> Arc<Vec<String>> {
-    if let Some(names) = shared.eds_names.lock().get(&rsp.version_info) {
-        return names.clone();
-    }
     let mut names: Vec<String> = rsp
         .resources
         .iter()
@@ -443,12 +439,20 @@ fn eds_names(shared: &Shared, rsp: &DiscoveryResponse) -> Arc<Vec<String>> {
         })
         .collect();
     names.sort();
-    let names = Arc::new(names);
-    shared
-        .eds_names
-        .lock()
-        .insert(rsp.version_info.clone(), names.clone());
-    names
+    // Sidecars with the same view ask for the same thousands of names:
+    // one copy for all of them keeps the simulator small.
+    let mut h = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(&names, &mut h);
+    let key = std::hash::Hasher::finish(&h);
+    let mut lists = shared.eds_names.lock();
+    match lists.get(&key) {
+        Some(found) if **found == names => found.clone(),
+        _ => {
+            let names = Arc::new(names);
+            lists.insert(key, names.clone());
+            names
+        }
+    }
 }
 
 fn rds_names(rsp: &DiscoveryResponse) -> Arc<Vec<String>> {
@@ -706,10 +710,15 @@ async fn main() -> anyhow::Result<()> {
     }
     let per_sidecar = shared.response_bytes.load(Ordering::Relaxed) / args.proxies as u64;
     eprintln!(
-        "{} sidecars synced in {sync_time:.2?} ({} responses, {:.1} MiB per sidecar)",
+        "{} sidecars synced in {sync_time:.2?} ({} responses, {:.1} MiB per sidecar); control plane RSS {} MiB, simulator RSS {:.0} MiB",
         args.proxies,
         shared.responses.load(Ordering::Relaxed),
-        per_sidecar as f64 / (1 << 20) as f64
+        per_sidecar as f64 / (1 << 20) as f64,
+        args.pid
+            .map(rss_mib)
+            .transpose()?
+            .map_or("?".into(), |r| format!("{r:.0}")),
+        rss_mib(std::process::id())?
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_synced = args.pid.map(rss_mib).transpose()?;
@@ -861,6 +870,11 @@ async fn main() -> anyhow::Result<()> {
         &mut table,
         "CP RSS after the pushes (MiB)",
         opt(rss_pushed.map(|r| format!("{r:.0}"))),
+    );
+    row(
+        &mut table,
+        "simulator RSS, for reference (MiB)",
+        format!("{:.0}", rss_mib(std::process::id())?),
     );
     print!("{table}");
     Ok(())

@@ -6,6 +6,7 @@
 mod api;
 pub mod bootstrap;
 pub mod citadel;
+mod grpc;
 pub mod proxy;
 pub mod registry;
 mod sds;
@@ -361,9 +362,8 @@ pub async fn run(
         }
         None => None,
     };
-    let ads = AdsServer::new(control.clone());
+    let ads = Arc::new(AdsServer::new(control.clone()));
     *control.connections.lock() = Some(ads.connections());
-    let grpc = ads.into_service();
     info!(xds = %config.xds_addr, api = %config.api_addr, "control plane listening");
 
     let mut changes = control.store.subscribe();
@@ -378,7 +378,7 @@ pub async fn run(
         }
     };
     tokio::select! {
-        () = serve_grpc(xds_listener, grpc) => {}
+        () = serve_grpc(xds_listener, ads) => {}
         () = api::serve(api_listener, control.clone()) => {}
         () = translator => {}
         () = shutdown => info!("control plane shutting down"),
@@ -389,17 +389,10 @@ pub async fn run(
     Ok(())
 }
 
-async fn serve_grpc<S>(listener: TcpListener, svc: S)
-where
-    S: tower_service::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<tonic::body::Body>,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+/// Serves xDS over HTTP/2: the state-of-the-world stream framed by
+/// [`grpc`], anything else (delta xDS) by tonic.
+async fn serve_grpc(listener: TcpListener, ads: Arc<AdsServer<Control>>) {
+    let tonic_svc = ads.service();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
@@ -409,7 +402,19 @@ where
             }
         };
         let _ = stream.set_nodelay(true);
-        let svc = hyper_util::service::TowerToHyperService::new(svc.clone());
+        let (ads, tonic_svc) = (ads.clone(), tonic_svc.clone());
+        let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let ads = ads.clone();
+            let mut tonic_svc = tonic_svc.clone();
+            async move {
+                if req.uri().path() == grpc::STREAM_PATH {
+                    Ok::<_, std::convert::Infallible>(grpc::stream(ads, req).await)
+                } else {
+                    use tower_service::Service as _;
+                    tonic_svc.call(req).await
+                }
+            }
+        });
         tokio::spawn(async move {
             let builder =
                 hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());

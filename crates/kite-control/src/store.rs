@@ -140,7 +140,16 @@ impl Store {
         // the current one).
         let analyzed = state.clone();
         drop(state);
-        let warnings = findings_for(&analyzed.objects, &applied);
+        // Findings are kept for the objects applied only, and the analyzer
+        // reports none on workloads (they are what other objects are
+        // checked against): a pod registering or leaving, the most frequent
+        // change by far, is spared an analysis of the whole store.
+        let workloads_only = applied.iter().all(|a| a.kind == "WorkloadEntry");
+        let warnings = if workloads_only {
+            Vec::new()
+        } else {
+            findings_for(&analyzed.objects, &applied)
+        };
         (applied, warnings)
     }
 

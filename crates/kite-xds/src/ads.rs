@@ -24,7 +24,7 @@ use envoy_types::pb::envoy::{
 };
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tokio_stream::{Stream, StreamExt as _, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -155,27 +155,18 @@ impl<S: SnapshotSource> AdsServer<S> {
         self.connections.clone()
     }
 
-    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
-        AggregatedDiscoveryServiceServer::new(self)
-            .max_decoding_message_size(16 << 20)
-            .max_encoding_message_size(64 << 20)
-    }
-}
-
-#[tonic::async_trait]
-impl<S: SnapshotSource> AggregatedDiscoveryService for AdsServer<S> {
-    type StreamAggregatedResourcesStream = ResponseStream;
-    type DeltaAggregatedResourcesStream = DeltaStream;
-
-    async fn stream_aggregated_resources(
+    /// Starts serving one ADS stream whose first request is `first` and
+    /// later ones come from `inbound`: for servers that do their own gRPC
+    /// framing (tonic keeps a buffer the size of the largest message for
+    /// the life of each stream, which at scale is most of the memory).
+    pub fn open<I>(
         &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<ResponseStream>, Status> {
-        let mut inbound = request.into_inner();
-        let first = inbound
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("stream closed before the first request"))?;
+        first: DiscoveryRequest,
+        inbound: I,
+    ) -> Result<mpsc::Receiver<Result<DiscoveryResponse, Status>>, Status>
+    where
+        I: Stream<Item = Result<DiscoveryRequest, Status>> + Send + Unpin + 'static,
+    {
         let node = first
             .node
             .clone()
@@ -207,6 +198,36 @@ impl<S: SnapshotSource> AggregatedDiscoveryService for AdsServer<S> {
         };
         let span = info_span!("ads", id, node = %node.id);
         tokio::spawn(stream.run(first, inbound).instrument(span));
+        Ok(rx)
+    }
+
+    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
+        Arc::new(self).service()
+    }
+
+    /// The tonic service, sharing this server.
+    pub fn service(self: &Arc<Self>) -> AggregatedDiscoveryServiceServer<Self> {
+        AggregatedDiscoveryServiceServer::from_arc(self.clone())
+            .max_decoding_message_size(16 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+}
+
+#[tonic::async_trait]
+impl<S: SnapshotSource> AggregatedDiscoveryService for AdsServer<S> {
+    type StreamAggregatedResourcesStream = ResponseStream;
+    type DeltaAggregatedResourcesStream = DeltaStream;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<ResponseStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("stream closed before the first request"))?;
+        let rx = self.open(first, inbound)?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -256,7 +277,10 @@ struct Stream_ {
 }
 
 impl Stream_ {
-    async fn run(mut self, first: DiscoveryRequest, mut inbound: Streaming<DiscoveryRequest>) {
+    async fn run<I>(mut self, first: DiscoveryRequest, mut inbound: I)
+    where
+        I: Stream<Item = Result<DiscoveryRequest, Status>> + Send + Unpin,
+    {
         info!("proxy connected");
         let generation = self.snapshots.borrow().generation;
         self.connections.set_generation(self.id, generation);
@@ -268,10 +292,10 @@ impl Stream_ {
                 break;
             }
             tokio::select! {
-                msg = inbound.message() => match msg {
-                    Ok(Some(req)) => next = Some(req),
-                    Ok(None) => break,
-                    Err(status) => {
+                msg = inbound.next() => match msg {
+                    Some(Ok(req)) => next = Some(req),
+                    None => break,
+                    Some(Err(status)) => {
                         debug!(%status, "stream error");
                         break;
                     }

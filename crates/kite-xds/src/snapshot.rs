@@ -33,15 +33,19 @@ struct Parts {
 }
 
 impl PartialEq for Parts {
+    /// Shared parts compare by identity: a part that did not change stays
+    /// the very same part ([`TypeResources::succeed`]), and comparing
+    /// thousands of resources per proxy on every push would cost more than
+    /// the push. At worst an equal part built apart counts as a change, and
+    /// streams, seeing the same version, send nothing.
     fn eq(&self, other: &Self) -> bool {
-        let same = |a: &Arc<TypeResources>, b: &Arc<TypeResources>| Arc::ptr_eq(a, b) || a == b;
-        same(&self.own, &other.own)
+        (Arc::ptr_eq(&self.own, &other.own) || self.own == other.own)
             && self.shared.len() == other.shared.len()
             && self
                 .shared
                 .iter()
                 .zip(&other.shared)
-                .all(|(a, b)| same(a, b))
+                .all(|(a, b)| Arc::ptr_eq(a, b))
     }
 }
 
