@@ -697,3 +697,66 @@ fn hash_of(action: &RouteAction, headers: &HeaderMap, peer: SocketAddr) -> Optio
         HashOn::Query(_) => None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_version_4_uuids() {
+        let id = uuid_v4();
+        let s = id.to_str().unwrap();
+        let groups: Vec<usize> = s.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{s}");
+        assert_eq!(&s[14..15], "4", "version nibble: {s}");
+        assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "variant: {s}");
+        assert!(
+            s.bytes()
+                .all(|c| c == b'-' || c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
+            "{s}"
+        );
+        assert_ne!(uuid_v4(), uuid_v4());
+    }
+
+    #[test]
+    fn trace_ids_keep_their_width() {
+        assert_eq!(hex_value(0xabc, 16), "0000000000000abc");
+        assert_eq!(hex_value(u128::MAX, 32), "f".repeat(32).as_str());
+    }
+
+    #[test]
+    fn a_hop_starts_a_child_span_of_the_callers() {
+        let mut h = HeaderMap::new();
+        h.insert(X_B3_TRACEID, HeaderValue::from_static("463ac35c9f6413ad"));
+        h.insert(X_B3_SPANID, HeaderValue::from_static("a2fb4a1d1a96d312"));
+        trace_context(&mut h);
+        assert_eq!(h[X_B3_TRACEID], "463ac35c9f6413ad");
+        assert_eq!(h[X_B3_PARENTSPANID], "a2fb4a1d1a96d312");
+        assert_eq!(h[X_B3_SPANID].len(), 16);
+        assert_ne!(h[X_B3_SPANID], "a2fb4a1d1a96d312");
+
+        let mut fresh = HeaderMap::new();
+        trace_context(&mut fresh);
+        assert_eq!(fresh[X_B3_TRACEID].len(), 32);
+        assert!(matches!(fresh[X_B3_SAMPLED].to_str(), Ok("0" | "1")));
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_with_the_ones_connection_names() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Private"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
+}
