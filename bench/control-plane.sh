@@ -3,7 +3,7 @@
 # a process of its own, loaded through its HTTP API with SERVICES Kubernetes
 # Services and ENDPOINTS pods (WorkloadEntries, as `kite up` registers them)
 # over NAMESPACES namespaces, and PROXIES simulated sidecars on real ADS gRPC
-# streams (crates/kite-control/examples/scale.rs, a separate process). Once
+# streams (crates/kite-control/examples/scale/, a separate process). Once
 # every sidecar has ACKed its initial config, CHANGES pods are added one at
 # a time (and VS_CHANGES VirtualServices applied), each timed from the apply
 # until every sidecar has received and ACKed it. CPU and RSS are the control

@@ -1,0 +1,268 @@
+//! Simulated sidecars: ADS streams that behave as Envoy does.
+
+use super::*;
+
+// === simulated sidecars ===
+
+/// Just the name of a Cluster, ClusterLoadAssignment or RouteConfiguration
+/// (field 1 of each), without decoding the rest.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct Named {
+    #[prost(string, tag = "1")]
+    pub(crate) name: String,
+}
+
+/// The part of a Cluster that says where its endpoints come from.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct ClusterEds {
+    #[prost(string, tag = "1")]
+    pub(crate) name: String,
+    #[prost(message, optional, tag = "3")]
+    pub(crate) eds_cluster_config: Option<EdsConfig>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct EdsConfig {
+    #[prost(string, tag = "2")]
+    pub(crate) service_name: String,
+}
+
+/// A resource whose arrival ends a measured change: `resource` of
+/// `type_url` carrying `needle`.
+pub(crate) struct Expectation {
+    pub(crate) id: u64,
+    pub(crate) type_url: &'static str,
+    pub(crate) resource: String,
+    pub(crate) needle: Vec<u8>,
+    pub(crate) start: Instant,
+    pub(crate) acked: AtomicUsize,
+    /// Nanoseconds from `start` to the latest ACK so far.
+    pub(crate) last_ack_ns: AtomicU64,
+}
+
+#[derive(Default)]
+pub(crate) struct Shared {
+    pub(crate) synced: AtomicUsize,
+    /// Nanoseconds from the fleet's start to the last sidecar's sync.
+    pub(crate) last_sync_ns: AtomicU64,
+    pub(crate) failed: AtomicUsize,
+    pub(crate) expectation: RwLock<Option<Arc<Expectation>>>,
+    /// EDS name lists in use, by a hash of the list.
+    pub(crate) eds_names: Mutex<BTreeMap<u64, Arc<Vec<String>>>>,
+    pub(crate) responses: AtomicU64,
+    pub(crate) response_bytes: AtomicU64,
+}
+
+#[derive(Default)]
+pub(crate) struct TypeState {
+    pub(crate) version: String,
+    pub(crate) nonce: String,
+    pub(crate) names: Arc<Vec<String>>,
+    pub(crate) acked: bool,
+    /// Names requested and not answered yet.
+    pub(crate) waiting: bool,
+}
+
+pub(crate) fn node(
+    args: &Args,
+    mesh: &Mesh,
+    i: usize,
+) -> envoy_types::pb::envoy::config::core::v3::Node {
+    let pod = mesh.proxy_pod(i, args.proxies);
+    let boot = Bootstrap {
+        kind: ProxyKind::Sidecar,
+        ip: pod.ip.into(),
+        pod: pod.name.clone(),
+        namespace: pod.namespace.clone(),
+        labels: mesh.labels(pod),
+        service_account: service_name(pod.service),
+        app_ip: Some(pod.ip.into()),
+        xds: args
+            .xds
+            .parse()
+            .unwrap_or_else(|_| ([127, 0, 0, 1], 15010).into()),
+        admin: (pod.ip, 15000).into(),
+    };
+    let mut node = boot.node();
+    // As `kite proxy` announces itself: Kite's own sidecar, with a mesh
+    // identity (mutual TLS).
+    if let Some(meta) = node.metadata.as_mut() {
+        for key in ["KITE_PROXY", "KITE_IDENTITY"] {
+            meta.fields.insert(
+                key.to_owned(),
+                envoy_types::pb::google::protobuf::Value {
+                    kind: Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(
+                        "true".to_owned(),
+                    )),
+                },
+            );
+        }
+    }
+    node
+}
+
+pub(crate) fn request(
+    kind: &'static str,
+    state: &TypeState,
+    node: Option<envoy_types::pb::envoy::config::core::v3::Node>,
+) -> DiscoveryRequest {
+    DiscoveryRequest {
+        version_info: state.version.clone(),
+        node,
+        resource_names: state.names.to_vec(),
+        type_url: kind.to_owned(),
+        response_nonce: state.nonce.clone(),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn eds_names(shared: &Shared, rsp: &DiscoveryResponse) -> Arc<Vec<String>> {
+    let mut names: Vec<String> = rsp
+        .resources
+        .iter()
+        .filter_map(|any| ClusterEds::decode(any.value.as_slice()).ok())
+        .filter_map(|c| {
+            c.eds_cluster_config.map(|eds| {
+                if eds.service_name.is_empty() {
+                    c.name
+                } else {
+                    eds.service_name
+                }
+            })
+        })
+        .collect();
+    names.sort();
+    // Sidecars with the same view ask for the same thousands of names:
+    // one copy for all of them keeps the simulator small.
+    let mut h = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(&names, &mut h);
+    let key = std::hash::Hasher::finish(&h);
+    let mut lists = shared.eds_names.lock();
+    match lists.get(&key) {
+        Some(found) if **found == names => found.clone(),
+        _ => {
+            let names = Arc::new(names);
+            lists.insert(key, names.clone());
+            names
+        }
+    }
+}
+
+pub(crate) fn rds_names(rsp: &DiscoveryResponse) -> Arc<Vec<String>> {
+    let mut names: Vec<String> = rsp
+        .resources
+        .iter()
+        .filter_map(|any| Listener::decode(any.value.as_slice()).ok())
+        .flat_map(|l| l.filter_chains.into_iter())
+        .flat_map(|c| c.filters.into_iter())
+        .filter_map(|f| match f.config_type {
+            Some(ConfigType::TypedConfig(any)) => {
+                HttpConnectionManager::decode(any.value.as_slice()).ok()
+            }
+            _ => None,
+        })
+        .filter_map(|hcm| match hcm.route_specifier {
+            Some(RouteSpecifier::Rds(rds)) => Some(rds.route_config_name),
+            _ => None,
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    Arc::new(names)
+}
+
+/// One sidecar's ADS stream, for as long as the control plane keeps it.
+pub(crate) async fn sidecar(
+    channel: tonic::transport::Channel,
+    node: envoy_types::pb::envoy::config::core::v3::Node,
+    shared: Arc<Shared>,
+    fleet_start: Instant,
+    mut permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> anyhow::Result<()> {
+    let mut client = AggregatedDiscoveryServiceClient::new(channel)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
+    let (tx, rx) = mpsc::unbounded_channel::<DiscoveryRequest>();
+    let mut types: BTreeMap<&'static str, TypeState> = BTreeMap::new();
+    let mut first = Some(node);
+    for kind in [type_url::CLUSTER, type_url::LISTENER] {
+        let s = types.entry(kind).or_default();
+        s.waiting = true;
+        tx.send(request(kind, s, first.take()))
+            .context("queueing the first request")?;
+    }
+    let mut responses = client
+        .stream_aggregated_resources(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+        .await
+        .context("opening the ADS stream")?
+        .into_inner();
+    let mut synced = false;
+    let mut met = 0u64;
+    while let Some(rsp) = responses.message().await.context("receiving")? {
+        shared.responses.fetch_add(1, Ordering::Relaxed);
+        shared
+            .response_bytes
+            .fetch_add(rsp.encoded_len() as u64, Ordering::Relaxed);
+        let Some(kind) = type_url::PUSH_ORDER
+            .into_iter()
+            .find(|t| *t == rsp.type_url)
+        else {
+            bail!("a response of a type never asked for: {}", rsp.type_url);
+        };
+        let expectation = shared.expectation.read().clone();
+        let hit = expectation.as_ref().is_some_and(|e| {
+            e.id > met
+                && e.type_url == kind
+                && rsp.resources.iter().any(|any| {
+                    Named::decode(any.value.as_slice()).is_ok_and(|n| n.name == e.resource)
+                        && any
+                            .value
+                            .windows(e.needle.len())
+                            .any(|w| w == e.needle.as_slice())
+                })
+        });
+        let follow = match kind {
+            type_url::CLUSTER => Some((type_url::ENDPOINT, eds_names(&shared, &rsp))),
+            type_url::LISTENER => Some((type_url::ROUTE, rds_names(&rsp))),
+            _ => None,
+        };
+        let s = types.entry(kind).or_default();
+        s.version = rsp.version_info;
+        s.nonce = rsp.nonce;
+        s.acked = true;
+        s.waiting = false;
+        tx.send(request(kind, s, None)).context("queueing an ACK")?;
+        if let (true, Some(e)) = (hit, expectation) {
+            met = e.id;
+            let ns = u64::try_from(e.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            e.last_ack_ns.fetch_max(ns, Ordering::AcqRel);
+            e.acked.fetch_add(1, Ordering::AcqRel);
+        }
+        if let Some((named, names)) = follow {
+            let s = types.entry(named).or_default();
+            if *s.names != *names || (!s.acked && !s.waiting) {
+                s.names = names;
+                s.waiting = true;
+                tx.send(request(named, s, None))
+                    .context("queueing a request for names")?;
+            }
+        }
+        if !synced
+            && [
+                type_url::CLUSTER,
+                type_url::ENDPOINT,
+                type_url::LISTENER,
+                type_url::ROUTE,
+            ]
+            .iter()
+            .all(|t| types.get(t).is_some_and(|s| s.acked && !s.waiting))
+        {
+            synced = true;
+            permit.take();
+            let ns = u64::try_from(fleet_start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            shared.last_sync_ns.fetch_max(ns, Ordering::AcqRel);
+            shared.synced.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+    bail!("the control plane closed the stream")
+}
