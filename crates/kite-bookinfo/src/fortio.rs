@@ -292,27 +292,39 @@ async fn exchange(
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn load_counts_codes_over_keepalive_connections() {
+    /// The echo on a free loopback port.
+    async fn echo_server(protocols: server::Protocols) -> std::net::SocketAddr {
         let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(server::serve(
+        tokio::spawn(server::serve_with(
             listener,
             Arc::new(Echo),
+            protocols,
             std::future::pending(),
         ));
-        let report = load(
+        addr
+    }
+
+    /// `requests` as fast as `connections` keep-alive connections go.
+    async fn load_closed(url: String, connections: usize, requests: usize) -> LoadReport {
+        load(
             LoadOptions {
-                connections: 2,
+                connections,
                 qps: 0.0,
-                requests: 10,
-                url: format!("http://{addr}/echo?status=503").parse().unwrap(),
+                requests,
+                url: url.parse().unwrap(),
                 timeout: Duration::from_secs(5),
             },
             &Env::default(),
         )
         .await
-        .unwrap();
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn load_counts_codes_over_keepalive_connections() {
+        let addr = echo_server(server::Protocols::Http1).await;
+        let report = load_closed(format!("http://{addr}/echo?status=503"), 2, 10).await;
         assert_eq!(report.count(503), 10, "{report}");
         assert_eq!(report.sockets, 2, "{report}");
         assert_eq!(report.latencies.len(), 10);
@@ -325,14 +337,7 @@ mod tests {
     /// `grpc-status: 0` in the trailers.
     #[tokio::test]
     async fn echoes_grpc_over_h2c() {
-        let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(server::serve_with(
-            listener,
-            Arc::new(Echo),
-            server::Protocols::Http1AndH2c,
-            std::future::pending(),
-        ));
+        let addr = echo_server(server::Protocols::Http1AndH2c).await;
         let stream = TcpStream::connect(addr).await.unwrap();
         let (mut sender, conn) = hyper::client::conn::http2::handshake(
             hyper_util::rt::TokioExecutor::new(),
@@ -356,18 +361,7 @@ mod tests {
         assert_eq!(body.to_bytes(), message);
 
         // HTTP/1.1 still works on the same port, without trailers.
-        let report = load(
-            LoadOptions {
-                connections: 1,
-                qps: 0.0,
-                requests: 2,
-                url: format!("http://{addr}/").parse().unwrap(),
-                timeout: Duration::from_secs(5),
-            },
-            &Env::default(),
-        )
-        .await
-        .unwrap();
+        let report = load_closed(format!("http://{addr}/"), 1, 2).await;
         assert_eq!(report.count(200), 2, "{report}");
     }
 }
