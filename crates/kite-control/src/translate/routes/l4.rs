@@ -12,7 +12,7 @@ use envoy_types::pb::{
 };
 use kite_config::{
     Object,
-    networking::{VirtualService, host_matches},
+    networking::{RouteDestination, VirtualService, host_matches},
 };
 
 use super::{Context, Ctx, Scope, bound_to, cluster_for, outbound_cluster, virtual_services};
@@ -91,10 +91,16 @@ pub(in crate::translate) fn tcp_targets(
     }) else {
         return Vec::new();
     };
-    rule.route
+    weighted(cx, ns, &rule.route, port)
+}
+
+/// A TCP or TLS route's destinations as clusters with their weights: a
+/// lone destination takes everything; weight 0 sends nothing.
+fn weighted(cx: &Ctx<'_>, ns: &str, route: &[RouteDestination], port: u16) -> Vec<(String, u32)> {
+    route
         .iter()
         .map(|d| {
-            let weight = if rule.route.len() == 1 {
+            let weight = if route.len() == 1 {
                 100
             } else {
                 u32::try_from(d.weight).unwrap_or(0)
@@ -147,19 +153,7 @@ pub(in crate::translate) fn gateway_sni_routes(
                     })
                     .cloned()
                     .collect();
-                let targets: Vec<(String, u32)> = rule
-                    .route
-                    .iter()
-                    .map(|d| {
-                        let weight = if rule.route.len() == 1 {
-                            100
-                        } else {
-                            u32::try_from(d.weight).unwrap_or(0)
-                        };
-                        (cluster_for(cx, ns, &d.destination, port), weight)
-                    })
-                    .filter(|(_, w)| *w > 0)
-                    .collect();
+                let targets = weighted(cx, ns, &rule.route, port);
                 if !hosts.is_empty() && !targets.is_empty() {
                     out.push((hosts, targets));
                 }
