@@ -12,27 +12,22 @@ use std::{
     },
 };
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
+use hyper_util::client::legacy::connect::HttpConnector;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use crate::config::{Cluster, Endpoint, Lb};
 
 mod balance;
+mod h1;
 mod h2;
 
 use balance::{pick_locality, pick_priority};
+pub(crate) use h1::H1Pool;
 pub(crate) use h2::{H2Pool, SendError};
 
 /// Envoy's `dns_refresh_rate` default.
 const DNS_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
-
-pub(crate) type HttpClient = Client<MeshConnector, Full<Bytes>>;
 
 pub(crate) struct Upstreams {
     runtimes: Mutex<HashMap<String, Arc<ClusterRuntime>>>,
@@ -41,7 +36,8 @@ pub(crate) struct Upstreams {
 
 pub(crate) struct ClusterRuntime {
     pub(crate) config: Arc<Cluster>,
-    pub(crate) client: HttpClient,
+    /// HTTP/1.1, whose Host header carries the authority the app used.
+    pub(crate) h1: H1Pool,
     /// HTTP/2 with prior knowledge, for HTTP/2 clusters and requests that
     /// arrived as HTTP/2 (gRPC): Istio's upstream protocol follows the
     /// downstream one.
@@ -185,23 +181,21 @@ impl ClusterRuntime {
             mtls_config: Arc::default(),
         }
         .originating(config.origination.as_deref());
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(
-                config
-                    .idle_timeout
-                    .unwrap_or(std::time::Duration::from_secs(60)),
-            )
-            .set_host(false)
-            .build(connector.clone());
-        // The HTTP/2 client negotiates h2 over mTLS; the HTTP/1.1 client
-        // stays on HTTP/1.1, whose Host header carries the authority the
-        // app used (HTTP/2 would carry the endpoint's address instead).
+        let h1 = H1Pool::new(
+            connector.clone(),
+            config
+                .idle_timeout
+                .unwrap_or(std::time::Duration::from_secs(60)),
+        );
         let tcp = MeshConnector {
             alpn: b"",
             mtls_config: Arc::default(),
             ..connector.clone()
         }
         .originating(config.origination.as_deref());
+        // The HTTP/2 client negotiates h2 over mTLS; the HTTP/1.1 client
+        // stays on HTTP/1.1, whose Host header carries the authority the
+        // app used (HTTP/2 would carry the endpoint's address instead).
         let connector = MeshConnector {
             alpn: kite_identity::tls::ALPN_H2,
             mtls_config: Arc::default(),
@@ -211,7 +205,7 @@ impl ClusterRuntime {
         let h2 = H2Pool::new(connector);
         Self {
             config,
-            client,
+            h1,
             h2,
             tcp,
             endpoint_state: Mutex::default(),
@@ -624,23 +618,6 @@ pub(crate) enum MeshStream {
     Plain(hyper_util::rt::TokioIo<tokio::net::TcpStream>),
     // Boxed: a TLS session is large and pooled connections are many.
     Tls(Box<hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>),
-}
-
-impl hyper_util::client::legacy::connect::Connection for MeshStream {
-    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
-        match self {
-            MeshStream::Plain(s) => s.connected(),
-            MeshStream::Tls(s) => {
-                let (tcp, conn) = s.inner().get_ref();
-                let connected = tcp.connected();
-                if conn.alpn_protocol() == Some(kite_identity::tls::ALPN_H2) {
-                    connected.negotiated_h2()
-                } else {
-                    connected
-                }
-            }
-        }
-    }
 }
 
 impl hyper::rt::Read for MeshStream {

@@ -42,7 +42,7 @@ pub(super) fn mirror_request(
     // Fire and forget: the primary response never waits on the copy.
     tokio::spawn(async move {
         let _guard = rt.start(addr);
-        if let Ok(rsp) = rt.client.request(req).await {
+        if let Ok(rsp) = rt.h1.send(addr, secure, req, true).await {
             let _ = rsp.into_body().collect().await;
         }
     });
@@ -62,11 +62,8 @@ pub(super) async fn send_on(
         crate::config::UpstreamProtocol::Downstream => version == http::Version::HTTP_2,
     };
     if !h2 {
-        return rt
-            .client
-            .request(req)
-            .await
-            .map_err(crate::upstream::SendError::Pooled);
+        let reuse = !rt.config.one_request_per_connection;
+        return rt.h1.send(addr, secure, req, reuse).await;
     }
     // HTTP/2 carries the app's authority as `:authority`, in place of Host.
     *req.version_mut() = http::Version::HTTP_2;

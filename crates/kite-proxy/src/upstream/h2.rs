@@ -25,16 +25,11 @@ type H2Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
 pub(crate) enum SendError {
     Connect(BoxError),
     Exchange(BoxError),
-    Pooled(hyper_util::client::legacy::Error),
 }
 
 impl SendError {
     pub(crate) fn is_connect(&self) -> bool {
-        match self {
-            SendError::Connect(_) => true,
-            SendError::Exchange(_) => false,
-            SendError::Pooled(e) => e.is_connect(),
-        }
+        matches!(self, SendError::Connect(_))
     }
 }
 
@@ -43,7 +38,6 @@ impl std::fmt::Display for SendError {
         match self {
             SendError::Connect(e) => write!(f, "connect: {e}"),
             SendError::Exchange(e) => write!(f, "exchange: {e}"),
-            SendError::Pooled(e) => write!(f, "{e}"),
         }
     }
 }
