@@ -190,10 +190,13 @@ mod tests {
                 let (tcp, _) = listener.accept().await.unwrap();
                 count.fetch_add(1, Ordering::SeqCst);
                 let service = hyper::service::service_fn(move |req: http::Request<_>| async move {
-                    let mut rsp = http::Response::new(Full::new(Bytes::from(req.uri().to_string())));
+                    let mut rsp =
+                        http::Response::new(Full::new(Bytes::from(req.uri().to_string())));
                     if close {
-                        rsp.headers_mut()
-                            .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                        rsp.headers_mut().insert(
+                            http::header::CONNECTION,
+                            http::HeaderValue::from_static("close"),
+                        );
                     }
                     Ok::<_, std::convert::Infallible>(rsp)
                 });

@@ -71,6 +71,15 @@ impl H2Pool {
         {
             return Ok(s.clone());
         }
+        // Boxed: the handshake's state is large, and inline it would
+        // enlarge every request's future, which hyper moves on each HTTP/2
+        // stream it spawns.
+        let sender = Box::pin(self.connect(addr, secure)).await?;
+        conns.insert((addr, secure), sender.clone());
+        Ok(sender)
+    }
+
+    async fn connect(&self, addr: SocketAddr, secure: bool) -> Result<H2Sender, SendError> {
         let scheme = if secure { "https" } else { "http" };
         let uri: http::Uri = format!("{scheme}://{addr}/")
             .parse()
@@ -82,7 +91,6 @@ impl H2Pool {
             .await
             .map_err(|e| SendError::Connect(e.into()))?;
         tokio::spawn(conn);
-        conns.insert((addr, secure), sender.clone());
         Ok(sender)
     }
 }
