@@ -35,8 +35,11 @@ struct Index {
     by_label: HashMap<u64, Vec<usize>>,
     by_namespace: HashMap<String, Vec<usize>>,
     by_name: HashMap<(String, String), usize>,
-    /// Kubernetes services' host names by namespace.
-    services_by_namespace: HashMap<String, Vec<String>>,
+    /// Kubernetes services' host names by a hash of (namespace, key,
+    /// value) of the first label of their selector: a service selecting a
+    /// workload is found under one of the workload's labels. Every proxy
+    /// looks up the services selecting it on every push.
+    services_by_label: HashMap<u64, Vec<String>>,
 }
 
 fn label_key(namespace: &str, key: &str, value: &str) -> u64 {
@@ -150,10 +153,13 @@ impl Registry {
                 .or_insert(i);
         }
         for s in self.services.values() {
-            if matches!(s.origin, Origin::Kubernetes) {
+            if !matches!(s.origin, Origin::Kubernetes) {
+                continue;
+            }
+            if let Some((k, v)) = s.selector.as_ref().and_then(|sel| sel.iter().next()) {
                 index
-                    .services_by_namespace
-                    .entry(s.namespace.clone())
+                    .services_by_label
+                    .entry(label_key(&s.namespace, k, v))
                     .or_default()
                     .push(s.hostname.clone());
             }
@@ -321,12 +327,22 @@ impl Registry {
         namespace: &'a str,
         labels: &'a Labels,
     ) -> impl Iterator<Item = &'a Service> + 'a {
-        // Indexed from the services map, so in host name order still.
-        self.index
-            .services_by_namespace
-            .get(namespace)
-            .into_iter()
+        let mut hosts: Vec<&str> = labels
+            .iter()
+            .filter_map(|(k, v)| {
+                self.index
+                    .services_by_label
+                    .get(&label_key(namespace, k, v))
+            })
             .flatten()
+            .map(String::as_str)
+            .collect();
+        // In host name order, as the services map has them; a hash
+        // collision may list one twice.
+        hosts.sort_unstable();
+        hosts.dedup();
+        hosts
+            .into_iter()
             .filter_map(|h| self.services.get(h))
             .filter(move |s| {
                 s.namespace == namespace
