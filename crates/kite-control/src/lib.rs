@@ -222,6 +222,7 @@ impl Control {
         let t = translation.insert(current);
         let mut snapshot = t.snapshot(&effective, &trust_domain);
         self.add_secrets(&effective, issued, &mut snapshot);
+        snapshot.seal();
         snapshot
     }
 
@@ -257,6 +258,7 @@ impl Control {
             let effective = self.effective(&entry.proxy);
             let mut snapshot = t.snapshot(&effective, &trust_domain);
             self.add_secrets(&effective, &entry.issued, &mut snapshot);
+            snapshot.seal();
             entry.tx.send_if_modified(|current| {
                 if **current == snapshot {
                     false
