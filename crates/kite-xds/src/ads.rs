@@ -116,6 +116,8 @@ struct Subscription {
 #[derive(Debug, Default)]
 struct Interned {
     raw: Vec<String>,
+    /// `raw` as a request's `resource_names` fields.
+    encoded: Vec<u8>,
     names: Arc<Names>,
 }
 
@@ -145,9 +147,14 @@ impl Interner {
             return found;
         }
         let raw = req.names_owned();
+        let mut encoded = Vec::new();
+        for name in &raw {
+            prost::encoding::string::encode(3, name, &mut encoded);
+        }
         let interned = Arc::new(Interned {
             names: Arc::new(Names::new(raw.clone())),
             raw,
+            encoded,
         });
         if lists.len() >= 64 {
             lists.retain(|_, w| w.strong_count() > 0);
@@ -160,6 +167,12 @@ impl Interner {
 impl Interned {
     /// Whether `req` asks for exactly these names, in this order.
     fn matches(&self, req: &Request) -> bool {
+        // Encoded as this list encodes: one comparison of the bytes. (An
+        // encoder may differ, in varint padding say, and is then compared
+        // name by name.)
+        if req.encoded_names() == Some(self.encoded.as_slice()) {
+            return true;
+        }
         let mut asked = req.names();
         self.raw.iter().all(|n| asked.next() == Some(n.as_bytes())) && asked.next().is_none()
     }

@@ -5,6 +5,8 @@
 //! the control plane's CPU during a push; here they are compared in place
 //! and copied only when they changed.
 
+use std::ops::Range;
+
 use bytes::{Buf, Bytes};
 use envoy_types::pb::{
     envoy::{config::core::v3::Node, service::discovery::v3::DiscoveryRequest},
@@ -14,6 +16,11 @@ use prost::{DecodeError, Message, encoding::decode_varint};
 
 /// `DiscoveryRequest.resource_names`.
 const RESOURCE_NAMES: u64 = 3;
+
+fn skip(at: &[u8], n: usize) -> Result<&[u8], RequestError> {
+    at.get(n..)
+        .ok_or(RequestError::Malformed("a field runs past the message"))
+}
 
 /// The fields of a request the server acts on.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -28,13 +35,26 @@ pub struct Request {
 
 #[derive(Clone, Debug, PartialEq)]
 enum RawNames {
-    /// The encoded request: names are its `resource_names` fields.
-    Encoded(Bytes),
+    /// The encoded request, and where in it its `resource_names` fields
+    /// are: from the first to the last, with no other field between them
+    /// when `contiguous` (as every encoder writes them, in field order).
+    Encoded {
+        buf: Bytes,
+        span: Range<usize>,
+        contiguous: bool,
+    },
     Decoded(Vec<String>),
 }
 
-/// Every field of a DiscoveryRequest but the names, which decoding skips
-/// without copying.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("malformed request: {0}")]
+    Malformed(&'static str),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+/// Every field of a DiscoveryRequest but the names.
 #[derive(Clone, PartialEq, prost::Message)]
 struct Head {
     #[prost(string, tag = "1")]
@@ -63,25 +83,67 @@ impl Default for RawNames {
 // === impl Request ===
 
 impl Request {
-    /// Decodes `buf`, one encoded DiscoveryRequest, keeping the names in it.
-    pub fn decode(buf: Bytes) -> Result<Self, DecodeError> {
-        // Also checks that the whole message is well-formed, which the
-        // name scan relies on.
-        let head = Head::decode(buf.clone())?;
+    /// Decodes `buf`, one encoded DiscoveryRequest, keeping the names in
+    /// it: one pass finds them and sets the other fields apart, which are
+    /// decoded as usual.
+    pub fn decode(buf: Bytes) -> Result<Self, RequestError> {
+        let mut rest = Vec::new();
+        let mut span: Option<Range<usize>> = None;
+        let mut contiguous = true;
+        let mut at = &buf[..];
+        while !at.is_empty() {
+            let start = buf.len() - at.len();
+            let key = decode_varint(&mut at)?;
+            match key & 7 {
+                0 => {
+                    decode_varint(&mut at)?;
+                }
+                1 => at = skip(at, 8)?,
+                2 => {
+                    let len = usize::try_from(decode_varint(&mut at)?)
+                        .map_err(|_| RequestError::Malformed("a length out of range"))?;
+                    at = skip(at, len)?;
+                }
+                5 => at = skip(at, 4)?,
+                _ => return Err(RequestError::Malformed("an unexpected wire type")),
+            }
+            let end = buf.len() - at.len();
+            if key == RESOURCE_NAMES << 3 | 2 {
+                match &mut span {
+                    Some(s) => {
+                        contiguous &= s.end == start;
+                        s.end = end;
+                    }
+                    None => span = Some(start..end),
+                }
+            } else {
+                rest.extend_from_slice(&buf[start..end]);
+            }
+        }
+        let head = Head::decode(rest.as_slice())?;
         Ok(Self {
             version_info: head.version_info,
             node: head.node,
             type_url: head.type_url,
             response_nonce: head.response_nonce,
             error_detail: head.error_detail,
-            names: RawNames::Encoded(buf),
+            names: RawNames::Encoded {
+                buf,
+                span: span.unwrap_or(0..0),
+                contiguous,
+            },
         })
     }
 
     /// The requested names as sent, undecoded.
     pub fn names(&self) -> impl Iterator<Item = &[u8]> + '_ {
         let (encoded, decoded) = match &self.names {
-            RawNames::Encoded(buf) => (Some(Scan { buf }), None),
+            RawNames::Encoded { buf, span, .. } => (
+                Some(Scan {
+                    buf: &buf[span.clone()],
+                }),
+                None,
+            ),
             RawNames::Decoded(names) => (None, Some(names.iter().map(String::as_bytes))),
         };
         encoded
@@ -90,12 +152,25 @@ impl Request {
             .chain(decoded.into_iter().flatten())
     }
 
+    /// The requested names as their `resource_names` fields, in one piece
+    /// as sent, when they were sent in one piece.
+    pub fn encoded_names(&self) -> Option<&[u8]> {
+        match &self.names {
+            RawNames::Encoded {
+                buf,
+                span,
+                contiguous: true,
+            } => Some(&buf[span.clone()]),
+            _ => None,
+        }
+    }
+
     /// The requested names as strings; a name that is not UTF-8 (no proxy
     /// sends one) is kept lossily, and then matches no resource.
     pub fn names_owned(&self) -> Vec<String> {
         match &self.names {
             RawNames::Decoded(names) => names.clone(),
-            RawNames::Encoded(_) => self
+            RawNames::Encoded { .. } => self
                 .names()
                 .map(|n| String::from_utf8_lossy(n).into_owned())
                 .collect(),
@@ -122,7 +197,7 @@ impl<'a> Iterator for Scan<'a> {
     type Item = &'a [u8];
 
     fn next(&mut self) -> Option<&'a [u8]> {
-        // The message decoded as a whole before, so it is well-formed; a
+        // The message was walked whole before, so it is well-formed; a
         // malformed rest just ends the names.
         while self.buf.has_remaining() {
             let key = decode_varint(&mut self.buf).ok()?;
@@ -198,6 +273,24 @@ mod tests {
             let names: Vec<&[u8]> = r.names().collect();
             assert_eq!(names, [&b"outbound|80||a"[..], b"", "é".as_bytes()]);
         }
+        let mut expected = Vec::new();
+        for n in &req.resource_names {
+            prost::encoding::string::encode(3, n, &mut expected);
+        }
+        assert_eq!(decoded.encoded_names(), Some(expected.as_slice()));
+        assert_eq!(from.encoded_names(), None);
+    }
+
+    #[test]
+    fn names_between_other_fields_are_found() {
+        let mut buf = Vec::new();
+        prost::encoding::string::encode(3, &"a".to_owned(), &mut buf);
+        prost::encoding::string::encode(4, &"t".to_owned(), &mut buf);
+        prost::encoding::string::encode(3, &"b".to_owned(), &mut buf);
+        let r = Request::decode(Bytes::from(buf)).unwrap();
+        assert_eq!(r.type_url, "t");
+        assert_eq!(r.names_owned(), ["a", "b"]);
+        assert_eq!(r.encoded_names(), None);
     }
 
     #[test]
