@@ -9,12 +9,13 @@
 use std::{convert::Infallible, sync::Arc};
 
 use bytes::{Buf, Bytes, BytesMut};
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use http::{HeaderMap, HeaderValue};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
-use kite_xds::ads::{AdsServer, SnapshotSource};
-use prost::Message;
+use kite_xds::{
+    Request,
+    ads::{AdsServer, Encoded, SnapshotSource},
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
@@ -23,6 +24,9 @@ pub(crate) const STREAM_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
 /// gRPC's length-prefixed message header: compressed flag, 4-byte length.
 const HEADER: usize = 5;
+/// Pieces of a response smaller than this are copied together into one
+/// frame rather than sent as frames of their own.
+const GATHER: usize = 16 << 10;
 /// Requests are names and versions; a bound keeps a bad client from
 /// exhausting memory.
 const MAX_REQUEST: usize = 16 << 20;
@@ -61,7 +65,7 @@ pub(crate) async fn stream<S: SnapshotSource>(
 }
 
 /// Decodes length-prefixed requests from the body as they complete.
-async fn read_requests(mut body: Incoming, tx: mpsc::Sender<Result<DiscoveryRequest, Status>>) {
+async fn read_requests(mut body: Incoming, tx: mpsc::Sender<Result<Request, Status>>) {
     let mut buf = BytesMut::new();
     loop {
         // Whole messages first.
@@ -89,7 +93,7 @@ async fn read_requests(mut body: Incoming, tx: mpsc::Sender<Result<DiscoveryRequ
             }
             buf.advance(HEADER);
             let message = buf.split_to(len);
-            let decoded = DiscoveryRequest::decode(message)
+            let decoded = Request::decode(message.freeze())
                 .map_err(|e| Status::invalid_argument(format!("decoding a request: {e}")));
             if buf.is_empty() {
                 // Start afresh, so a large request's buffer does not live on.
@@ -117,32 +121,43 @@ async fn read_requests(mut body: Incoming, tx: mpsc::Sender<Result<DiscoveryRequ
     }
 }
 
-/// Frames each response into a buffer of its own, then the status.
+/// Frames each response, then the status. A response's pieces that are
+/// slices of shared parts (most of a large one) are written as they are;
+/// small pieces are gathered into a buffer of their own, so that a
+/// response is a few HTTP/2 frames, not one per resource.
 async fn write_responses(
-    mut responses: mpsc::Receiver<Result<DiscoveryResponse, Status>>,
+    mut responses: mpsc::Receiver<Result<Encoded, Status>>,
     frames: mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
 ) {
     let status = loop {
         match responses.recv().await {
             Some(Ok(rsp)) => {
-                let len = rsp.encoded_len();
+                let len = rsp.len();
                 let Ok(len32) = u32::try_from(len) else {
                     break Status::internal(format!("a response of {len} bytes is too large"));
                 };
-                let mut out = Vec::with_capacity(HEADER + len);
-                out.push(0);
-                out.extend_from_slice(&len32.to_be_bytes());
-                if let Err(e) = rsp.encode(&mut out) {
-                    break Status::internal(format!("encoding a response: {e}"));
+                let mut out = Vec::new();
+                let mut small = Vec::with_capacity(HEADER);
+                small.push(0);
+                small.extend_from_slice(&len32.to_be_bytes());
+                for chunk in rsp.chunks {
+                    if chunk.len() < GATHER {
+                        small.extend_from_slice(&chunk);
+                    } else {
+                        if !small.is_empty() {
+                            out.push(Bytes::from(std::mem::take(&mut small)));
+                        }
+                        out.push(chunk);
+                    }
                 }
-                drop(rsp);
-                if frames
-                    .send(Ok(Frame::data(Bytes::from(out))))
-                    .await
-                    .is_err()
-                {
-                    // The proxy went away.
-                    return;
+                if !small.is_empty() {
+                    out.push(Bytes::from(small));
+                }
+                for data in out {
+                    if frames.send(Ok(Frame::data(data))).await.is_err() {
+                        // The proxy went away.
+                        return;
+                    }
                 }
             }
             Some(Err(status)) => break status,

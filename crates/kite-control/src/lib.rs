@@ -93,16 +93,36 @@ impl Translation {
     fn of(config: Arc<store::ConfigSnapshot>, current: Option<Translation>) -> Self {
         match current {
             Some(t) if t.config.revision == config.revision => t,
-            previous => {
-                let registry = Arc::new(Registry::build(&config));
-                let reuse = previous
+            None => Self {
+                registry: Arc::new(Registry::build(&config)),
+                config,
+                views: translate::Views::default(),
+                base: None,
+            },
+            Some(previous) => {
+                let changed = changed_objects(&previous.config, &config);
+                // Workloads only: the registry is patched, not rebuilt, and
+                // translation redoes just the services selecting them.
+                let workloads: Option<Vec<_>> = changed
+                    .iter()
+                    .filter(|(o, n)| !o.or(*n).is_some_and(|x| bookkeeping(&x.spec)))
+                    .map(|pair| {
+                        pair.0
+                            .or(pair.1)
+                            .is_some_and(|x| matches!(x.spec, kite_config::Spec::WorkloadEntry(_)))
+                            .then_some(*pair)
+                    })
+                    .collect();
+                let registry = workloads
                     .as_ref()
-                    .and_then(|p| workload_changes(&p.config, &config, &registry));
+                    .and_then(|w| previous.registry.with_workloads(w))
+                    .unwrap_or_else(|| Registry::build(&config));
+                let reuse = workloads.map(|w| workload_changes(&w, &registry));
                 Self {
-                    registry,
+                    registry: Arc::new(registry),
                     config,
                     views: translate::Views::reusing(reuse),
-                    base: previous.map(|p| p.views),
+                    base: Some(previous.views),
                 }
             }
         }
@@ -120,16 +140,17 @@ impl Translation {
     }
 }
 
-/// When `after` differs from `before` in workloads only, the services
-/// whose endpoints that changes; `None` for any other change.
-fn workload_changes(
-    before: &store::ConfigSnapshot,
-    after: &store::ConfigSnapshot,
-    registry: &Registry,
-) -> Option<translate::Reuse> {
-    use kite_config::Spec;
+/// Objects that differ between `before` and `after`: each as it was (if
+/// it was) and as it is (if it still is).
+fn changed_objects<'a>(
+    before: &'a store::ConfigSnapshot,
+    after: &'a store::ConfigSnapshot,
+) -> Vec<(
+    Option<&'a kite_config::Object>,
+    Option<&'a kite_config::Object>,
+)> {
     use std::cmp::Ordering;
-    let mut changed: Vec<&kite_config::Object> = Vec::new();
+    let mut changed = Vec::new();
     let (mut old, mut new) = (
         before.objects.iter().peekable(),
         after.objects.iter().peekable(),
@@ -142,42 +163,54 @@ fn workload_changes(
             (Some((ko, o)), Some((kn, n))) => match ko.cmp(kn) {
                 Ordering::Equal => {
                     if !Arc::ptr_eq(o, n) {
-                        changed.extend([&***o, &***n]);
+                        changed.push((Some(&***o), Some(&***n)));
                     }
                     old.next();
                     new.next();
                 }
-                Ordering::Less => changed.extend(old.next().map(|(_, o)| &**o)),
-                Ordering::Greater => changed.extend(new.next().map(|(_, n)| &**n)),
+                Ordering::Less => changed.extend(old.next().map(|(_, o)| (Some(&**o), None))),
+                Ordering::Greater => changed.extend(new.next().map(|(_, n)| (None, Some(&**n)))),
             },
-            (Some(_), None) => changed.extend(old.next().map(|(_, o)| &**o)),
-            (None, Some(_)) => changed.extend(new.next().map(|(_, n)| &**n)),
+            (Some(_), None) => changed.extend(old.next().map(|(_, o)| (Some(&**o), None))),
+            (None, Some(_)) => changed.extend(new.next().map(|(_, n)| (None, Some(&**n)))),
         }
     }
+    changed
+}
+
+/// Kubernetes bookkeeping that neither the registry nor translation reads.
+fn bookkeeping(spec: &kite_config::Spec) -> bool {
+    use kite_config::Spec;
+    matches!(
+        spec,
+        Spec::Deployment(_) | Spec::Pod(_) | Spec::ServiceAccount | Spec::Namespace
+    )
+}
+
+/// The services whose endpoints changing these WorkloadEntries changes.
+fn workload_changes(
+    changed: &[(Option<&kite_config::Object>, Option<&kite_config::Object>)],
+    registry: &Registry,
+) -> translate::Reuse {
     let mut reuse = translate::Reuse::default();
-    for object in changed {
-        match &object.spec {
-            Spec::WorkloadEntry(we) => {
-                let ns = &object.meta.namespace;
-                reuse.services.extend(
-                    registry
-                        .services
-                        .values()
-                        .filter(|s| {
-                            &s.namespace == ns
-                                && s.selector
-                                    .as_ref()
-                                    .is_some_and(|sel| registry::contains(&we.labels, sel))
-                        })
-                        .map(|s| s.hostname.clone()),
-                );
-            }
-            // Kubernetes bookkeeping that translation does not read.
-            Spec::Deployment(_) | Spec::Pod(_) | Spec::ServiceAccount | Spec::Namespace => {}
-            _ => return None,
+    for object in changed.iter().flat_map(|(o, n)| o.iter().chain(n)) {
+        if let kite_config::Spec::WorkloadEntry(we) = &object.spec {
+            let ns = &object.meta.namespace;
+            reuse.services.extend(
+                registry
+                    .services
+                    .values()
+                    .filter(|s| {
+                        &s.namespace == ns
+                            && s.selector
+                                .as_ref()
+                                .is_some_and(|sel| registry::contains(&we.labels, sel))
+                    })
+                    .map(|s| s.hostname.clone()),
+            );
         }
     }
-    Some(reuse)
+    reuse
 }
 
 // === impl Control ===
@@ -222,6 +255,7 @@ impl Control {
         let t = translation.insert(current);
         let mut snapshot = t.snapshot(&effective, &trust_domain);
         self.add_secrets(&effective, issued, &mut snapshot);
+        snapshot.seal();
         snapshot
     }
 
@@ -257,6 +291,7 @@ impl Control {
             let effective = self.effective(&entry.proxy);
             let mut snapshot = t.snapshot(&effective, &trust_domain);
             self.add_secrets(&effective, &entry.issued, &mut snapshot);
+            snapshot.seal();
             entry.tx.send_if_modified(|current| {
                 if **current == snapshot {
                     false

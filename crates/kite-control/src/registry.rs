@@ -3,8 +3,9 @@
 //! `kite up` registers each replica as one) and ServiceEntry endpoints.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     hash::{DefaultHasher, Hash, Hasher},
+    sync::Arc,
 };
 
 use kite_config::{
@@ -20,10 +21,34 @@ pub const DOMAIN_SUFFIX: &str = "svc.cluster.local";
 #[derive(Clone, Debug, Default)]
 pub struct Registry {
     /// By host name (`reviews.default.svc.cluster.local`, `www.example.com`).
-    pub services: BTreeMap<String, Service>,
-    pub workloads: Vec<Workload>,
+    pub services: Arc<BTreeMap<String, Service>>,
+    /// Workloads as of the last full build, with lookups, shared by the
+    /// registries that only patch them (a pod added or removed); building
+    /// them is most of building a registry of tens of thousands.
+    base: Arc<Base>,
+    /// Workloads changed since `base`.
+    patch: Patch,
+}
+
+#[derive(Debug, Default)]
+struct Base {
+    workloads: Vec<Workload>,
     index: Index,
 }
+
+/// Workload changes over a base: workloads by (namespace, name) that are
+/// gone or replaced, and those new or replacing them, in the order they
+/// came.
+#[derive(Clone, Debug, Default)]
+struct Patch {
+    /// Names by namespace.
+    removed: HashMap<String, HashSet<String>>,
+    added: Vec<Workload>,
+}
+
+/// Beyond this many patched workloads a full build is cheaper than
+/// looking through the patch on every lookup.
+const MAX_PATCH: usize = 256;
 
 /// Lookups that would otherwise scan every workload or service: a mesh of
 /// thousands of services does them per service, per proxy view.
@@ -35,8 +60,11 @@ struct Index {
     by_label: HashMap<u64, Vec<usize>>,
     by_namespace: HashMap<String, Vec<usize>>,
     by_name: HashMap<(String, String), usize>,
-    /// Kubernetes services' host names by namespace.
-    services_by_namespace: HashMap<String, Vec<String>>,
+    /// Kubernetes services' host names by a hash of (namespace, key,
+    /// value) of the first label of their selector: a service selecting a
+    /// workload is found under one of the workload's labels. Every proxy
+    /// looks up the services selecting it on every push.
+    services_by_label: HashMap<u64, Vec<String>>,
 }
 
 fn label_key(namespace: &str, key: &str, value: &str) -> u64 {
@@ -111,56 +139,103 @@ pub struct Endpoint {
 
 impl Registry {
     pub fn build(config: &ConfigSnapshot) -> Self {
-        let mut registry = Registry::default();
+        let mut services = BTreeMap::new();
+        let mut workloads = Vec::new();
         for object in config.objects() {
             match &object.spec {
-                Spec::Service(spec) => registry.add_k8s_service(object, spec),
-                Spec::ServiceEntry(spec) => registry.add_service_entry(object, spec),
+                Spec::Service(spec) => add_k8s_service(&mut services, object, spec),
+                Spec::ServiceEntry(spec) => add_service_entry(&mut services, object, spec),
                 Spec::WorkloadEntry(we) => {
-                    registry
-                        .workloads
-                        .push(workload(&object.meta.name, &object.meta.namespace, we))
+                    workloads.push(workload(&object.meta.name, &object.meta.namespace, we))
                 }
                 _ => {}
             }
         }
-        registry.index();
-        registry
+        let index = index(&services, &workloads);
+        Self {
+            services: Arc::new(services),
+            base: Arc::new(Base { workloads, index }),
+            patch: Patch::default(),
+        }
     }
 
-    fn index(&mut self) {
-        let mut index = Index::default();
-        for (i, w) in self.workloads.iter().enumerate() {
-            for (k, v) in &w.labels {
-                index
-                    .by_label
-                    .entry(label_key(&w.namespace, k, v))
-                    .or_default()
-                    .push(i);
+    /// This registry with WorkloadEntries changed: each pair is an object
+    /// as it was (if it was) and as it is (if it still is). `None` when a
+    /// full build would do better, or something other than workloads
+    /// changed.
+    pub fn with_workloads(&self, changes: &[(Option<&Object>, Option<&Object>)]) -> Option<Self> {
+        let mut patch = self.patch.clone();
+        for (before, after) in changes {
+            for object in before.iter().chain(after) {
+                if !matches!(object.spec, Spec::WorkloadEntry(_)) {
+                    return None;
+                }
             }
+            for o in before.iter().chain(after) {
+                let (ns, name) = (&o.meta.namespace, &o.meta.name);
+                patch
+                    .added
+                    .retain(|w| &w.namespace != ns || &w.name != name);
+                patch
+                    .removed
+                    .entry(ns.clone())
+                    .or_default()
+                    .insert(name.clone());
+            }
+            if let Some(o) = after
+                && let Spec::WorkloadEntry(we) = &o.spec
+            {
+                patch
+                    .added
+                    .push(workload(&o.meta.name, &o.meta.namespace, we));
+            }
+        }
+        let size: usize = patch.removed.values().map(HashSet::len).sum();
+        (size <= MAX_PATCH).then(|| Self {
+            services: self.services.clone(),
+            base: self.base.clone(),
+            patch,
+        })
+    }
+}
+
+fn index(services: &BTreeMap<String, Service>, workloads: &[Workload]) -> Index {
+    let mut index = Index::default();
+    for (i, w) in workloads.iter().enumerate() {
+        for (k, v) in &w.labels {
             index
-                .by_namespace
-                .entry(w.namespace.clone())
+                .by_label
+                .entry(label_key(&w.namespace, k, v))
                 .or_default()
                 .push(i);
-            // The first of a name wins, as a scan in store order would find.
-            index
-                .by_name
-                .entry((w.namespace.clone(), w.name.clone()))
-                .or_insert(i);
         }
-        for s in self.services.values() {
-            if matches!(s.origin, Origin::Kubernetes) {
-                index
-                    .services_by_namespace
-                    .entry(s.namespace.clone())
-                    .or_default()
-                    .push(s.hostname.clone());
-            }
-        }
-        self.index = index;
+        index
+            .by_namespace
+            .entry(w.namespace.clone())
+            .or_default()
+            .push(i);
+        // The first of a name wins, as a scan in store order would find.
+        index
+            .by_name
+            .entry((w.namespace.clone(), w.name.clone()))
+            .or_insert(i);
     }
+    for s in services.values() {
+        if !matches!(s.origin, Origin::Kubernetes) {
+            continue;
+        }
+        if let Some((k, v)) = s.selector.as_ref().and_then(|sel| sel.iter().next()) {
+            index
+                .services_by_label
+                .entry(label_key(&s.namespace, k, v))
+                .or_default()
+                .push(s.hostname.clone());
+        }
+    }
+    index
+}
 
+impl Registry {
     /// Workloads in `namespace` that carry every label of `selector`, in
     /// store order.
     fn selected<'a>(
@@ -168,110 +243,123 @@ impl Registry {
         namespace: &'a str,
         selector: &'a Labels,
     ) -> impl Iterator<Item = &'a Workload> + 'a {
+        let index = &self.base.index;
         // The rarest label narrows the candidates most.
         let candidates = match selector
             .iter()
-            .map(|(k, v)| self.index.by_label.get(&label_key(namespace, k, v)))
+            .map(|(k, v)| index.by_label.get(&label_key(namespace, k, v)))
             .min_by_key(|c| c.map_or(0, Vec::len))
         {
             Some(found) => found.map_or(&[][..], Vec::as_slice),
-            None => self
-                .index
+            None => index
                 .by_namespace
                 .get(namespace)
                 .map_or(&[][..], Vec::as_slice),
         };
+        let removed = self.patch.removed.get(namespace);
         candidates
             .iter()
-            .map(|i| &self.workloads[*i])
+            .map(|i| &self.base.workloads[*i])
+            .filter(move |w| removed.is_none_or(|r| !r.contains(&w.name)))
+            .chain(&self.patch.added)
             .filter(move |w| w.namespace == namespace && contains(&w.labels, selector))
     }
+}
 
-    fn add_k8s_service(&mut self, object: &Object, spec: &k8s::ServiceSpec) {
-        let hostname = format!(
-            "{}.{}.{DOMAIN_SUFFIX}",
-            object.meta.name, object.meta.namespace
-        );
-        let ports = spec
-            .ports
-            .iter()
-            .filter_map(|p| {
-                let port = u16::try_from(p.port).ok()?;
-                let target = match &p.target_port {
-                    Some(kite_config::common::IntOrString::Int(n)) => {
-                        TargetPort::Number(u16::try_from(*n).ok()?)
-                    }
-                    Some(kite_config::common::IntOrString::String(name)) => {
-                        TargetPort::Name(name.clone())
-                    }
-                    None => TargetPort::Number(port),
-                };
-                Some(Port {
-                    name: p.name.clone(),
-                    port,
-                    target,
-                    protocol: k8s::port_protocol(p),
-                })
+fn add_k8s_service(
+    services: &mut BTreeMap<String, Service>,
+    object: &Object,
+    spec: &k8s::ServiceSpec,
+) {
+    let hostname = format!(
+        "{}.{}.{DOMAIN_SUFFIX}",
+        object.meta.name, object.meta.namespace
+    );
+    let ports = spec
+        .ports
+        .iter()
+        .filter_map(|p| {
+            let port = u16::try_from(p.port).ok()?;
+            let target = match &p.target_port {
+                Some(kite_config::common::IntOrString::Int(n)) => {
+                    TargetPort::Number(u16::try_from(*n).ok()?)
+                }
+                Some(kite_config::common::IntOrString::String(name)) => {
+                    TargetPort::Name(name.clone())
+                }
+                None => TargetPort::Number(port),
+            };
+            Some(Port {
+                name: p.name.clone(),
+                port,
+                target,
+                protocol: k8s::port_protocol(p),
             })
-            .collect();
-        self.services.insert(
-            hostname.clone(),
+        })
+        .collect();
+    services.insert(
+        hostname.clone(),
+        Service {
+            hostname,
+            name: object.meta.name.clone(),
+            namespace: object.meta.namespace.clone(),
+            ports,
+            selector: (!spec.selector.is_empty()).then(|| spec.selector.clone()),
+            origin: Origin::Kubernetes,
+            inline_endpoints: Vec::new(),
+        },
+    );
+}
+
+fn add_service_entry(
+    services: &mut BTreeMap<String, Service>,
+    object: &Object,
+    se: &networking::ServiceEntry,
+) {
+    let ports: Vec<Port> = se
+        .ports
+        .iter()
+        .filter_map(|p| {
+            let port = u16::try_from(p.number).ok()?;
+            let target = p
+                .target_port
+                .and_then(|t| u16::try_from(t).ok())
+                .unwrap_or(port);
+            Some(Port {
+                name: p.name.clone(),
+                port,
+                target: TargetPort::Number(target),
+                protocol: Protocol::parse(&p.protocol),
+            })
+        })
+        .collect();
+    let ns = &object.meta.namespace;
+    let inline: Vec<Workload> = se
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, we)| workload(&format!("{}-{i}", object.meta.name), ns, we))
+        .collect();
+    for host in &se.hosts {
+        services.insert(
+            host.clone(),
             Service {
-                hostname,
+                hostname: host.clone(),
                 name: object.meta.name.clone(),
-                namespace: object.meta.namespace.clone(),
-                ports,
-                selector: (!spec.selector.is_empty()).then(|| spec.selector.clone()),
-                origin: Origin::Kubernetes,
-                inline_endpoints: Vec::new(),
+                namespace: ns.clone(),
+                ports: ports.clone(),
+                selector: se.workload_selector.as_ref().map(|s| s.labels.clone()),
+                origin: Origin::ServiceEntry {
+                    location: se.location,
+                    resolution: se.resolution,
+                },
+                inline_endpoints: inline.clone(),
             },
         );
     }
+}
 
-    fn add_service_entry(&mut self, object: &Object, se: &networking::ServiceEntry) {
-        let ports: Vec<Port> = se
-            .ports
-            .iter()
-            .filter_map(|p| {
-                let port = u16::try_from(p.number).ok()?;
-                let target = p
-                    .target_port
-                    .and_then(|t| u16::try_from(t).ok())
-                    .unwrap_or(port);
-                Some(Port {
-                    name: p.name.clone(),
-                    port,
-                    target: TargetPort::Number(target),
-                    protocol: Protocol::parse(&p.protocol),
-                })
-            })
-            .collect();
-        let ns = &object.meta.namespace;
-        let inline: Vec<Workload> = se
-            .endpoints
-            .iter()
-            .enumerate()
-            .map(|(i, we)| workload(&format!("{}-{i}", object.meta.name), ns, we))
-            .collect();
-        for host in &se.hosts {
-            self.services.insert(
-                host.clone(),
-                Service {
-                    hostname: host.clone(),
-                    name: object.meta.name.clone(),
-                    namespace: ns.clone(),
-                    ports: ports.clone(),
-                    selector: se.workload_selector.as_ref().map(|s| s.labels.clone()),
-                    origin: Origin::ServiceEntry {
-                        location: se.location,
-                        resolution: se.resolution,
-                    },
-                    inline_endpoints: inline.clone(),
-                },
-            );
-        }
-    }
-
+impl Registry {
     /// The service a config host names, short names expanded in `namespace`.
     pub fn service(&self, host: &str, namespace: &str) -> Option<&Service> {
         let full = expand_host(host, namespace);
@@ -321,12 +409,23 @@ impl Registry {
         namespace: &'a str,
         labels: &'a Labels,
     ) -> impl Iterator<Item = &'a Service> + 'a {
-        // Indexed from the services map, so in host name order still.
-        self.index
-            .services_by_namespace
-            .get(namespace)
-            .into_iter()
+        let mut hosts: Vec<&str> = labels
+            .iter()
+            .filter_map(|(k, v)| {
+                self.base
+                    .index
+                    .services_by_label
+                    .get(&label_key(namespace, k, v))
+            })
             .flatten()
+            .map(String::as_str)
+            .collect();
+        // In host name order, as the services map has them; a hash
+        // collision may list one twice.
+        hosts.sort_unstable();
+        hosts.dedup();
+        hosts
+            .into_iter()
             .filter_map(|h| self.services.get(h))
             .filter(move |s| {
                 s.namespace == namespace
@@ -336,10 +435,27 @@ impl Registry {
     }
 
     pub fn workload(&self, namespace: &str, name: &str) -> Option<&Workload> {
-        self.index
+        if let Some(w) = self
+            .patch
+            .added
+            .iter()
+            .find(|w| w.namespace == namespace && w.name == name)
+        {
+            return Some(w);
+        }
+        if self
+            .patch
+            .removed
+            .get(namespace)
+            .is_some_and(|r| r.contains(name))
+        {
+            return None;
+        }
+        self.base
+            .index
             .by_name
             .get(&(namespace.to_owned(), name.to_owned()))
-            .map(|i| &self.workloads[*i])
+            .map(|i| &self.base.workloads[*i])
     }
 }
 
@@ -407,5 +523,127 @@ impl Service {
                 ..
             }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kite_config::load_str;
+
+    use super::*;
+    use crate::store::Store;
+
+    const CONFIG: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-a}
+spec: {address: 127.9.0.1, labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-b}
+spec: {address: 127.9.0.2, labels: {app: reviews}}
+"#;
+
+    fn apply(store: &Store, yaml: &str) {
+        let loaded = load_str("test.yaml", yaml);
+        assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
+        store.apply(loaded.objects);
+    }
+
+    fn addresses(r: &Registry) -> Vec<String> {
+        let svc = &r.services["reviews.default.svc.cluster.local"];
+        let mut a: Vec<String> = r
+            .endpoints(svc, &svc.ports[0], &Labels::new())
+            .into_iter()
+            .map(|e| e.address)
+            .collect();
+        a.sort();
+        a
+    }
+
+    /// Patches `registry` with what changed from `before` to `after`, and
+    /// checks it against a registry built from `after`.
+    fn patched(registry: &Registry, before: &ConfigSnapshot, after: &ConfigSnapshot) -> Registry {
+        let changes: Vec<_> = before
+            .objects
+            .keys()
+            .chain(after.objects.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(|k| {
+                (
+                    before.objects.get(k).map(|o| &**o),
+                    after.objects.get(k).map(|o| &**o),
+                )
+            })
+            .filter(|(o, n)| match (o, n) {
+                (Some(o), Some(n)) => !std::ptr::eq(*o, *n),
+                _ => true,
+            })
+            .collect();
+        let patched = registry.with_workloads(&changes).unwrap();
+        let built = Registry::build(after);
+        assert_eq!(addresses(&patched), addresses(&built));
+        for name in ["reviews-a", "reviews-b", "reviews-c"] {
+            assert_eq!(
+                patched.workload("default", name),
+                built.workload("default", name),
+                "{name}"
+            );
+        }
+        patched
+    }
+
+    #[test]
+    fn workload_changes_patch_the_registry_as_a_build_would() {
+        let store = Store::default();
+        apply(&store, CONFIG);
+        let first = store.current();
+        let registry = Registry::build(&first);
+        assert_eq!(addresses(&registry), ["127.9.0.1", "127.9.0.2"]);
+
+        // One added, one relabelled out of the service.
+        apply(
+            &store,
+            r#"
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-c}
+spec: {address: 127.9.0.3, labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-a}
+spec: {address: 127.9.0.1, labels: {app: other}}
+"#,
+        );
+        let second = store.current();
+        let registry = patched(&registry, &first, &second);
+        assert_eq!(addresses(&registry), ["127.9.0.2", "127.9.0.3"]);
+
+        // One removed.
+        let mut objects = second.objects.clone();
+        objects.retain(|_, o| o.meta.name != "reviews-b");
+        let third = ConfigSnapshot::new(second.revision + 1, objects);
+        let registry = patched(&registry, &second, &third);
+        assert_eq!(addresses(&registry), ["127.9.0.3"]);
+    }
+
+    #[test]
+    fn other_changes_are_not_patched() {
+        let store = Store::default();
+        apply(&store, CONFIG);
+        let config = store.current();
+        let registry = Registry::build(&config);
+        let service = config.objects().find(|o| o.meta.name == "reviews").unwrap();
+        assert!(registry.with_workloads(&[(Some(service), None)]).is_none());
     }
 }

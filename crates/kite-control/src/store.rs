@@ -12,11 +12,16 @@ use tokio::sync::watch;
 /// `(kind, namespace, name)`.
 pub type Key = (String, String, String);
 
+/// The store's objects by key. Keys are shared between revisions: each
+/// apply copies the map, and copying tens of thousands of keys' strings
+/// was most of the time a pod's registration took.
+pub type Objects = BTreeMap<Arc<Key>, Arc<Object>>;
+
 /// An immutable view of the store at one revision.
 #[derive(Debug, Default)]
 pub struct ConfigSnapshot {
     pub revision: u64,
-    pub objects: BTreeMap<Key, Arc<Object>>,
+    pub objects: Objects,
     /// The objects that configure the mesh rather than describe workloads,
     /// found once: translation looks them up per service and per endpoint,
     /// and at scale Services and workloads are nearly all of the store.
@@ -47,7 +52,7 @@ pub struct Rejected {
 // === impl ConfigSnapshot ===
 
 impl ConfigSnapshot {
-    pub fn new(revision: u64, objects: BTreeMap<Key, Arc<Object>>) -> Self {
+    pub fn new(revision: u64, objects: Objects) -> Self {
         Self {
             revision,
             objects,
@@ -128,7 +133,7 @@ impl Store {
             };
             object.meta.resource_version = revision.to_string();
             applied.push(applied_entry(&key, action, &object.meta.resource_version));
-            next.insert(key, Arc::new(object));
+            next.insert(Arc::new(key), Arc::new(object));
         }
         let changed = applied.iter().any(|a| a.action != "unchanged");
         if changed {
@@ -169,12 +174,7 @@ impl Store {
         deleted
     }
 
-    fn commit(
-        &self,
-        state: &mut Arc<ConfigSnapshot>,
-        revision: u64,
-        objects: BTreeMap<Key, Arc<Object>>,
-    ) {
+    fn commit(&self, state: &mut Arc<ConfigSnapshot>, revision: u64, objects: Objects) {
         let snapshot = Arc::new(ConfigSnapshot::new(revision, objects));
         *state = snapshot.clone();
         self.tx.send_replace(snapshot);
@@ -201,7 +201,7 @@ fn same_content(a: &Object, b: &Object) -> bool {
 
 /// Analysis of the whole would-be config, keeping what concerns the objects
 /// just applied, downgraded to warnings.
-fn findings_for(objects: &BTreeMap<Key, Arc<Object>>, applied: &[Applied]) -> Vec<Diagnostic> {
+fn findings_for(objects: &Objects, applied: &[Applied]) -> Vec<Diagnostic> {
     let all: Vec<Object> = objects.values().map(|o| (**o).clone()).collect();
     analyze::analyze(&all)
         .into_iter()

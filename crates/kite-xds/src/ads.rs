@@ -13,6 +13,7 @@ use std::{
     time::SystemTime,
 };
 
+use bytes::Bytes;
 use envoy_types::pb::envoy::{
     config::core::v3::{ControlPlane, Node},
     service::discovery::v3::{
@@ -23,13 +24,15 @@ use envoy_types::pb::envoy::{
     },
 };
 use parking_lot::Mutex;
+use prost::Message as _;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::{Stream, StreamExt as _, wrappers::ReceiverStream};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
     Snapshot,
+    request::Request,
     snapshot::{Held, Names},
     type_url,
 };
@@ -86,6 +89,13 @@ pub struct Nack {
     pub at: SystemTime,
 }
 
+/// An encoded DiscoveryResponse, in pieces: the resources are slices of
+/// the snapshot's parts, sent without being copied per stream.
+#[derive(Clone, Debug, Default)]
+pub struct Encoded {
+    pub chunks: Vec<Bytes>,
+}
+
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, Status>> + Send>>;
 type DeltaStream = Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
 
@@ -106,6 +116,8 @@ struct Subscription {
 #[derive(Debug, Default)]
 struct Interned {
     raw: Vec<String>,
+    /// `raw` as a request's `resource_names` fields.
+    encoded: Vec<u8>,
     names: Arc<Names>,
 }
 
@@ -116,26 +128,74 @@ struct Interner {
 }
 
 impl Interner {
-    fn intern(&self, raw: Vec<String>) -> Arc<Interned> {
-        use std::hash::{DefaultHasher, Hash, Hasher};
+    /// The interned list equal to the names `req` asks for.
+    fn intern(&self, req: &Request) -> Arc<Interned> {
+        use std::hash::{DefaultHasher, Hasher};
         let mut h = DefaultHasher::new();
-        raw.hash(&mut h);
+        let mut count = 0usize;
+        for name in req.names() {
+            h.write(name);
+            h.write_u8(0xff);
+            count += 1;
+        }
+        h.write_usize(count);
         let key = h.finish();
         let mut lists = self.lists.lock();
         if let Some(found) = lists.get(&key).and_then(std::sync::Weak::upgrade)
-            && found.raw == raw
+            && found.matches(req)
         {
             return found;
+        }
+        let raw = req.names_owned();
+        let mut encoded = Vec::new();
+        for name in &raw {
+            prost::encoding::string::encode(3, name, &mut encoded);
         }
         let interned = Arc::new(Interned {
             names: Arc::new(Names::new(raw.clone())),
             raw,
+            encoded,
         });
         if lists.len() >= 64 {
             lists.retain(|_, w| w.strong_count() > 0);
         }
         lists.insert(key, Arc::downgrade(&interned));
         interned
+    }
+}
+
+impl Interned {
+    /// Whether `req` asks for exactly these names, in this order.
+    fn matches(&self, req: &Request) -> bool {
+        // Encoded as this list encodes: one comparison of the bytes. (An
+        // encoder may differ, in varint padding say, and is then compared
+        // name by name.)
+        if req.encoded_names() == Some(self.encoded.as_slice()) {
+            return true;
+        }
+        let mut asked = req.names();
+        self.raw.iter().all(|n| asked.next() == Some(n.as_bytes())) && asked.next().is_none()
+    }
+}
+
+// === impl Encoded ===
+
+impl Encoded {
+    pub fn len(&self) -> usize {
+        self.chunks.iter().map(Bytes::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The response itself, for servers that encode it again (tonic's).
+    pub fn decode(&self) -> Result<DiscoveryResponse, prost::DecodeError> {
+        let mut whole = Vec::with_capacity(self.len());
+        for c in &self.chunks {
+            whole.extend_from_slice(c);
+        }
+        DiscoveryResponse::decode(whole.as_slice())
     }
 }
 
@@ -161,11 +221,11 @@ impl<S: SnapshotSource> AdsServer<S> {
     /// the life of each stream, which at scale is most of the memory).
     pub fn open<I>(
         &self,
-        first: DiscoveryRequest,
+        first: Request,
         inbound: I,
-    ) -> Result<mpsc::Receiver<Result<DiscoveryResponse, Status>>, Status>
+    ) -> Result<mpsc::Receiver<Result<Encoded, Status>>, Status>
     where
-        I: Stream<Item = Result<DiscoveryRequest, Status>> + Send + Unpin + 'static,
+        I: Stream<Item = Result<Request, Status>> + Send + Unpin + 'static,
     {
         let node = first
             .node
@@ -220,20 +280,28 @@ impl<S: SnapshotSource> AggregatedDiscoveryService for AdsServer<S> {
 
     async fn stream_aggregated_resources(
         &self,
-        request: Request<Streaming<DiscoveryRequest>>,
+        request: tonic::Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
         let mut inbound = request.into_inner();
         let first = inbound
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("stream closed before the first request"))?;
-        let rx = self.open(first, inbound)?;
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let inbound = inbound.map(|r| r.map(Request::from));
+        let rx = self.open(first.into(), inbound)?;
+        let responses = ReceiverStream::new(rx).map(|r| {
+            r.and_then(|encoded| {
+                encoded
+                    .decode()
+                    .map_err(|e| Status::internal(format!("re-decoding a response: {e}")))
+            })
+        });
+        Ok(Response::new(Box::pin(responses)))
     }
 
     async fn delta_aggregated_resources(
         &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+        _request: tonic::Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<DeltaStream>, Status> {
         Err(Status::unimplemented(
             "Kite serves state-of-the-world ADS; configure api_type: GRPC",
@@ -270,16 +338,16 @@ struct Stream_ {
     id: u64,
     connections: Arc<Connections>,
     interner: Arc<Interner>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    tx: mpsc::Sender<Result<Encoded, Status>>,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     subscriptions: BTreeMap<String, Subscription>,
     nonce: u64,
 }
 
 impl Stream_ {
-    async fn run<I>(mut self, first: DiscoveryRequest, mut inbound: I)
+    async fn run<I>(mut self, first: Request, mut inbound: I)
     where
-        I: Stream<Item = Result<DiscoveryRequest, Status>> + Send + Unpin,
+        I: Stream<Item = Result<Request, Status>> + Send + Unpin,
     {
         info!("proxy connected");
         let generation = self.snapshots.borrow().generation;
@@ -314,25 +382,23 @@ impl Stream_ {
         info!("proxy disconnected");
     }
 
-    async fn on_request(&mut self, req: DiscoveryRequest) -> Result<(), Closed> {
-        let DiscoveryRequest {
+    async fn on_request(&mut self, req: Request) -> Result<(), Closed> {
+        let sub = self.subscriptions.entry(req.type_url.clone()).or_default();
+        let initial = req.response_nonce.is_empty();
+        if !initial && req.response_nonce != sub.sent_nonce {
+            debug!(kind = type_url::short(&req.type_url), nonce = %req.response_nonce, "stale nonce; ignored");
+            return Ok(());
+        }
+        let names_changed = !sub.names.matches(&req);
+        if names_changed {
+            sub.names = self.interner.intern(&req);
+        }
+        let Request {
             version_info,
-            resource_names,
             type_url,
-            response_nonce,
             error_detail,
             ..
         } = req;
-        let sub = self.subscriptions.entry(type_url.clone()).or_default();
-        let initial = response_nonce.is_empty();
-        if !initial && response_nonce != sub.sent_nonce {
-            debug!(kind = type_url::short(&type_url), nonce = %response_nonce, "stale nonce; ignored");
-            return Ok(());
-        }
-        let names_changed = sub.names.raw != resource_names;
-        if names_changed {
-            sub.names = self.interner.intern(resource_names);
-        }
         let names = sub.names.names.clone();
         if let Some(error) = &error_detail {
             warn!(
@@ -411,7 +477,7 @@ impl Stream_ {
         let held = if delta { sub.held.take() } else { None };
         let selection = snapshot.selection(kind, &sub.names.names, held.as_ref());
         sub.held = Some(selection.held);
-        if held.is_some() && selection.resources.is_empty() {
+        if held.is_some() && selection.count == 0 {
             // Nothing this proxy asked for changed.
             return Ok(false);
         }
@@ -419,10 +485,14 @@ impl Stream_ {
         let nonce = self.nonce.to_string();
         sub.sent_version = Some(version.clone());
         sub.sent_nonce = nonce.clone();
-        let count = selection.resources.len();
-        let response = DiscoveryResponse {
+        let count = selection.count;
+        // Encoded as prost would encode the whole response, fields in
+        // order, with the resources as the snapshot holds them.
+        let head = DiscoveryResponse {
             version_info: version.clone(),
-            resources: selection.resources,
+            ..Default::default()
+        };
+        let tail = DiscoveryResponse {
             type_url: kind.to_owned(),
             nonce: nonce.clone(),
             control_plane: Some(ControlPlane {
@@ -430,6 +500,11 @@ impl Stream_ {
             }),
             ..Default::default()
         };
+        let mut chunks = Vec::with_capacity(selection.encoded.len() + 2);
+        chunks.push(Bytes::from(head.encode_to_vec()));
+        chunks.extend(selection.encoded);
+        chunks.push(Bytes::from(tail.encode_to_vec()));
+        let response = Encoded { chunks };
         debug!(kind = type_url::short(kind), %version, %nonce, count, partial = held.is_some(), "push");
         self.connections.update(self.id, kind, |s| {
             s.pushes += 1;

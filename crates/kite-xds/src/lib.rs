@@ -5,10 +5,12 @@
 
 pub mod ads;
 pub mod client;
+mod request;
 mod snapshot;
 
 pub use envoy_types::pb;
 
+pub use crate::request::{Request, RequestError};
 pub use crate::snapshot::{Held, Names, Selection, Snapshot, TypeResources};
 
 /// The resource types Kite serves, in the order a push sends them: clusters

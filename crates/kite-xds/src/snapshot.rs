@@ -1,12 +1,14 @@
 use std::{
     collections::BTreeMap,
     hash::{DefaultHasher, Hash, Hasher},
+    ops::Range,
     sync::{
         Arc, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
 };
 
+use bytes::Bytes;
 use envoy_types::pb::google::protobuf::Any;
 use prost::{Message, Name};
 
@@ -55,10 +57,17 @@ impl PartialEq for Snapshot {
     }
 }
 
-/// Resources of one type, by name.
+/// Resources of one type, by name, each held as a DiscoveryResponse
+/// carries it (its `resources` field: tag, length, encoded `Any`), all in
+/// one buffer. A response is then the buffer's slices: a part shared by a
+/// thousand proxies is sent to each without being copied or encoded again,
+/// and responses queued for slow proxies hold no copies of it.
 #[derive(Debug)]
 pub struct TypeResources {
-    pub resources: BTreeMap<String, Any>,
+    entries: BTreeMap<String, Range<usize>>,
+    buf: Buf,
+    /// Bytes of `buf` no entry refers to any more (replaced resources).
+    waste: usize,
     /// Tells parts apart, so that a stream can know which one it has.
     id: u64,
     digest: OnceLock<u64>,
@@ -68,88 +77,191 @@ pub struct TypeResources {
 }
 
 #[derive(Debug)]
+enum Buf {
+    /// Being filled.
+    Open(Vec<u8>),
+    /// Shared ([`TypeResources::succeed`]): slices of it go out as is.
+    Sealed(Bytes),
+}
+
+#[derive(Debug)]
 struct Changed {
     since: u64,
     names: Vec<String>,
 }
 
+/// `DiscoveryResponse.resources`.
+const RESOURCES: u32 = 2;
+
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Default for TypeResources {
     fn default() -> Self {
-        Self::new(BTreeMap::new())
+        Self {
+            entries: BTreeMap::new(),
+            buf: Buf::Open(Vec::new()),
+            waste: 0,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            digest: OnceLock::new(),
+            changed: None,
+        }
     }
 }
 
 impl Clone for TypeResources {
     fn clone(&self) -> Self {
-        Self::new(self.resources.clone())
+        let mut copy = Self::default();
+        for (name, encoded) in self.iter_encoded() {
+            copy.insert_encoded(name.to_owned(), encoded);
+        }
+        copy
     }
 }
 
 impl PartialEq for TypeResources {
     fn eq(&self, other: &Self) -> bool {
-        self.resources == other.resources
+        self.entries.len() == other.entries.len()
+            && self
+                .iter_encoded()
+                .zip(other.iter_encoded())
+                .all(|(a, b)| a == b)
+    }
+}
+
+// === impl Buf ===
+
+impl Buf {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Open(v) => v,
+            Self::Sealed(b) => b,
+        }
+    }
+
+    fn open(&mut self) -> &mut Vec<u8> {
+        if let Self::Sealed(b) = self {
+            *self = Self::Open(b.to_vec());
+        }
+        match self {
+            Self::Open(v) => v,
+            Self::Sealed(_) => unreachable!("opened above"),
+        }
     }
 }
 
 // === impl TypeResources ===
 
 impl TypeResources {
-    pub fn new(resources: BTreeMap<String, Any>) -> Self {
-        Self {
-            resources,
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            digest: OnceLock::new(),
-            changed: None,
-        }
-    }
-
     /// Adds `msg` under `name`.
     pub fn insert<M: Message + Name>(&mut self, name: impl Into<String>, msg: &M) {
-        self.insert_any(name.into(), any(msg));
+        self.insert_any(name.into(), &any(msg));
     }
 
-    pub fn insert_any(&mut self, name: String, any: Any) {
-        self.resources.insert(name, any);
+    pub fn insert_any(&mut self, name: String, any: &Any) {
+        let buf = self.buf.open();
+        let start = buf.len();
+        prost::encoding::message::encode(RESOURCES, any, buf);
+        let end = buf.len();
+        self.put(name, start..end);
+    }
+
+    /// Adds a resource as [`TypeResources::iter_encoded`] gives it (from
+    /// another part), without decoding it.
+    pub fn insert_encoded(&mut self, name: String, encoded: &[u8]) {
+        let buf = self.buf.open();
+        let start = buf.len();
+        buf.extend_from_slice(encoded);
+        let end = buf.len();
+        self.put(name, start..end);
+    }
+
+    fn put(&mut self, name: String, range: Range<usize>) {
+        if let Some(old) = self.entries.insert(name, range) {
+            self.waste += old.len();
+        }
         self.digest = OnceLock::new();
         self.changed = None;
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// Every resource, by name, in its encoded form.
+    pub fn iter_encoded(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
+        let buf = self.buf.as_slice();
+        self.entries
+            .iter()
+            .map(move |(n, r)| (n.as_str(), &buf[r.clone()]))
+    }
+
+    fn encoded(&self, name: &str) -> Option<&[u8]> {
+        let range = self.entries.get(name)?;
+        Some(&self.buf.as_slice()[range.clone()])
+    }
+
+    /// Every resource, by name, decoded.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Any)> + '_ {
+        self.iter_encoded()
+            .filter_map(|(n, e)| decode_entry(e).map(|a| (n, a)))
     }
 
     /// Seals this part for sharing as the successor of `previous`: the
     /// previous part itself when nothing changed (so streams see the very
     /// part they have), else this one, knowing which of its resources are
     /// new or different, so streams holding `previous` need only those.
-    pub fn succeed(self, previous: Option<&Arc<TypeResources>>) -> Arc<TypeResources> {
-        let Some(previous) = previous else {
-            return Arc::new(self);
-        };
-        if **previous == self {
-            return previous.clone();
-        }
-        let names = self
-            .resources
-            .iter()
-            .filter(|(name, any)| previous.resources.get(*name) != Some(*any))
-            .map(|(name, _)| name.clone())
-            .collect();
-        Arc::new(Self {
-            changed: Some(Changed {
+    pub fn succeed(mut self, previous: Option<&Arc<TypeResources>>) -> Arc<TypeResources> {
+        if let Some(previous) = previous {
+            if **previous == self {
+                return previous.clone();
+            }
+            let names = self
+                .iter_encoded()
+                .filter(|(name, e)| previous.encoded(name) != Some(*e))
+                .map(|(name, _)| name.to_owned())
+                .collect();
+            self.changed = Some(Changed {
                 since: previous.id,
                 names,
-            }),
-            ..self
-        })
+            });
+        }
+        self.seal();
+        Arc::new(self)
+    }
+
+    /// Lays the resources out in name order, without the bytes of
+    /// replaced ones, and freezes the buffer for sharing: a stream asking
+    /// for all or most of a part then gets one slice of it, not one per
+    /// resource.
+    fn seal(&mut self) {
+        let Buf::Open(old) = &self.buf else {
+            return;
+        };
+        let mut buf = Vec::with_capacity(old.len() - self.waste);
+        for range in self.entries.values_mut() {
+            let start = buf.len();
+            buf.extend_from_slice(&old[range.clone()]);
+            *range = start..buf.len();
+        }
+        self.buf = Buf::Sealed(Bytes::from(buf));
+        self.waste = 0;
     }
 
     /// A hash of every resource, computed once.
     fn digest(&self) -> u64 {
         *self.digest.get_or_init(|| {
             let mut h = DefaultHasher::new();
-            for (name, any) in &self.resources {
+            for (name, encoded) in self.iter_encoded() {
                 name.hash(&mut h);
-                any.type_url.hash(&mut h);
-                any.value.hash(&mut h);
+                encoded.hash(&mut h);
             }
             h.finish()
         })
@@ -174,6 +286,16 @@ fn any<M: Message + Name>(msg: &M) -> Any {
     }
 }
 
+/// The `Any` in an encoded `resources` entry.
+fn decode_entry(mut entry: &[u8]) -> Option<Any> {
+    let key = prost::encoding::decode_varint(&mut entry).ok()?;
+    if key != u64::from(RESOURCES << 3 | 2) {
+        return None;
+    }
+    let len = usize::try_from(prost::encoding::decode_varint(&mut entry).ok()?).ok()?;
+    Any::decode(entry.get(..len)?).ok()
+}
+
 /// What a stream holds of one type: the parts it was last brought up to
 /// date with. Opaque to streams; only [`Snapshot`] reads it.
 #[derive(Clone, Debug, Default)]
@@ -183,7 +305,12 @@ pub struct Held {
 
 /// Resources to send for one type, and what the stream then holds.
 pub struct Selection {
-    pub resources: Vec<Any>,
+    /// The resources as a DiscoveryResponse's `resources` fields, ready to
+    /// go between the fields before and after them: slices of shared parts
+    /// where they can be, so nothing large is copied per stream.
+    pub encoded: Vec<Bytes>,
+    /// How many resources.
+    pub count: usize,
     pub held: Held,
 }
 
@@ -232,6 +359,55 @@ impl Names {
     }
 }
 
+/// Collects resources to send as slices of their parts, one slice per run
+/// of resources adjacent in a part.
+struct Slices<'a> {
+    parts: &'a [Arc<TypeResources>],
+    out: Vec<Bytes>,
+    /// Part and range of the run being extended.
+    run: Option<(usize, Range<usize>)>,
+    count: usize,
+}
+
+impl<'a> Slices<'a> {
+    fn new(parts: &'a [Arc<TypeResources>]) -> Self {
+        Self {
+            parts,
+            out: Vec::new(),
+            run: None,
+            count: 0,
+        }
+    }
+
+    fn push(&mut self, part: usize, name: &str) {
+        let Some(range) = self.parts[part].entries.get(name).cloned() else {
+            return;
+        };
+        self.count += 1;
+        match &mut self.run {
+            Some((p, run)) if *p == part && run.end == range.start => run.end = range.end,
+            _ => {
+                self.flush();
+                self.run = Some((part, range));
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some((part, range)) = self.run.take() {
+            self.out.push(match &self.parts[part].buf {
+                Buf::Sealed(b) => b.slice(range),
+                Buf::Open(v) => Bytes::copy_from_slice(&v[range]),
+            });
+        }
+    }
+
+    fn finish(mut self) -> (Vec<Bytes>, usize) {
+        self.flush();
+        (self.out, self.count)
+    }
+}
+
 // === impl Snapshot ===
 
 impl Snapshot {
@@ -253,6 +429,14 @@ impl Snapshot {
         self.types.entry(type_url).or_default().shared.push(part);
     }
 
+    /// Seals the proxy's own parts as shared ones are sealed: laid out
+    /// compactly, and then sent as slices rather than copied.
+    pub fn seal(&mut self) {
+        for parts in self.types.values_mut() {
+            Arc::make_mut(&mut parts.own).seal();
+        }
+    }
+
     /// Parts in precedence order, lowest first.
     fn parts(&self, type_url: &str) -> impl Iterator<Item = &Arc<TypeResources>> + '_ {
         self.types
@@ -261,23 +445,13 @@ impl Snapshot {
             .flat_map(|p| p.shared.iter().chain([&p.own]))
     }
 
-    /// One resource, from the part that wins.
-    fn lookup(&self, type_url: &str, name: &str) -> Option<&Any> {
-        let parts = self.types.get(type_url)?;
-        parts
-            .shared
-            .iter()
-            .chain([&parts.own])
-            .rev()
-            .find_map(|p| p.resources.get(name))
-    }
-
-    /// Every resource of a type, by name (later parts over earlier ones).
-    pub fn resources(&self, type_url: &str) -> BTreeMap<&str, &Any> {
+    /// Every resource of a type, by name (later parts over earlier ones),
+    /// decoded: for dumps and tests.
+    pub fn resources(&self, type_url: &str) -> BTreeMap<&str, Any> {
         let mut all = BTreeMap::new();
         for part in self.parts(type_url) {
-            for (name, any) in &part.resources {
-                all.insert(name.as_str(), any);
+            for (name, any) in part.iter() {
+                all.insert(name, any);
             }
         }
         all
@@ -286,16 +460,13 @@ impl Snapshot {
     /// The resources of one type a proxy asked for: all of them for
     /// wildcard types or an empty name list, else those named.
     pub fn select(&self, type_url: &str, names: &[String]) -> Vec<(String, Any)> {
-        let all = self.resources(type_url);
+        let mut all = self.resources(type_url);
         if names.is_empty() || crate::type_url::is_wildcard(type_url) {
-            return all
-                .into_iter()
-                .map(|(n, a)| (n.to_owned(), a.clone()))
-                .collect();
+            return all.into_iter().map(|(n, a)| (n.to_owned(), a)).collect();
         }
         names
             .iter()
-            .filter_map(|n| all.get(n.as_str()).map(|a| (n.clone(), (*a).clone())))
+            .filter_map(|n| all.remove(n.as_str()).map(|a| (n.clone(), a)))
             .collect()
     }
 
@@ -328,14 +499,16 @@ impl Snapshot {
         let held_now = Held {
             parts: self.parts(type_url).cloned().collect(),
         };
+        let parts = held_now.parts.as_slice();
         let wanted = |name: &str| wildcard || names.contains(name);
+        // The part whose resource of that name the proxy ends up with.
+        let winner = |name: &str| parts.iter().rposition(|p| p.contains(name));
         // Per part, the names that changed: `None` for all of the part's.
-        let own = held_now.parts.len().saturating_sub(1);
+        let own = parts.len().saturating_sub(1);
         let delta: Option<Vec<Option<&[String]>>> = held
-            .filter(|h| !wildcard && h.parts.len() == held_now.parts.len())
+            .filter(|h| !wildcard && h.parts.len() == parts.len())
             .map(|h| {
-                held_now
-                    .parts
+                parts
                     .iter()
                     .zip(&h.parts)
                     .enumerate()
@@ -350,32 +523,42 @@ impl Snapshot {
                     })
                     .collect()
             });
-        let resources = match delta {
-            None if wildcard => self.resources(type_url).into_values().cloned().collect(),
-            None => names
-                .as_slice()
-                .iter()
-                .filter_map(|n| self.lookup(type_url, n).cloned())
-                .collect(),
-            Some(per_part) => {
-                let mut send: BTreeMap<&str, &Any> = BTreeMap::new();
-                for (part, changed) in held_now.parts.iter().zip(per_part) {
-                    let changed: Box<dyn Iterator<Item = &String>> = match changed {
-                        Some(names) => Box::new(names.iter()),
-                        None => Box::new(part.resources.keys()),
-                    };
-                    for name in changed.filter(|n| wanted(n)) {
-                        // What the proxy ends up with is the winning part's.
-                        if let Some(any) = self.lookup(type_url, name) {
-                            send.insert(name, any);
+        let mut slices = Slices::new(parts);
+        match delta {
+            None => {
+                // Part by part, in the part's order, so that runs of a
+                // shared part go out as one slice.
+                for (i, part) in parts.iter().enumerate() {
+                    let later = &parts[i + 1..];
+                    for name in part.entries.keys() {
+                        if wanted(name) && !later.iter().any(|p| p.contains(name)) {
+                            slices.push(i, name);
                         }
                     }
                 }
-                send.into_values().cloned().collect()
             }
-        };
+            Some(per_part) => {
+                let mut send: BTreeMap<&str, usize> = BTreeMap::new();
+                for (part, changed) in parts.iter().zip(per_part) {
+                    let changed: Box<dyn Iterator<Item = &str>> = match changed {
+                        Some(names) => Box::new(names.iter().map(String::as_str)),
+                        None => Box::new(part.entries.keys().map(String::as_str)),
+                    };
+                    for name in changed.filter(|n| wanted(n)) {
+                        if let Some(w) = winner(name) {
+                            send.insert(name, w);
+                        }
+                    }
+                }
+                for (name, part) in send {
+                    slices.push(part, name);
+                }
+            }
+        }
+        let (encoded, count) = slices.finish();
         Selection {
-            resources,
+            encoded,
+            count,
             held: held_now,
         }
     }
@@ -399,7 +582,9 @@ impl Snapshot {
 
 #[cfg(test)]
 mod tests {
-    use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    use envoy_types::pb::envoy::{
+        config::endpoint::v3::ClusterLoadAssignment, service::discovery::v3::DiscoveryResponse,
+    };
 
     use super::*;
     use crate::type_url::{CLUSTER, ENDPOINT};
@@ -424,11 +609,17 @@ mod tests {
     }
 
     fn sent(s: &Selection) -> Vec<String> {
-        s.resources
+        let body: Vec<u8> = s.encoded.iter().flat_map(|b| b.iter().copied()).collect();
+        let rsp = DiscoveryResponse::decode(body.as_slice()).unwrap();
+        assert_eq!(rsp.resources.len(), s.count);
+        let mut names: Vec<String> = rsp
+            .resources
             .iter()
             .filter_map(|a| ClusterLoadAssignment::decode(a.value.as_slice()).ok())
             .map(|c| c.cluster_name)
-            .collect()
+            .collect();
+        names.sort();
+        names
     }
 
     #[test]

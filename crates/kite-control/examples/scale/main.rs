@@ -33,10 +33,7 @@ use envoy_types::pb::envoy::{
     extensions::filters::network::http_connection_manager::v3::{
         HttpConnectionManager, http_connection_manager::RouteSpecifier,
     },
-    service::discovery::v3::{
-        DiscoveryRequest, DiscoveryResponse,
-        aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
-    },
+    service::discovery::v3::{DiscoveryRequest, DiscoveryResponse},
 };
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;

@@ -48,7 +48,7 @@ pub(crate) struct Shared {
     pub(crate) failed: AtomicUsize,
     pub(crate) expectation: RwLock<Option<Arc<Expectation>>>,
     /// EDS name lists in use, by a hash of the list.
-    pub(crate) eds_names: Mutex<BTreeMap<u64, Arc<Vec<String>>>>,
+    pub(crate) eds_names: Mutex<BTreeMap<u64, Arc<NameList>>>,
     pub(crate) responses: AtomicU64,
     pub(crate) response_bytes: AtomicU64,
 }
@@ -57,7 +57,7 @@ pub(crate) struct Shared {
 pub(crate) struct TypeState {
     pub(crate) version: String,
     pub(crate) nonce: String,
-    pub(crate) names: Arc<Vec<String>>,
+    pub(crate) names: Arc<NameList>,
     pub(crate) acked: bool,
     /// Names requested and not answered yet.
     pub(crate) waiting: bool,
@@ -101,22 +101,112 @@ pub(crate) fn node(
     node
 }
 
+/// Resource names to request, and their encoding as a DiscoveryRequest's
+/// `resource_names`: a sidecar repeats thousands of EDS names in every ACK,
+/// and encoding them anew each time would be most of the simulator's CPU,
+/// which shares the machine with the control plane. The bytes sent are the
+/// same as encoding the whole request would give.
+#[derive(Default, PartialEq)]
+pub(crate) struct NameList {
+    pub(crate) names: Vec<String>,
+    encoded: Bytes,
+}
+
+impl NameList {
+    pub(crate) fn new(names: Vec<String>) -> Self {
+        let mut encoded = Vec::new();
+        for name in &names {
+            prost::encoding::string::encode(3, name, &mut encoded);
+        }
+        Self {
+            names,
+            encoded: encoded.into(),
+        }
+    }
+}
+
+/// A DiscoveryRequest, encoded in field order as prost (and Envoy) would:
+/// the fields before the names, the names, the fields after them.
+pub(crate) struct EncodedRequest {
+    head: Vec<u8>,
+    names: Bytes,
+    tail: Vec<u8>,
+}
+
 pub(crate) fn request(
     kind: &'static str,
     state: &TypeState,
     node: Option<envoy_types::pb::envoy::config::core::v3::Node>,
-) -> DiscoveryRequest {
-    DiscoveryRequest {
+) -> EncodedRequest {
+    let head = DiscoveryRequest {
         version_info: state.version.clone(),
         node,
-        resource_names: state.names.to_vec(),
+        ..Default::default()
+    };
+    let tail = DiscoveryRequest {
         type_url: kind.to_owned(),
         response_nonce: state.nonce.clone(),
         ..Default::default()
+    };
+    EncodedRequest {
+        head: head.encode_to_vec(),
+        names: state.names.encoded.clone(),
+        tail: tail.encode_to_vec(),
     }
 }
 
-pub(crate) fn eds_names(shared: &Shared, rsp: &DiscoveryResponse) -> Arc<Vec<String>> {
+/// gRPC codec for the simulator's ADS stream: requests go out as encoded,
+/// responses are decoded whole.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct AdsCodec;
+
+impl tonic::codec::Codec for AdsCodec {
+    type Encode = EncodedRequest;
+    type Decode = DiscoveryResponse;
+    type Encoder = AdsCodec;
+    type Decoder = AdsCodec;
+
+    fn encoder(&mut self) -> AdsCodec {
+        AdsCodec
+    }
+
+    fn decoder(&mut self) -> AdsCodec {
+        AdsCodec
+    }
+}
+
+impl tonic::codec::Encoder for AdsCodec {
+    type Item = EncodedRequest;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: EncodedRequest,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut as _;
+        dst.put_slice(&item.head);
+        dst.put_slice(&item.names);
+        dst.put_slice(&item.tail);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for AdsCodec {
+    type Item = DiscoveryResponse;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<DiscoveryResponse>, tonic::Status> {
+        DiscoveryResponse::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(format!("decoding a response: {e}")))
+    }
+}
+
+pub(crate) fn eds_names(shared: &Shared, rsp: &DiscoveryResponse) -> Arc<NameList> {
     let mut names: Vec<String> = rsp
         .resources
         .iter()
@@ -139,16 +229,16 @@ pub(crate) fn eds_names(shared: &Shared, rsp: &DiscoveryResponse) -> Arc<Vec<Str
     let key = std::hash::Hasher::finish(&h);
     let mut lists = shared.eds_names.lock();
     match lists.get(&key) {
-        Some(found) if **found == names => found.clone(),
+        Some(found) if found.names == names => found.clone(),
         _ => {
-            let names = Arc::new(names);
+            let names = Arc::new(NameList::new(names));
             lists.insert(key, names.clone());
             names
         }
     }
 }
 
-pub(crate) fn rds_names(rsp: &DiscoveryResponse) -> Arc<Vec<String>> {
+pub(crate) fn rds_names(rsp: &DiscoveryResponse) -> Arc<NameList> {
     let mut names: Vec<String> = rsp
         .resources
         .iter()
@@ -168,7 +258,7 @@ pub(crate) fn rds_names(rsp: &DiscoveryResponse) -> Arc<Vec<String>> {
         .collect();
     names.sort();
     names.dedup();
-    Arc::new(names)
+    Arc::new(NameList::new(names))
 }
 
 /// One sidecar's ADS stream, for as long as the control plane keeps it.
@@ -179,10 +269,10 @@ pub(crate) async fn sidecar(
     fleet_start: Instant,
     mut permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> anyhow::Result<()> {
-    let mut client = AggregatedDiscoveryServiceClient::new(channel)
+    let mut grpc = tonic::client::Grpc::new(channel)
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
-    let (tx, rx) = mpsc::unbounded_channel::<DiscoveryRequest>();
+    let (tx, rx) = mpsc::unbounded_channel::<EncodedRequest>();
     let mut types: BTreeMap<&'static str, TypeState> = BTreeMap::new();
     let mut first = Some(node);
     for kind in [type_url::CLUSTER, type_url::LISTENER] {
@@ -191,8 +281,15 @@ pub(crate) async fn sidecar(
         tx.send(request(kind, s, first.take()))
             .context("queueing the first request")?;
     }
-    let mut responses = client
-        .stream_aggregated_resources(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+    grpc.ready().await.context("connecting the ADS stream")?;
+    let mut responses = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)),
+            http::uri::PathAndQuery::from_static(
+                "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
+            ),
+            AdsCodec,
+        )
         .await
         .context("opening the ADS stream")?
         .into_inner();
@@ -240,7 +337,7 @@ pub(crate) async fn sidecar(
         }
         if let Some((named, names)) = follow {
             let s = types.entry(named).or_default();
-            if *s.names != *names || (!s.acked && !s.waiting) {
+            if s.names.names != names.names || (!s.acked && !s.waiting) {
                 s.names = names;
                 s.waiting = true;
                 tx.send(request(named, s, None))

@@ -179,8 +179,8 @@ pub fn snapshot_in(
                         (&before.clusters, &mut clusters),
                         (&before.endpoints, &mut endpoints),
                     ] {
-                        for (name, any) in part.resources.iter().filter(|(n, _)| kept(n)) {
-                            into.insert_any(name.clone(), any.clone());
+                        for (name, encoded) in part.iter_encoded().filter(|(n, _)| kept(n)) {
+                            into.insert_encoded(name.to_owned(), encoded);
                         }
                     }
                     clusters::outbound(&cx, &mut clusters, &mut endpoints, Some(&reuse.services));
@@ -295,7 +295,7 @@ pub fn dump(proxy: &Proxy, snapshot: &Snapshot) -> Value {
         }
         let decoded: serde_json::Map<String, Value> = resources
             .into_iter()
-            .map(|(name, any)| (name.to_owned(), Value::String(debug_text(url, any))))
+            .map(|(name, any)| (name.to_owned(), Value::String(debug_text(url, &any))))
             .collect();
         types.insert(type_url::short(url).to_owned(), Value::Object(decoded));
     }
