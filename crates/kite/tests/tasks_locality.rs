@@ -199,11 +199,25 @@ fn fail(pods: &[(String, IpAddr)], locality: &str) {
     let IpAddr::V4(v4) = ip else { unreachable!() };
     let [a, b, c, d] = v4.octets();
     let app = IpAddr::from([a, b + 1, c, d]);
+    let pattern = format!("--listen {app}:5000");
     let status = std::process::Command::new("pkill")
-        .args(["-f", "--", &format!("--listen {app}:5000")])
+        .args(["-f", "--", &pattern])
         .status()
         .unwrap();
     assert!(status.success(), "no app for {locality}");
+    // pkill only signals: until the app has exited it may still answer.
+    for _ in 0..100 {
+        let alive = std::process::Command::new("pgrep")
+            .args(["-f", "--", &pattern])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        if !alive.success() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("the app for {locality} did not exit");
 }
 
 /// Once outlier detection has ejected what failed (a few failures at most
