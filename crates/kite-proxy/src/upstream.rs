@@ -24,7 +24,7 @@ mod h2;
 
 use balance::{pick_locality, pick_priority};
 pub(crate) use h1::H1Pool;
-pub(crate) use h2::{H2Pool, SendError};
+pub(crate) use h2::H2Pool;
 
 /// Envoy's `dns_refresh_rate` default.
 const DNS_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
@@ -152,15 +152,9 @@ impl ClusterRuntime {
         addr: SocketAddr,
         secure: bool,
     ) -> Result<Box<dyn TcpIo>, BoxError> {
-        let scheme = if secure { "https" } else { "http" };
-        let uri: http::Uri = format!("{scheme}://{addr}/").parse()?;
-        let mut connector = self.tcp.clone();
-        let stream = tokio::time::timeout(
-            self.config.connect_timeout,
-            tower_service::Service::call(&mut connector, uri),
-        )
-        .await
-        .map_err(|_| -> BoxError { "connect timeout".into() })??;
+        let stream = tokio::time::timeout(self.config.connect_timeout, self.tcp.open(addr, secure))
+            .await
+            .map_err(|_| -> BoxError { "connect timeout".into() })??;
         Ok(match stream {
             MeshStream::Plain(s) => Box::new(s.into_inner()),
             MeshStream::Tls(s) => Box::new(s.into_inner()),
@@ -463,6 +457,29 @@ pub(crate) fn hash_key(key: &str) -> u64 {
     s.finish()
 }
 
+/// Why an exchange with an upstream failed: before the request could be
+/// sent (connect, TLS) or after.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    Connect(BoxError),
+    Exchange(BoxError),
+}
+
+impl SendError {
+    pub(crate) fn is_connect(&self) -> bool {
+        matches!(self, SendError::Connect(_))
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Connect(e) => write!(f, "connect: {e}"),
+            SendError::Exchange(e) => write!(f, "exchange: {e}"),
+        }
+    }
+}
+
 /// Connects plaintext for `http://` and with the mesh's mutual TLS for
 /// `https://` (endpoints that have a sidecar), checking the server's
 /// identity against the cluster's list (secure naming). ALPN offers h2, so
@@ -488,6 +505,13 @@ type MtlsConfig = (Arc<crate::identity::Active>, Arc<rustls::ClientConfig>);
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl MeshConnector {
+    /// A connection to `addr`, over TLS when `secure`.
+    async fn open(&self, addr: SocketAddr, secure: bool) -> Result<MeshStream, BoxError> {
+        let scheme = if secure { "https" } else { "http" };
+        let uri: http::Uri = format!("{scheme}://{addr}/").parse()?;
+        tower_service::Service::call(&mut self.clone(), uri).await
+    }
+
     /// Builds the origination settings for this connector's ALPN once, not
     /// per connection.
     fn originating(self, tls: Option<&crate::config::Origination>) -> Self {

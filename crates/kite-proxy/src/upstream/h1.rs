@@ -114,11 +114,9 @@ impl H1Pool {
     }
 
     async fn connect(&self, addr: SocketAddr, secure: bool) -> Result<Sender, SendError> {
-        let scheme = if secure { "https" } else { "http" };
-        let uri: http::Uri = format!("{scheme}://{addr}/")
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| SendError::Connect(e.into()))?;
-        let io = tower_service::Service::call(&mut self.connector.clone(), uri)
+        let io = self
+            .connector
+            .open(addr, secure)
             .await
             .map_err(SendError::Connect)?;
         let (sender, conn) = http1::handshake(io)

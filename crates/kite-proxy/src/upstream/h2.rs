@@ -1,5 +1,4 @@
-//! HTTP/2 upstream connections, one per endpoint, and why an exchange
-//! failed.
+//! HTTP/2 upstream connections, one per endpoint.
 
 use std::{collections::HashMap, net::SocketAddr};
 
@@ -7,7 +6,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::TokioExecutor;
 
-use super::{BoxError, MeshConnector};
+use super::{MeshConnector, SendError};
 
 /// One multiplexed HTTP/2 connection per endpoint. A request keeps the
 /// authority the app used (`:authority`) while its connection goes to the
@@ -18,29 +17,6 @@ pub(crate) struct H2Pool {
 }
 
 type H2Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
-
-/// Why an exchange with an upstream failed: before the request could be
-/// sent (connect, TLS) or after.
-#[derive(Debug)]
-pub(crate) enum SendError {
-    Connect(BoxError),
-    Exchange(BoxError),
-}
-
-impl SendError {
-    pub(crate) fn is_connect(&self) -> bool {
-        matches!(self, SendError::Connect(_))
-    }
-}
-
-impl std::fmt::Display for SendError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SendError::Connect(e) => write!(f, "connect: {e}"),
-            SendError::Exchange(e) => write!(f, "exchange: {e}"),
-        }
-    }
-}
 
 impl H2Pool {
     pub(crate) fn new(connector: MeshConnector) -> Self {
@@ -80,11 +56,9 @@ impl H2Pool {
     }
 
     async fn connect(&self, addr: SocketAddr, secure: bool) -> Result<H2Sender, SendError> {
-        let scheme = if secure { "https" } else { "http" };
-        let uri: http::Uri = format!("{scheme}://{addr}/")
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| SendError::Connect(e.into()))?;
-        let io = tower_service::Service::call(&mut self.connector.clone(), uri)
+        let io = self
+            .connector
+            .open(addr, secure)
             .await
             .map_err(SendError::Connect)?;
         let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
