@@ -81,8 +81,10 @@ async fn egress_with_envoy_sidecars() {
 
 async fn egress(sidecar: Sidecar, net: u8) {
     let up = Up::start("tasks-egress", sidecar, net, &[&sample("curl/curl.yaml")]).await;
-    // The external service: httpbin on 127.0.0.1, outside the mesh.
-    let port = 20000 + u16::try_from(std::process::id() % 20000).unwrap() + u16::from(net);
+    // The external service: httpbin on 127.0.0.1, outside the mesh, on a
+    // port below Linux's ephemeral range (32768-60999), where an outgoing
+    // connection's local port could already hold it.
+    let port = 20000 + u16::try_from(std::process::id() % 10000).unwrap() + u16::from(net);
     let _external = spawn(
         "external-httpbin",
         &up.dir,
