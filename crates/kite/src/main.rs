@@ -3,7 +3,6 @@
 
 mod analyze;
 mod ctl;
-mod proxy;
 mod proxy_config;
 mod up;
 
@@ -11,6 +10,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use kite::{init_tracing, proxy, shutdown_signal};
 use kite_bookinfo::{Env, Service};
 
 #[derive(Parser)]
@@ -154,40 +154,6 @@ async fn load(args: LoadArgs) -> anyhow::Result<ExitCode> {
     let report = kite_bookinfo::fortio::load(options, &Env::from_process()).await?;
     println!("{report}");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
-}
-
-/// Logs go to stderr; `KITE_LOG` filters them (default `info`) and
-/// `KITE_LOG_FORMAT=json` makes them machine-readable.
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("KITE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colours only for a terminal: `kite up` writes each process's log to a
-    // file that people grep.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    if std::env::var("KITE_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }
 
 /// Where `kite up` keeps its logs and state unless told otherwise.

@@ -1,4 +1,5 @@
-//! `kite proxy`: Kite's sidecar (or, with `--gateway`, ingress gateway).
+//! Kite's sidecar (or, with `--gateway`, ingress gateway): `kite-proxy`,
+//! and `kite proxy` with the same arguments.
 
 use std::{
     collections::BTreeMap,
@@ -10,55 +11,55 @@ use anyhow::Context as _;
 use kite_control::{bootstrap::Bootstrap, proxy::ProxyKind};
 
 #[derive(clap::Args)]
-pub(crate) struct Args {
+pub struct Args {
     /// The workload's (pod's) address; listeners bind here
     #[arg(long, default_value = "127.0.0.1")]
-    pub(crate) ip: IpAddr,
+    pub ip: IpAddr,
     /// The pod name (part of the node id)
     #[arg(long)]
-    pub(crate) pod: String,
+    pub pod: String,
     #[arg(long, default_value = "default")]
-    pub(crate) namespace: String,
+    pub namespace: String,
     /// Workload labels, `k=v,k=v`
     #[arg(long, value_parser = parse_labels, default_value = "")]
-    pub(crate) labels: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
     #[arg(long, default_value = "default")]
-    pub(crate) service_account: String,
+    pub service_account: String,
     /// Where the app listens (local mode); inbound traffic is forwarded there
     #[arg(long)]
-    pub(crate) app_ip: Option<IpAddr>,
+    pub app_ip: Option<IpAddr>,
     /// The control plane's xDS address
     #[arg(long, env = "KITE_XDS_ADDR", default_value = "127.0.0.1:15010")]
-    pub(crate) xds: SocketAddr,
+    pub xds: SocketAddr,
     /// Run as a gateway (Istio's `router` node type) instead of a sidecar
     #[arg(long)]
-    pub(crate) gateway: bool,
+    pub gateway: bool,
     #[arg(long, default_value_t = 15000)]
-    pub(crate) admin_port: u16,
+    pub admin_port: u16,
     #[arg(long, default_value_t = 15021)]
-    pub(crate) ready_port: u16,
+    pub ready_port: u16,
     /// The mesh CA (gRPC over TLS); with --token and --ca-root the proxy
     /// obtains a workload certificate for its service account
     #[arg(long, env = "KITE_CA_ADDR")]
-    pub(crate) ca: Option<String>,
+    pub ca: Option<String>,
     /// File holding the credential that entitles this proxy to its identity
     #[arg(long, env = "KITE_TOKEN_FILE")]
-    pub(crate) token_file: Option<std::path::PathBuf>,
+    pub token_file: Option<std::path::PathBuf>,
     /// The mesh root certificate (PEM file)
     #[arg(long, env = "KITE_CA_ROOT")]
-    pub(crate) ca_root: Option<std::path::PathBuf>,
+    pub ca_root: Option<std::path::PathBuf>,
     #[arg(long, default_value = "cluster.local")]
-    pub(crate) trust_domain: String,
+    pub trust_domain: String,
     /// Worker threads, as Envoy's --concurrency and Istio's
     /// ProxyConfig.concurrency; 0 is one per core
     #[arg(long, default_value_t = 1)]
-    pub(crate) concurrency: usize,
+    pub concurrency: usize,
 }
 
 /// The proxy's async runtime. One worker runs everything on one thread:
 /// no work stealing and no wake-ups across threads, which costs less CPU
 /// per request than a shared pool of two (measured in bench/).
-pub(crate) fn runtime(concurrency: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+pub fn runtime(concurrency: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     let mut builder = if concurrency == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -73,7 +74,7 @@ pub(crate) fn runtime(concurrency: usize) -> anyhow::Result<tokio::runtime::Runt
         .context("starting the async runtime")
 }
 
-pub(crate) fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
+fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
     s.split(',')
         .filter(|kv| !kv.is_empty())
         .map(|kv| {
@@ -85,7 +86,7 @@ pub(crate) fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> 
 }
 
 impl Args {
-    pub(crate) fn bootstrap(&self) -> Bootstrap {
+    fn bootstrap(&self) -> Bootstrap {
         Bootstrap {
             kind: if self.gateway {
                 ProxyKind::Router
@@ -104,7 +105,7 @@ impl Args {
     }
 }
 
-pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let boot = args.bootstrap();
     let identity = match (&args.ca, &args.token_file, &args.ca_root) {
         (Some(ca), Some(token), Some(root)) => Some(kite_proxy::identity::IdentityConfig {

@@ -137,8 +137,17 @@ pub(super) fn start_proxy_command(
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        let mut cmd = Command::new(exe);
-        cmd.args(["proxy", "--ip", &boot.ip.to_string(), "--pod", &boot.pod])
+        // The sidecar's own binary, built beside `kite`; a `kite` copied
+        // without it runs its `proxy` command, which is the same proxy.
+        let sidecar = exe.with_file_name("kite-proxy");
+        let mut cmd = if sidecar.is_file() {
+            Command::new(sidecar)
+        } else {
+            let mut cmd = Command::new(exe);
+            cmd.arg("proxy");
+            cmd
+        };
+        cmd.args(["--ip", &boot.ip.to_string(), "--pod", &boot.pod])
             .args([
                 "--namespace",
                 &boot.namespace,

@@ -589,9 +589,9 @@ impl Mesh {
                     .iter()
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect();
-                let mut cmd = kite();
+                let mut cmd = Command::new(env!("CARGO_BIN_EXE_kite-proxy"));
+                cmd.env_remove("HTTP_PROXY").env_remove("http_proxy");
                 cmd.args([
-                    "proxy",
                     "--ip",
                     &ip.to_string(),
                     "--pod",

@@ -1,0 +1,27 @@
+//! `kite-proxy`: Kite's sidecar (or, with `--gateway`, ingress gateway) on
+//! its own, as `kite up` runs it; `kite proxy` takes the same arguments.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "kite-proxy",
+    version,
+    about = "Kite's proxy, as a sidecar or, with --gateway, an ingress gateway"
+)]
+struct Cli {
+    #[command(flatten)]
+    args: kite::proxy::Args,
+}
+
+fn main() -> anyhow::Result<ExitCode> {
+    let Cli { args } = Cli::parse();
+    kite::init_tracing();
+    kite::proxy::runtime(args.concurrency)?.block_on(kite::proxy::run(args))
+}
