@@ -258,6 +258,8 @@ impl Admin {
                 ),
                 ("upstream_cx_connect_fail", &s.upstream_cx_connect_fail),
                 ("upstream_cx_total", &*s.upstream_cx_total),
+                ("upstream_cx_http1_total", &*s.upstream_cx_http1_total),
+                ("upstream_cx_http2_total", &*s.upstream_cx_http2_total),
                 ("ssl.fail_verify_san", &s.ssl_fail_verify_san),
                 (
                     "outlier_detection.ejections_enforced_total",

@@ -52,7 +52,9 @@ pub(crate) struct ClusterRuntime {
     resolved: Mutex<Option<(Instant, Arc<Vec<Endpoint>>)>>,
     /// Retries in flight, for `max_retries`.
     pub(crate) active_retries: AtomicU32,
-    pub(crate) stats: ClusterStats,
+    /// Kept when the cluster's definition changes: Envoy's counters are the
+    /// cluster name's, and Prometheus would read a reset as a restart.
+    pub(crate) stats: Arc<ClusterStats>,
 }
 
 #[derive(Default)]
@@ -86,8 +88,11 @@ pub(crate) struct ClusterStats {
     pub(crate) upstream_cx_connect_fail: AtomicU64,
     /// Servers refused by secure naming (Envoy's `ssl.fail_verify_san`).
     pub(crate) ssl_fail_verify_san: AtomicU64,
-    /// Shared with the cluster's connectors, which count what they open.
+    /// Shared with the cluster's connectors, which count what they open:
+    /// every connection, and those of the HTTP/1.1 and the HTTP/2 pool.
     pub(crate) upstream_cx_total: Arc<AtomicU64>,
+    pub(crate) upstream_cx_http1_total: Arc<AtomicU64>,
+    pub(crate) upstream_cx_http2_total: Arc<AtomicU64>,
     pub(crate) outlier_detection_ejections_enforced_total: AtomicU64,
 }
 
@@ -113,12 +118,18 @@ impl Upstreams {
     /// The runtime for `cluster`, replaced when its definition changed.
     pub(crate) fn get(&self, cluster: &Arc<Cluster>) -> Arc<ClusterRuntime> {
         let mut runtimes = self.runtimes.lock();
-        if let Some(rt) = runtimes.get(&cluster.name)
+        let previous = runtimes.get(&cluster.name);
+        if let Some(rt) = previous
             && (rt.config == *cluster || *rt.config == **cluster)
         {
             return rt.clone();
         }
-        let rt = Arc::new(ClusterRuntime::new(cluster.clone(), self.identity.clone()));
+        let stats = previous.map(|rt| rt.stats.clone()).unwrap_or_default();
+        let rt = Arc::new(ClusterRuntime::new(
+            cluster.clone(),
+            self.identity.clone(),
+            stats,
+        ));
         runtimes.insert(cluster.name.clone(), rt.clone());
         rt
     }
@@ -161,17 +172,21 @@ impl ClusterRuntime {
         })
     }
 
-    fn new(config: Arc<Cluster>, identity: Option<crate::identity::Watch>) -> Self {
+    fn new(
+        config: Arc<Cluster>,
+        identity: Option<crate::identity::Watch>,
+        stats: Arc<ClusterStats>,
+    ) -> Self {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(config.connect_timeout));
         http.set_nodelay(true);
-        let opened: Arc<AtomicU64> = Arc::default();
         let connector = MeshConnector {
             http,
             mtls: identity.zip(config.mtls.clone()).map(Arc::new),
             origination: None,
             alpn: kite_identity::tls::ALPN_HTTP11,
-            opened: opened.clone(),
+            opened: stats.upstream_cx_total.clone(),
+            codec_opened: Some(stats.upstream_cx_http1_total.clone()),
             mtls_config: Arc::default(),
         }
         .originating(config.origination.as_deref());
@@ -183,6 +198,7 @@ impl ClusterRuntime {
         );
         let tcp = MeshConnector {
             alpn: b"",
+            codec_opened: None,
             mtls_config: Arc::default(),
             ..connector.clone()
         }
@@ -192,6 +208,7 @@ impl ClusterRuntime {
         // app used (HTTP/2 would carry the endpoint's address instead).
         let connector = MeshConnector {
             alpn: kite_identity::tls::ALPN_H2,
+            codec_opened: Some(stats.upstream_cx_http2_total.clone()),
             mtls_config: Arc::default(),
             ..connector
         }
@@ -207,10 +224,7 @@ impl ClusterRuntime {
             resolved: Mutex::default(),
             active: AtomicU32::new(0),
             active_retries: AtomicU32::new(0),
-            stats: ClusterStats {
-                upstream_cx_total: opened,
-                ..Default::default()
-            },
+            stats,
         }
     }
 
@@ -492,8 +506,10 @@ pub(crate) struct MeshConnector {
     origination: Option<(Arc<rustls::ClientConfig>, String)>,
     /// The one application protocol offered; none when empty (raw TCP).
     alpn: &'static [u8],
-    /// Connections opened, for Envoy's `upstream_cx_total`.
+    /// Connections opened, for Envoy's `upstream_cx_total`, and for its
+    /// `upstream_cx_http1_total` or `upstream_cx_http2_total` by an HTTP pool.
     opened: Arc<AtomicU64>,
+    codec_opened: Option<Arc<AtomicU64>>,
     /// The mTLS client settings for the current certificate, built once
     /// rather than per connection: building parses the private key, and a
     /// shared config keeps one session cache, so reconnects resume.
@@ -552,10 +568,14 @@ impl tower_service::Service<http::Uri> for MeshConnector {
         let origination = self.origination.clone();
         let alpn = self.alpn;
         let opened = self.opened.clone();
+        let codec_opened = self.codec_opened.clone();
         let mtls_config = self.mtls_config.clone();
         Box::pin(async move {
             let tcp = connecting.await?;
             opened.fetch_add(1, Ordering::Relaxed);
+            if let Some(n) = &codec_opened {
+                n.fetch_add(1, Ordering::Relaxed);
+            }
             if !secure {
                 return Ok(MeshStream::Plain(tcp));
             }

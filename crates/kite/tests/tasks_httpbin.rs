@@ -1,7 +1,8 @@
 //! Istio's resilience tasks with httpbin (istio-api.md §3.6, §3.7) on
 //! `kite up`, once with Kite sidecars and once with Envoy sidecars on
-//! Kite's control plane: circuit breaking with the fortio client, retries,
-//! outlier detection and mirroring.
+//! Kite's control plane: HTTP/2 between the sidecars (`h2UpgradePolicy`),
+//! circuit breaking with the fortio client, retries, outlier detection and
+//! mirroring.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -49,9 +50,46 @@ async fn httpbin_tasks(sidecar: Sidecar, net: u8) {
     .await;
     up.synced().await;
     let fortio = up.pod("fortio").await;
+    h2_upgrade(&up, fortio).await;
     circuit_breaking(&up, fortio).await;
     retries(&up, fortio).await;
     outlier_detection(&up, fortio).await;
+}
+
+const H2_UPGRADE: &str = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: httpbin
+spec:
+  host: httpbin
+  trafficPolicy:
+    connectionPool:
+      http:
+        h2UpgradePolicy: UPGRADE
+";
+
+/// `h2UpgradePolicy: UPGRADE`: the sidecars speak HTTP/2 to each other, so
+/// concurrent callers share one connection where HTTP/1.1 takes one each;
+/// httpbin itself, which speaks HTTP/1.1 only, answers every request.
+async fn h2_upgrade(up: &Up, fortio: IpAddr) {
+    let url = "http://httpbin:8000/get";
+    let cx = format!("{HTTPBIN_CLUSTER}.upstream_cx_total");
+    let h2 = format!("{HTTPBIN_CLUSTER}.upstream_cx_http2_total");
+    let load = || up.fortio_load(fortio, &["-c", "8", "--qps", "0", "-n", "400", url]);
+    let (cx_before, h2_before) = (up.stat(fortio, &cx).await, up.stat(fortio, &h2).await);
+    let http11 = load();
+    assert_eq!(code_count(&http11, 200), 400, "{http11}");
+    let (cx_http11, h2_http11) = (up.stat(fortio, &cx).await, up.stat(fortio, &h2).await);
+    assert!(cx_http11 - cx_before > 1, "{cx}: {cx_before} → {cx_http11}");
+    assert_eq!(h2_http11, h2_before, "{h2} without the policy");
+
+    let dr = up.file("h2-upgrade", H2_UPGRADE);
+    up.apply(&[&dr]).await;
+    let upgraded = load();
+    assert_eq!(code_count(&upgraded, 200), 400, "{upgraded}");
+    assert_eq!(up.stat(fortio, &cx).await - cx_http11, 1, "{cx}");
+    assert_eq!(up.stat(fortio, &h2).await - h2_http11, 1, "{h2}");
+    up.delete(&[&dr]).await;
 }
 
 const CIRCUIT_BREAKER: &str = "apiVersion: networking.istio.io/v1

@@ -85,14 +85,12 @@ pub(super) fn outbound(
                     .unwrap_or_default();
                 let selected = cx.registry.endpoints(service, port, &labels);
                 let mut cluster = cluster(&name, service, &policy, &selected);
-                upstream_protocol(
-                    &mut cluster,
-                    port.protocol,
-                    policy
-                        .connection_pool
-                        .as_ref()
-                        .and_then(|p| p.http.as_ref()),
-                );
+                let http = policy
+                    .connection_pool
+                    .as_ref()
+                    .and_then(|p| p.http.as_ref());
+                let protocol = outbound_protocol(port.protocol, http);
+                upstream_protocol(&mut cluster, protocol, http);
                 // Auto mTLS for proxies that hold a mesh identity, unless a
                 // DestinationRule chose DISABLE or its own TLS.
                 let own_tls = matches!(
@@ -107,7 +105,7 @@ pub(super) fn outbound(
                     let alpn: &[&str] = if cx.proxy.kite {
                         &["h2", "http/1.1"]
                     } else if matches!(
-                        port.protocol,
+                        protocol,
                         Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb
                     ) {
                         &["h2"]
@@ -248,6 +246,31 @@ pub(crate) fn effective_policy(dr: &DestinationRule, port: u16, subset: &str) ->
         overlay(tp);
     }
     policy
+}
+
+/// The protocol an outbound cluster speaks to its endpoints: the port's,
+/// unless the DestinationRule's HTTP settings say otherwise. As Istio:
+/// `useClientProtocol` keeps whatever version the client used;
+/// `h2UpgradePolicy: UPGRADE` makes HTTP/1.1 ports HTTP/2, so that the
+/// sidecars multiplex requests over one connection; the receiving sidecar
+/// speaks HTTP/1.1 to the app. Unlike Istio, a port whose protocol is
+/// sniffed stays as it is: its receiving sidecar uses the client's protocol
+/// towards the app, which would then get HTTP/2 it may not speak. The
+/// mesh-wide default is Istio's, `DO_NOT_UPGRADE`.
+pub(super) fn outbound_protocol(
+    port: Protocol,
+    http: Option<&kite_config::networking::HttpSettings>,
+) -> Protocol {
+    use kite_config::networking::H2UpgradePolicy;
+    let Some(http) = http else { return port };
+    if http.use_client_protocol == Some(true) && matches!(port, Protocol::Http | Protocol::Unknown)
+    {
+        Protocol::Unknown
+    } else if http.h2_upgrade_policy == Some(H2UpgradePolicy::Upgrade) && port == Protocol::Http {
+        Protocol::Http2
+    } else {
+        port
+    }
 }
 
 /// Istio's upstream protocol: HTTP/2 for ports declared http2 or gRPC, the
@@ -593,5 +616,40 @@ pub(crate) fn assignment(name: &str, endpoints: &[RegistryEndpoint]) -> ClusterL
             })
             .collect(),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kite_config::networking::{H2UpgradePolicy, HttpSettings};
+
+    use super::*;
+
+    #[test]
+    fn upgrade_and_client_protocol_apply_to_http_ports_only() {
+        let upgrade = HttpSettings {
+            h2_upgrade_policy: Some(H2UpgradePolicy::Upgrade),
+            ..Default::default()
+        };
+        let client = HttpSettings {
+            use_client_protocol: Some(true),
+            ..Default::default()
+        };
+        let keep = HttpSettings {
+            h2_upgrade_policy: Some(H2UpgradePolicy::DoNotUpgrade),
+            ..Default::default()
+        };
+        for (port, http, want) in [
+            (Protocol::Http, None, Protocol::Http),
+            (Protocol::Http, Some(&upgrade), Protocol::Http2),
+            (Protocol::Http, Some(&keep), Protocol::Http),
+            (Protocol::Unknown, Some(&upgrade), Protocol::Unknown),
+            (Protocol::Tcp, Some(&upgrade), Protocol::Tcp),
+            (Protocol::Grpc, Some(&upgrade), Protocol::Grpc),
+            (Protocol::Http, Some(&client), Protocol::Unknown),
+            (Protocol::Http2, Some(&client), Protocol::Http2),
+        ] {
+            assert_eq!(outbound_protocol(port, http), want, "{port:?} {http:?}");
+        }
     }
 }

@@ -216,6 +216,7 @@ mod tests {
             origination: None,
             alpn: b"",
             opened: Arc::default(),
+            codec_opened: None,
             mtls_config: Arc::default(),
         };
         H1Pool::new(connector, Duration::from_secs(60))
