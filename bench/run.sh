@@ -26,7 +26,9 @@
 #             CPU of the gateway and all sidecars per page
 # Memory per proxy (RSS, and private anonymous memory from smaps_rollup):
 # idle, after each setup, and (last) with MANY connections open through
-# the two hops. Before measuring, a request checks each setup's answer; a
+# the two hops: HTTP/1.1 between the sidecars (Istio's default), and
+# HTTP/2 (a DestinationRule's h2UpgradePolicy: UPGRADE, through sidecars
+# of their own). Before measuring, a request checks each setup's answer; a
 # wrong one is listed in the summary (and the setup still measured).
 # Defaults take about 20 minutes on 2 cores (one repetition about 6 1/2).
 # All meshes are configured by Kite's control plane, certificates from
@@ -88,7 +90,7 @@ printf 'mesh\tsetup\trep\tmetric\tvalue\n' > "$RESULTS"
 
 # The echo meshes, and the BookInfo meshes (bookinfo-kite, bookinfo-envoy).
 declare -A NET=([kite]=41 [envoy]=43 [bookinfo-kite]=45 [bookinfo-envoy]=47)
-declare -A UP_PID API CLIENT_IP ECHO_IP PLAIN_IP H2_IP GRPC_IP CLOSE_IP
+declare -A UP_PID API CLIENT_IP ECHO_IP PLAIN_IP H2_IP GRPC_IP CLOSE_IP CLIENT_UP_IP ECHO_UP_IP
 declare -A BOOKINFO_URL BOOKINFO_IPS
 
 cleanup() {
@@ -129,6 +131,8 @@ echo_mesh_ips() {
   H2_IP[$mesh]=$(ip_of echo-h2)
   GRPC_IP[$mesh]=$(ip_of echo-grpc)
   CLOSE_IP[$mesh]=$(ip_of echo-close)
+  CLIENT_UP_IP[$mesh]=$(ip_of client-up)
+  ECHO_UP_IP[$mesh]=$(ip_of echo-up)
 }
 
 # BookInfo's page address, and the addresses of its proxies: the ingress
@@ -347,13 +351,23 @@ for rep in $(seq "$REPS"); do
 done
 # Last, as it leaves the proxies' memory grown: memory per proxy while
 # MANY connections are open through the two hops.
-for mesh in $MESHES; do
-  mapfile -t pids < <(proxy_pids "$mesh" "${CLIENT_IP[$mesh]}" "${ECHO_IP[$mesh]}")
-  TARGET=echo:8080 wrk -t1 -c"$MANY" -d6s -s bench/proxy.lua \
-    "http://${CLIENT_IP[$mesh]}:15001/" > "$WORK/raw/$mesh-many.wrk" &
+many() { # mesh sample client-ip echo-ip service
+  local mesh=$1 sample=$2 client=$3 server=$4 service=$5
+  mapfile -t pids < <(proxy_pids "$mesh" "$client" "$server")
+  local opened
+  opened=$(upstream_cx "$client" "$service")
+  TARGET=$service:8080 wrk -t1 -c"$MANY" -d6s -s bench/proxy.lua \
+    "http://$client:15001/" > "$WORK/raw/$mesh-$sample.wrk" &
   wrk_pid=$!
   sleep 4
-  record_memory "$mesh" many 0 "${pids[@]}"
+  record_memory "$mesh" "$sample" 0 "${pids[@]}"
   wait "$wrk_pid"
+  record "$mesh" "$sample" 0 upstream_conns_opened $(($(upstream_cx "$client" "$service") - opened))
+  record "$mesh" "$sample" 0 requests "$(awk '/requests in/ {print $1}' "$WORK/raw/$mesh-$sample.wrk")"
+  record "$mesh" "$sample" 0 errors "$(awk '/^Non-2xx/ {n += $NF} /Socket errors/ {gsub(/,/, ""); n += $4 + $6 + $8 + $10} END {print n + 0}' "$WORK/raw/$mesh-$sample.wrk")"
+}
+for mesh in $MESHES; do
+  many "$mesh" many "${CLIENT_IP[$mesh]}" "${ECHO_IP[$mesh]}" echo
+  many "$mesh" many-h2 "${CLIENT_UP_IP[$mesh]}" "${ECHO_UP_IP[$mesh]}" echo-up
 done
 python3 bench/summarize.py "$RESULTS"

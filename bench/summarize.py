@@ -119,7 +119,8 @@ if lat_setups and (meshes[0], "direct", "p50_ms") in samples:
 print("\nMemory per proxy (MiB): RSS, and private anonymous memory (heap)")
 print(f"{'when':<18} {'RSS Kite':>9} {'Envoy':>8} {'Kite/Envoy':>11} {'Anon Kite':>10} {'Envoy':>8} {'Kite/Envoy':>11}")
 memory_rows = [("idle", "idle")] + [(f"after {label}", s) for s, label, _ in setups if s != "direct" and not s.endswith("-direct")]
-memory_rows.append((f"{'1,000 conns'}", "many"))
+memory_rows.append(("1,000 conns", "many"))
+memory_rows.append(("1,000 conns, h2", "many-h2"))
 for label, s in memory_rows:
     cells = []
     for metric in ["rss_kib_per_proxy", "anon_kib_per_proxy"]:
@@ -131,5 +132,14 @@ for label, s in memory_rows:
         continue
     (rk, re), (ak, ae) = cells
     print(f"{label:<18} {fmt(rk):>9} {fmt(re):>8} {ratio(rk, re):>11} {fmt(ak):>10} {fmt(ae):>8} {ratio(ak, ae):>11}")
+for label, s in memory_rows[-2:]:
+    k, e = med("kite", s, "upstream_conns_opened"), med("envoy", s, "upstream_conns_opened")
+    if k is not None or e is not None:
+        print(f"{label}: connections opened between the sidecars: Kite {fmt(k, 0)}, Envoy {fmt(e, 0)}; "
+              f"requests (errors): Kite {fmt(med('kite', s, 'requests'), 0)} ({fmt(med('kite', s, 'errors'), 0)}), "
+              f"Envoy {fmt(med('envoy', s, 'requests'), 0)} ({fmt(med('envoy', s, 'errors'), 0)})")
+print("1,000 conns: wrk's connections through two sidecars with mTLS, HTTP/1.1 "
+      "between them; h2: HTTP/2 between them (h2UpgradePolicy: UPGRADE), "
+      "through sidecars that carried no other run.")
 print("after a setup: the proxies it went through (client sidecar, and the "
       "server sidecar for twohop; bookinfo: gateway and sidecars, averaged).")
