@@ -163,10 +163,7 @@ impl ClusterRuntime {
         addr: SocketAddr,
         secure: bool,
     ) -> Result<Box<dyn TcpIo>, BoxError> {
-        let stream = tokio::time::timeout(self.config.connect_timeout, self.tcp.open(addr, secure))
-            .await
-            .map_err(|_| -> BoxError { "connect timeout".into() })??;
-        Ok(match stream {
+        Ok(match self.tcp.open(addr, secure).await? {
             MeshStream::Plain(s) => Box::new(s.into_inner()),
             MeshStream::Tls(s) => Box::new(s.into_inner()),
         })
@@ -187,6 +184,7 @@ impl ClusterRuntime {
             alpn: kite_identity::tls::ALPN_HTTP11,
             opened: stats.upstream_cx_total.clone(),
             codec_opened: Some(stats.upstream_cx_http1_total.clone()),
+            connect_timeout: config.connect_timeout,
             mtls_config: Arc::default(),
         }
         .originating(config.origination.as_deref());
@@ -510,6 +508,7 @@ pub(crate) struct MeshConnector {
     /// `upstream_cx_http1_total` or `upstream_cx_http2_total` by an HTTP pool.
     opened: Arc<AtomicU64>,
     codec_opened: Option<Arc<AtomicU64>>,
+    connect_timeout: std::time::Duration,
     /// The mTLS client settings for the current certificate, built once
     /// rather than per connection: building parses the private key, and a
     /// shared config keeps one session cache, so reconnects resume.
@@ -521,11 +520,18 @@ type MtlsConfig = (Arc<crate::identity::Active>, Arc<rustls::ClientConfig>);
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl MeshConnector {
-    /// A connection to `addr`, over TLS when `secure`.
+    /// A connection to `addr`, over TLS when `secure`. The cluster's
+    /// connect timeout covers the TLS handshake too, as Envoy's does: a
+    /// server that accepts and never answers fails the attempt.
     async fn open(&self, addr: SocketAddr, secure: bool) -> Result<MeshStream, BoxError> {
         let scheme = if secure { "https" } else { "http" };
         let uri: http::Uri = format!("{scheme}://{addr}/").parse()?;
-        tower_service::Service::call(&mut self.clone(), uri).await
+        tokio::time::timeout(
+            self.connect_timeout,
+            tower_service::Service::call(&mut self.clone(), uri),
+        )
+        .await
+        .map_err(|_| -> BoxError { "connect timeout".into() })?
     }
 
     /// Builds the origination settings for this connector's ALPN once, not

@@ -217,6 +217,7 @@ mod tests {
             alpn: b"",
             opened: Arc::default(),
             codec_opened: None,
+            connect_timeout: Duration::from_secs(10),
             mtls_config: Arc::default(),
         };
         H1Pool::new(connector, Duration::from_secs(60))
