@@ -97,6 +97,7 @@ fn parse_service(s: &str) -> Result<Service, String> {
 /// about 10 MiB of resident memory per idle sidecar and 28 MiB more with
 /// 1,000 connections, and once the proxy's HTTP/1.1 pool and LTO were in,
 /// alternating runs with and without them differed by less than their noise.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

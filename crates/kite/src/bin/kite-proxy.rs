@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// The same allocator as `kite`'s, for the reasons given there.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
