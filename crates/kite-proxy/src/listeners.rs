@@ -135,9 +135,12 @@ async fn connection(
 ) {
     let _tcp =
         matches!(config.kind, ListenerKind::Tcp { .. }).then(|| router::InFlight::new(&shared));
+    // The TLS paths are boxed: their state (handshake, TLS stream) is
+    // several KiB, and inline it would size every plaintext connection's
+    // task too (7 KiB where plaintext HTTP needs 2).
     let tls = match &config.tls {
         InboundTls::Terminate(own) => {
-            terminate(stream, peer, own, &config, shared).await;
+            Box::pin(terminate(stream, peer, own, &config, shared)).await;
             return;
         }
         InboundTls::Off => false,
@@ -151,7 +154,8 @@ async fn connection(
     if !tls {
         match &config.kind {
             ListenerKind::Http(hcm) => {
-                serve_http(stream, peer, Arc::new(hcm.clone()), shared, None).await
+                let version = plaintext_version(&stream).await;
+                serve_http(stream, version, peer, Arc::new(hcm.clone()), shared, None).await
             }
             ListenerKind::Tcp { by_sni, .. } if !by_sni.is_empty() => {
                 match crate::tcp::sni_route(&stream, by_sni).await {
@@ -167,6 +171,17 @@ async fn connection(
         }
         return;
     }
+    Box::pin(mutual_tls(stream, peer, &config, shared)).await;
+}
+
+/// A connection from another sidecar: the mesh's mutual TLS, then HTTP or
+/// TCP, with the peer's SPIFFE identity.
+async fn mutual_tls(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    config: &Listener,
+    shared: Arc<Shared>,
+) {
     let server = match shared.identity.as_ref().map(|w| w.borrow().clone()) {
         Some(crate::identity::Status::Ready(active)) => active.server.clone(),
         _ => {
@@ -190,7 +205,8 @@ async fn connection(
         .and_then(|leaf| kite_identity::tls::spiffe_ids(leaf).into_iter().next());
     match &config.kind {
         ListenerKind::Http(hcm) => {
-            serve_http(tls, peer, Arc::new(hcm.clone()), shared, peer_id).await
+            let version = negotiated_version(tls.get_ref().1.alpn_protocol());
+            serve_http(tls, version, peer, Arc::new(hcm.clone()), shared, peer_id).await
         }
         ListenerKind::Tcp { clusters, .. } => {
             crate::tcp::proxy(tls, crate::tcp::pick(clusters), shared).await
@@ -218,15 +234,95 @@ async fn terminate(
         }
     };
     match &config.kind {
-        ListenerKind::Http(hcm) => serve_http(tls, peer, Arc::new(hcm.clone()), shared, None).await,
+        ListenerKind::Http(hcm) => {
+            let version = negotiated_version(tls.get_ref().1.alpn_protocol());
+            serve_http(tls, version, peer, Arc::new(hcm.clone()), shared, None).await
+        }
         ListenerKind::Tcp { clusters, .. } => {
             crate::tcp::proxy(tls, crate::tcp::pick(clusters), shared).await
         }
     }
 }
 
+/// An HTTP connection's version, when it is known before reading from it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Version {
+    Http1,
+    Http2,
+}
+
+/// What ALPN agreed on; without ALPN the client's first bytes tell.
+fn negotiated_version(alpn: Option<&[u8]>) -> Option<Version> {
+    match alpn {
+        Some(b"h2") => Some(Version::Http2),
+        Some(b"http/1.1" | b"http/1.0") => Some(Version::Http1),
+        _ => None,
+    }
+}
+
+/// HTTP/2 with prior knowledge (h2c) starts with `PRI `, which is no
+/// HTTP/1 method. Peeked, so that hyper reads the request whole into its
+/// first buffer; a client that has sent fewer bytes than that yet is left
+/// to hyper-util's detection.
+async fn plaintext_version(stream: &tokio::net::TcpStream) -> Option<Version> {
+    const PREFACE: &[u8] = b"PRI ";
+    let mut first = [0u8; 4];
+    let n = stream.peek(&mut first).await.ok()?;
+    let seen = &first[..n];
+    if seen == PREFACE {
+        Some(Version::Http2)
+    } else if PREFACE.starts_with(seen) {
+        None
+    } else {
+        Some(Version::Http1)
+    }
+}
+
+/// Copies an HTTP/1 request's URI and header values out of hyper's read
+/// buffer, which they share. hyper reads again as soon as it has handed the
+/// request over (to notice a client that goes away), and finding its buffer
+/// still shared it allocates another: 8 KiB more for each connection with a
+/// request in flight, for as long as the request lives. Copied here, before
+/// that read, the buffer is hyper's alone again and is reused.
+fn own_head<B>(req: &mut hyper::Request<B>) {
+    for value in req.headers_mut().values_mut() {
+        if let Ok(mut owned) = http::HeaderValue::from_bytes(value.as_bytes()) {
+            owned.set_sensitive(value.is_sensitive());
+            *value = owned;
+        }
+    }
+    let uri = req.uri();
+    if uri.path_and_query().is_none() && uri.authority().is_none() {
+        return;
+    }
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = uri
+        .scheme()
+        .and_then(|s| http::uri::Scheme::try_from(s.as_str()).ok());
+    parts.authority = uri.authority().and_then(|a| {
+        http::uri::Authority::from_maybe_shared(bytes::Bytes::copy_from_slice(
+            a.as_str().as_bytes(),
+        ))
+        .ok()
+    });
+    parts.path_and_query = uri.path_and_query().and_then(|p| {
+        http::uri::PathAndQuery::from_maybe_shared(bytes::Bytes::copy_from_slice(
+            p.as_str().as_bytes(),
+        ))
+        .ok()
+    });
+    if let Ok(owned) = http::Uri::from_parts(parts) {
+        *req.uri_mut() = owned;
+    }
+}
+
+/// Serves HTTP on one connection. The version is chosen up front where it
+/// is known: hyper-util's detection reads the first bytes itself and hands
+/// them to hyper, whose read buffer then grows from 8 to 16 KiB to take the
+/// rest of the request, and keeps that size for the connection's life.
 async fn serve_http<S>(
     stream: S,
+    version: Option<Version>,
     peer: SocketAddr,
     hcm: Arc<HttpManager>,
     shared: Arc<Shared>,
@@ -235,7 +331,10 @@ async fn serve_http<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let peer_id = peer_id.map(Arc::new);
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        if req.version() <= http::Version::HTTP_11 {
+            own_head(&mut req);
+        }
         let shared = shared.clone();
         let hcm = hcm.clone();
         let peer_id = peer_id.clone();
@@ -244,11 +343,101 @@ async fn serve_http<S>(
             Ok::<_, std::convert::Infallible>(router::handle(shared, hcm, peer, peer_id, req).await)
         }
     });
-    // HTTP/1.1 (including absolute-form proxy requests) and h2c.
-    if let Err(e) = auto::Builder::new(TokioExecutor::new())
-        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-        .await
-    {
+    // HTTP/1.1 (including absolute-form proxy requests), h2 and h2c.
+    let io = TokioIo::new(stream);
+    let served = match version {
+        Some(Version::Http1) => hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, svc)
+            .with_upgrades()
+            .await
+            .map_err(Into::into),
+        Some(Version::Http2) => hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(io, svc)
+            .await
+            .map_err(Into::into),
+        None => {
+            auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(io, svc)
+                .await
+        }
+    };
+    if let Err(e) = served {
         debug!(error = %e, "connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    /// The version `plaintext_version` reads from a client that sent `first`.
+    async fn version_after(first: &[u8]) -> Option<Version> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        client.write_all(first).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let version = plaintext_version(&server).await;
+        // Peeked, not read: hyper still gets every byte.
+        let mut again = vec![0u8; first.len()];
+        let mut n = 0;
+        while n < first.len() {
+            server.readable().await.unwrap();
+            n += server.try_read(&mut again[n..]).unwrap_or(0);
+        }
+        assert_eq!(again, first);
+        version
+    }
+
+    #[tokio::test]
+    async fn the_first_bytes_tell_http1_from_h2c() {
+        let h2c = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        assert_eq!(version_after(h2c).await, Some(Version::Http2));
+        for http1 in [
+            &b"GET / HTTP/1.1\r\n"[..],
+            b"POST /x HTTP/1.1\r\n",
+            b"PUT / HTTP/1.1\r\n",
+        ] {
+            assert_eq!(version_after(http1).await, Some(Version::Http1));
+        }
+        // Too few bytes to tell: left to hyper-util's detection.
+        assert_eq!(version_after(b"PR").await, None);
+    }
+
+    #[test]
+    fn an_owned_head_leaves_hyper_its_buffer() {
+        for (uri, authority) in [
+            ("/path?q=1", None),
+            ("http://echo:8080/path?q=1", Some("echo:8080")),
+            ("echo:443", Some("echo:443")),
+        ] {
+            let read = bytes::Bytes::from(format!("{uri}value").into_bytes());
+            let mut req = hyper::Request::builder()
+                .uri(http::Uri::from_maybe_shared(read.slice(..uri.len())).unwrap())
+                .header(
+                    "x-custom",
+                    http::HeaderValue::from_maybe_shared(read.slice(uri.len()..)).unwrap(),
+                )
+                .body(())
+                .unwrap();
+            assert!(!read.is_unique());
+            own_head(&mut req);
+            assert!(read.is_unique(), "{uri} still shares the buffer");
+            assert_eq!(req.uri().to_string(), uri);
+            assert_eq!(req.uri().authority().map(|a| a.as_str()), authority);
+            assert_eq!(req.headers()["x-custom"], "value");
+        }
+    }
+
+    #[test]
+    fn alpn_tells_the_version() {
+        assert_eq!(negotiated_version(Some(b"h2")), Some(Version::Http2));
+        assert_eq!(negotiated_version(Some(b"http/1.1")), Some(Version::Http1));
+        assert_eq!(negotiated_version(None), None);
     }
 }
