@@ -77,7 +77,10 @@ fn install_test_tools() -> Result<(), String> {
 }
 
 fn demo(rest: &[String]) -> Result<(), String> {
-    let mut args = vec!["run", "--locked", "-p", "kite", "--", "up"];
+    // The whole package first: `kite up` runs the `kite-proxy` binary beside
+    // `kite`, which `cargo run` alone would not build.
+    cargo(&["build", "--locked", "-p", "kite"])?;
+    let mut args = vec!["run", "--locked", "-p", "kite", "--bin", "kite", "--", "up"];
     args.extend(rest.iter().map(String::as_str));
     cargo(&args)
 }
