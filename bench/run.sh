@@ -187,6 +187,10 @@ GRPC_MSG=$WORK/grpc-message.bin
 printf '\x00\x00\x00\x00\x07\x0a\x05hello' > "$GRPC_MSG"
 for size in 1024 65536; do head -c "$size" /dev/zero | tr '\0' x > "$WORK/body-$size.bin"; done
 
+wrk_requests() { awk '/requests in/ {print $1}' "$1"; }
+# Non-2xx responses and socket errors (connect, read, write, timeout).
+wrk_errors() { awk '/^Non-2xx/ {n += $NF} /Socket errors/ {gsub(/,/, ""); n += $4 + $6 + $8 + $10} END {print n + 0}' "$1"; }
+
 # Closed loop with wrk: maximum throughput, and the proxies' CPU for it.
 # Writes rps, requests and errors into the caller's variables.
 run_wrk() { # raw url wrk-args... (env: TARGET, BODY_FILE, CLOSE for proxy.lua)
@@ -194,9 +198,8 @@ run_wrk() { # raw url wrk-args... (env: TARGET, BODY_FILE, CLOSE for proxy.lua)
   shift 2
   wrk -t1 -d"${DURATION}s" -s bench/proxy.lua "$@" "$url" > "$raw"
   rps=$(awk '/^Requests\/sec/ {print $2}' "$raw")
-  requests=$(awk '/requests in/ {print $1}' "$raw")
-  # Non-2xx responses and socket errors (connect, read, write, timeout).
-  errors=$(awk '/^Non-2xx/ {n += $NF} /Socket errors/ {gsub(/,/, ""); n += $4 + $6 + $8 + $10} END {print n + 0}' "$raw")
+  requests=$(wrk_requests "$raw")
+  errors=$(wrk_errors "$raw")
 }
 
 run_h2load() { # raw connect-to url h2load-args...
@@ -363,8 +366,8 @@ many() { # mesh sample client-ip echo-ip service
   record_memory "$mesh" "$sample" 0 "${pids[@]}"
   wait "$wrk_pid"
   record "$mesh" "$sample" 0 upstream_conns_opened $(($(upstream_cx "$client" "$service") - opened))
-  record "$mesh" "$sample" 0 requests "$(awk '/requests in/ {print $1}' "$WORK/raw/$mesh-$sample.wrk")"
-  record "$mesh" "$sample" 0 errors "$(awk '/^Non-2xx/ {n += $NF} /Socket errors/ {gsub(/,/, ""); n += $4 + $6 + $8 + $10} END {print n + 0}' "$WORK/raw/$mesh-$sample.wrk")"
+  record "$mesh" "$sample" 0 requests "$(wrk_requests "$WORK/raw/$mesh-$sample.wrk")"
+  record "$mesh" "$sample" 0 errors "$(wrk_errors "$WORK/raw/$mesh-$sample.wrk")"
 }
 for mesh in $MESHES; do
   many "$mesh" many "${CLIENT_IP[$mesh]}" "${ECHO_IP[$mesh]}" echo

@@ -174,8 +174,8 @@ impl ClusterRuntime {
         identity: Option<crate::identity::Watch>,
         stats: Arc<ClusterStats>,
     ) -> Self {
+        // The connect timeout is `MeshConnector::open`'s, over TCP and TLS.
         let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(config.connect_timeout));
         http.set_nodelay(true);
         let connector = MeshConnector {
             http,
