@@ -188,12 +188,10 @@ impl ClusterRuntime {
             mtls_config: Arc::default(),
         }
         .originating(config.origination.as_deref());
-        let h1 = H1Pool::new(
-            connector.clone(),
-            config
-                .idle_timeout
-                .unwrap_or(std::time::Duration::from_secs(60)),
-        );
+        let idle_timeout = config
+            .idle_timeout
+            .unwrap_or(std::time::Duration::from_secs(60));
+        let h1 = H1Pool::new(connector.clone(), idle_timeout);
         let tcp = MeshConnector {
             alpn: b"",
             codec_opened: None,
@@ -211,7 +209,7 @@ impl ClusterRuntime {
             ..connector
         }
         .originating(config.origination.as_deref());
-        let h2 = H2Pool::new(connector);
+        let h2 = H2Pool::new(connector, idle_timeout);
         Self {
             config,
             h1,

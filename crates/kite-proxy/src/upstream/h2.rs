@@ -1,10 +1,19 @@
 //! HTTP/2 upstream connections, one per endpoint.
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::TokioExecutor;
+use tokio::time::Instant;
 
 use super::{MeshConnector, SendError};
 
@@ -13,21 +22,44 @@ use super::{MeshConnector, SendError};
 /// endpoint chosen, which a pool keyed by the request's URI cannot do.
 pub(crate) struct H2Pool {
     connector: MeshConnector,
-    /// Each endpoint's connection behind a lock of its own: requests to an
-    /// endpoint whose connect is pending wait for that connection (and
-    /// share it) while requests to the cluster's other endpoints go on.
-    conns: parking_lot::Mutex<HashMap<(SocketAddr, bool), Arc<Slot>>>,
+    /// Envoy's `idle_timeout` for upstream connections: how long one with
+    /// no request in flight stays open.
+    idle_timeout: Duration,
+    conns: Arc<Conns>,
 }
 
-type Slot = tokio::sync::Mutex<Option<H2Sender>>;
+/// Each endpoint's connection behind a lock of its own: requests to an
+/// endpoint whose connect is pending wait for that connection (and share
+/// it) while requests to the cluster's other endpoints go on.
+type Conns = parking_lot::Mutex<HashMap<(SocketAddr, bool), Arc<Slot>>>;
+
+type Slot = tokio::sync::Mutex<Option<Pooled>>;
 
 type H2Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
 
+struct Pooled {
+    sender: H2Sender,
+    activity: Arc<Activity>,
+}
+
+/// Requests in flight on a connection, and when the last one ended.
+struct Activity {
+    in_flight: AtomicUsize,
+    last: parking_lot::Mutex<Instant>,
+}
+
+/// A request in flight; it ends, as far as the idle timeout goes, when
+/// its response head arrives (or it fails). A response still streaming
+/// when its connection is reaped is not cut: hyper closes the connection
+/// once its streams end.
+struct InFlight(Arc<Activity>);
+
 impl H2Pool {
-    pub(crate) fn new(connector: MeshConnector) -> Self {
+    pub(crate) fn new(connector: MeshConnector, idle_timeout: Duration) -> Self {
         Self {
             connector,
-            conns: parking_lot::Mutex::default(),
+            idle_timeout,
+            conns: Arc::default(),
         }
     }
 
@@ -38,27 +70,39 @@ impl H2Pool {
         secure: bool,
         req: http::Request<Full<Bytes>>,
     ) -> Result<http::Response<hyper::body::Incoming>, SendError> {
-        let mut sender = self.sender(addr, secure).await?;
+        let (mut sender, _in_flight) = self.sender(addr, secure).await?;
         sender
             .send_request(req)
             .await
             .map_err(|e| SendError::Exchange(e.into()))
     }
 
-    async fn sender(&self, addr: SocketAddr, secure: bool) -> Result<H2Sender, SendError> {
+    async fn sender(
+        &self,
+        addr: SocketAddr,
+        secure: bool,
+    ) -> Result<(H2Sender, InFlight), SendError> {
         let slot = self.slot(addr, secure);
-        let mut sender = slot.lock().await;
-        if let Some(s) = sender.as_ref()
-            && !s.is_closed()
+        let mut pooled = slot.lock().await;
+        if let Some(p) = pooled.as_ref()
+            && !p.sender.is_closed()
         {
-            return Ok(s.clone());
+            return Ok((p.sender.clone(), InFlight::start(&p.activity)));
         }
         // Boxed: the handshake's state is large, and inline it would
         // enlarge every request's future, which hyper moves on each HTTP/2
         // stream it spawns.
-        let connected = Box::pin(self.connect(addr, secure)).await?;
-        *sender = Some(connected.clone());
-        Ok(connected)
+        let sender = Box::pin(self.connect(addr, secure)).await?;
+        let activity = Arc::new(Activity {
+            in_flight: AtomicUsize::new(0),
+            last: parking_lot::Mutex::new(Instant::now()),
+        });
+        let in_flight = InFlight::start(&activity);
+        *pooled = Some(Pooled {
+            sender: sender.clone(),
+            activity,
+        });
+        Ok((sender, in_flight))
     }
 
     fn slot(&self, addr: SocketAddr, secure: bool) -> Arc<Slot> {
@@ -72,8 +116,11 @@ impl H2Pool {
             Arc::strong_count(slot) > 1
                 || slot
                     .try_lock()
-                    .is_ok_and(|s| s.as_ref().is_some_and(|s| !s.is_closed()))
+                    .is_ok_and(|s| s.as_ref().is_some_and(|p| !p.sender.is_closed()))
         });
+        if conns.is_empty() {
+            spawn_reaper(Arc::downgrade(&self.conns), self.idle_timeout);
+        }
         conns.entry((addr, secure)).or_default().clone()
     }
 
@@ -88,6 +135,56 @@ impl H2Pool {
             .map_err(|e| SendError::Connect(e.into()))?;
         tokio::spawn(conn);
         Ok(sender)
+    }
+}
+
+/// Drops connections idle past the timeout (hyper then closes them), and
+/// those that closed. Ends with the pool, or once the pool is empty (the
+/// next connection starts another).
+fn spawn_reaper(conns: Weak<Conns>, timeout: Duration) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(timeout.max(Duration::from_millis(100))).await;
+            let Some(conns) = conns.upgrade() else { return };
+            let mut conns = conns.lock();
+            let now = Instant::now();
+            conns.retain(|_, slot| {
+                // Held by a request on its way to the connection.
+                if Arc::strong_count(slot) > 1 {
+                    return true;
+                }
+                let Ok(pooled) = slot.try_lock() else {
+                    return true;
+                };
+                pooled
+                    .as_ref()
+                    .is_some_and(|p| !p.sender.is_closed() && !p.activity.idle_for(now, timeout))
+            });
+            if conns.is_empty() {
+                return;
+            }
+        }
+    });
+}
+
+impl Activity {
+    fn idle_for(&self, now: Instant, timeout: Duration) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+            && now.duration_since(*self.last.lock()) >= timeout
+    }
+}
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        *self.0.last.lock() = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -144,7 +241,7 @@ mod tests {
     }
 
     /// A pool that speaks h2c to plaintext endpoints and TLS to secure ones.
-    fn pool(connect_timeout: Duration) -> H2Pool {
+    fn pool(connect_timeout: Duration, idle_timeout: Duration) -> H2Pool {
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
         ))
@@ -154,23 +251,26 @@ mod tests {
         .with_no_client_auth();
         let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
         http.set_nodelay(true);
-        H2Pool::new(MeshConnector {
-            http,
-            mtls: None,
-            origination: Some((Arc::new(tls), "silent.example".to_owned())),
-            alpn: b"h2",
-            opened: Arc::default(),
-            codec_opened: None,
-            connect_timeout,
-            mtls_config: Arc::default(),
-        })
+        H2Pool::new(
+            MeshConnector {
+                http,
+                mtls: None,
+                origination: Some((Arc::new(tls), "silent.example".to_owned())),
+                alpn: b"h2",
+                opened: Arc::default(),
+                codec_opened: None,
+                connect_timeout,
+                mtls_config: Arc::default(),
+            },
+            idle_timeout,
+        )
     }
 
     #[tokio::test]
     async fn a_pending_connect_holds_up_only_its_own_endpoint() {
         let silent = silent_server().await;
         let live = h2c_server().await;
-        let pool = Arc::new(pool(Duration::from_secs(60)));
+        let pool = Arc::new(pool(Duration::from_secs(60), Duration::from_secs(60)));
         let pending = tokio::spawn({
             let pool = pool.clone();
             async move { pool.send(silent, true, request(silent)).await.map(drop) }
@@ -195,7 +295,7 @@ mod tests {
     #[tokio::test]
     async fn the_connect_timeout_covers_the_tls_handshake() {
         let silent = silent_server().await;
-        let pool = pool(Duration::from_millis(200));
+        let pool = pool(Duration::from_millis(200), Duration::from_secs(60));
         let sent = tokio::time::timeout(
             Duration::from_secs(10),
             pool.send(silent, true, request(silent)),
@@ -203,5 +303,30 @@ mod tests {
         .await
         .expect("the handshake outlived the connect timeout");
         assert!(matches!(sent, Err(SendError::Connect(_))), "{sent:?}");
+    }
+
+    #[tokio::test]
+    async fn a_connection_idle_past_the_timeout_is_closed() {
+        let live = h2c_server().await;
+        let pool = pool(Duration::from_secs(60), Duration::from_millis(200));
+        let opened = || pool.connector.opened.load(Ordering::Relaxed);
+        for _ in 0..3 {
+            let rsp = pool.send(live, false, request(live)).await.unwrap();
+            assert_eq!(rsp.status(), http::StatusCode::OK);
+        }
+        assert_eq!(opened(), 1, "requests in a row share the connection");
+        let in_flight = pool.sender(live, false).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        pool.send(live, false, request(live)).await.unwrap();
+        assert_eq!(
+            opened(),
+            1,
+            "a connection with a request in flight was reaped"
+        );
+        drop(in_flight);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let rsp = pool.send(live, false, request(live)).await.unwrap();
+        assert_eq!(rsp.status(), http::StatusCode::OK);
+        assert_eq!(opened(), 2, "the idle connection was kept past the timeout");
     }
 }
