@@ -116,7 +116,7 @@ pub struct Workload {
     pub namespace: String,
     /// IP address, or a DNS name for DNS-resolved ServiceEntry endpoints.
     pub address: String,
-    pub labels: Labels,
+    pub labels: Arc<Labels>,
     /// Port remapping by service port name.
     pub ports: BTreeMap<String, u16>,
     pub service_account: String,
@@ -131,7 +131,7 @@ pub struct Endpoint {
     pub port: u16,
     pub locality: String,
     pub weight: u32,
-    pub labels: Labels,
+    pub labels: Arc<Labels>,
     pub service_account: String,
 }
 
@@ -202,7 +202,7 @@ impl Registry {
 fn index(services: &BTreeMap<String, Service>, workloads: &[Workload]) -> Index {
     let mut index = Index::default();
     for (i, w) in workloads.iter().enumerate() {
-        for (k, v) in &w.labels {
+        for (k, v) in w.labels.iter() {
             index
                 .by_label
                 .entry(label_key(&w.namespace, k, v))

@@ -270,10 +270,10 @@ impl TypeResources {
     /// The names to send a stream that holds `held` (an earlier part in
     /// the same place) so that it has all of this one: `None` when it
     /// needs them all, as far as this part can tell.
-    fn changed_since(&self, held: &Arc<TypeResources>) -> Option<&[String]> {
+    fn changed_since(&self, held: u64) -> Option<&[String]> {
         match &self.changed {
-            _ if held.id == self.id => Some(&[]),
-            Some(c) if c.since == held.id => Some(&c.names),
+            _ if held == self.id => Some(&[]),
+            Some(c) if c.since == held => Some(&c.names),
             _ => None,
         }
     }
@@ -300,7 +300,12 @@ fn decode_entry(mut entry: &[u8]) -> Option<Any> {
 /// date with. Opaque to streams; only [`Snapshot`] reads it.
 #[derive(Clone, Debug, Default)]
 pub struct Held {
-    parts: Vec<Arc<TypeResources>>,
+    /// The shared parts by id only: holding them would keep a replaced
+    /// part (a route table of megabytes, at scale) alive until the slowest
+    /// stream had been sent its successor.
+    shared: Vec<u64>,
+    /// The proxy's own part, which is small and compared by content.
+    own: Option<Arc<TypeResources>>,
 }
 
 /// Resources to send for one type, and what the stream then holds.
@@ -496,30 +501,29 @@ impl Snapshot {
     /// named types: a proxy keeps named resources a response leaves out.
     pub fn selection(&self, type_url: &str, names: &Names, held: Option<&Held>) -> Selection {
         let wildcard = Self::wildcard(type_url, names);
+        let parts: Vec<Arc<TypeResources>> = self.parts(type_url).cloned().collect();
+        let own = parts.len().saturating_sub(1);
         let held_now = Held {
-            parts: self.parts(type_url).cloned().collect(),
+            shared: parts.iter().take(own).map(|p| p.id).collect(),
+            own: parts.last().cloned(),
         };
-        let parts = held_now.parts.as_slice();
+        let parts = parts.as_slice();
         let wanted = |name: &str| wildcard || names.contains(name);
         // The part whose resource of that name the proxy ends up with.
         let winner = |name: &str| parts.iter().rposition(|p| p.contains(name));
         // Per part, the names that changed: `None` for all of the part's.
-        let own = parts.len().saturating_sub(1);
         let delta: Option<Vec<Option<&[String]>>> = held
-            .filter(|h| !wildcard && h.parts.len() == parts.len())
+            .filter(|h| !wildcard && h.shared.len() + usize::from(h.own.is_some()) == parts.len())
             .map(|h| {
                 parts
                     .iter()
-                    .zip(&h.parts)
                     .enumerate()
-                    .map(|(i, (new, old))| {
+                    .map(|(i, new)| match (h.shared.get(i), &h.own) {
+                        (Some(&old), _) => new.changed_since(old),
                         // The proxy's own part is rebuilt whole each time,
                         // and small: compared, not tracked.
-                        if i == own && new == old {
-                            Some(&[][..])
-                        } else {
-                            new.changed_since(old)
-                        }
+                        (None, Some(old)) if new == old => Some(&[][..]),
+                        (None, _) => None,
                     })
                     .collect()
             });
@@ -654,6 +658,26 @@ mod tests {
             sent(&s3.selection(ENDPOINT, &want, Some(&full.held))),
             ["a3", "b2"]
         );
+    }
+
+    #[test]
+    fn what_a_stream_holds_does_not_keep_a_replaced_part_alive() {
+        let first = part(&[("a", ""), ("b", "")]).succeed(None);
+        let mut s1 = Snapshot::default();
+        s1.share(ENDPOINT, first.clone());
+        let want = names(&["a", "b"]);
+        let held = s1.selection(ENDPOINT, &want, None).held;
+        let second = part(&[("a", "2"), ("b", "")]).succeed(Some(&first));
+        let replaced = Arc::downgrade(&first);
+        drop((s1, first));
+        assert!(
+            replaced.upgrade().is_none(),
+            "a stream's hold kept the replaced part alive"
+        );
+        // What it holds still tells what changed since.
+        let mut s2 = Snapshot::default();
+        s2.share(ENDPOINT, second);
+        assert_eq!(sent(&s2.selection(ENDPOINT, &want, Some(&held))), ["a2"]);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! `kite`: the command line of the Kite service mesh.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod analyze;
 mod ctl;
@@ -101,9 +101,31 @@ fn parse_service(s: &str) -> Result<Service, String> {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Has the allocator give freed memory back to the system at once rather
+/// than 10 ms later, which in practice meant at its next busy moment: at
+/// scale the control plane frees hundreds of MiB after a push (the route
+/// tables it replaced, the requests it read), and with the delay its
+/// resident memory stayed 200 MiB above what it held once the push was
+/// done (bench/results/2026-11-27-control-plane.md). Not for the proxy,
+/// which frees memory with every request.
+#[cfg(feature = "mimalloc")]
+#[allow(unsafe_code)]
+fn return_freed_memory_promptly() {
+    // `mi_option_purge_delay`, which the bindings do not name; mimalloc
+    // keeps option numbers stable across versions.
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: sets an integer option; mimalloc reads options atomically,
+    // and no pointer is involved.
+    unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, 0) };
+}
+
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     init_tracing();
+    #[cfg(feature = "mimalloc")]
+    if !matches!(cli.command, Command::Proxy(_)) {
+        return_freed_memory_promptly();
+    }
     let runtime = || {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()

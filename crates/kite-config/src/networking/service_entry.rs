@@ -4,6 +4,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
+    sync::Arc,
 };
 
 use serde::{Deserialize, Serialize};
@@ -84,8 +85,10 @@ pub struct WorkloadEntry {
     /// Service port name → workload port.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ports: BTreeMap<String, u32>,
-    #[serde(default, skip_serializing_if = "Labels::is_empty")]
-    pub labels: Labels,
+    /// Shared with the registry's view of the workload, which at scale
+    /// would otherwise hold a second copy of every workload's labels.
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub labels: Arc<Labels>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub network: String,
     /// `region/zone/subzone`.
@@ -296,4 +299,8 @@ impl Validate for WorkloadGroup {
         }
         self.template.validate_parts(cx, "spec.template", false);
     }
+}
+
+fn is_empty(labels: &Arc<Labels>) -> bool {
+    labels.is_empty()
 }

@@ -1,7 +1,7 @@
 //! Outbound clusters (one per service port and DestinationRule subset) with
 //! their traffic policy, and the endpoints of the EDS ones.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use envoy_types::pb::{
     envoy::config::core::v3::{DataSource, TransportSocket, data_source, transport_socket},
@@ -132,7 +132,7 @@ pub(super) fn outbound(
                                     e.port,
                                 ) == kite_config::security::MtlsMode::Disable
                             {
-                                e.labels.remove(super::mtls::TLS_MODE_LABEL);
+                                Arc::make_mut(&mut e.labels).remove(super::mtls::TLS_MODE_LABEL);
                             }
                             e
                         })
@@ -176,7 +176,7 @@ pub(crate) fn destination_rule<'a>(
 ) -> Option<(&'a Object, &'a DestinationRule)> {
     let candidates: Vec<(&Object, &DestinationRule)> = cx
         .objects(|s| match s {
-            Spec::DestinationRule(dr) => Some(dr),
+            Spec::DestinationRule(dr) => Some(&**dr),
             _ => None,
         })
         .filter(|(o, dr)| {

@@ -470,7 +470,7 @@ fn passthrough_cluster() -> Cluster {
 fn outbound_policy(cx: &Ctx<'_>) -> OutboundMode {
     let sidecars: Vec<(&kite_config::Object, &kite_config::networking::Sidecar)> = cx
         .objects(|s| match s {
-            kite_config::Spec::Sidecar(sc) => Some(sc),
+            kite_config::Spec::Sidecar(sc) => Some(&**sc),
             _ => None,
         })
         .collect();

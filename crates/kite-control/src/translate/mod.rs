@@ -39,7 +39,7 @@ pub(crate) struct Ctx<'a> {
     pub registry: &'a Registry,
     pub proxy: &'a Proxy,
     /// The proxy's labels: its registered workload's, else its node's.
-    pub labels: Labels,
+    pub labels: Arc<Labels>,
     /// Of the mesh's SPIFFE identities.
     pub trust_domain: &'a str,
 }
@@ -151,7 +151,7 @@ pub fn snapshot_in(
     let labels = registry
         .workload(&proxy.namespace, &proxy.workload)
         .map(|w| w.labels.clone())
-        .unwrap_or_else(|| proxy.labels.clone());
+        .unwrap_or_else(|| Arc::new(proxy.labels.clone()));
     let cx = Ctx {
         config,
         registry,

@@ -20,7 +20,7 @@ use super::{Ctx, any};
 pub(super) fn access_log(cx: &Ctx<'_>) -> bool {
     let scopes: Vec<(&Object, &Telemetry)> = cx
         .objects(|s| match s {
-            Spec::Telemetry(t) => Some(t),
+            Spec::Telemetry(t) => Some(&**t),
             _ => None,
         })
         .filter(|(_, t)| !t.access_logging.is_empty())
