@@ -285,8 +285,9 @@ pub struct Cluster {
     pub protocol: UpstreamProtocol,
     /// Upstream connections idle this long close (pool default otherwise).
     pub idle_timeout: Option<Duration>,
-    /// `max_requests_per_connection: 1`: a new connection for every request.
-    pub one_request_per_connection: bool,
+    /// `max_requests_per_connection`: a connection that has carried this
+    /// many requests takes no more (1: a new connection for every request).
+    pub max_requests_per_connection: Option<std::num::NonZeroU32>,
     /// Auto mTLS: endpoints marked as having a sidecar are reached over
     /// mutual TLS, accepting only these identities.
     pub mtls: Option<UpstreamMtls>,

@@ -51,6 +51,7 @@ async fn httpbin_tasks(sidecar: Sidecar, net: u8) {
     up.synced().await;
     let fortio = up.pod("fortio").await;
     h2_upgrade(&up, fortio).await;
+    max_requests_per_connection(&up, fortio).await;
     circuit_breaking(&up, fortio).await;
     retries(&up, fortio).await;
     outlier_detection(&up, fortio).await;
@@ -90,6 +91,44 @@ async fn h2_upgrade(up: &Up, fortio: IpAddr) {
     assert_eq!(up.stat(fortio, &cx).await - cx_http11, 1, "{cx}");
     assert_eq!(up.stat(fortio, &h2).await - h2_http11, 1, "{h2}");
     up.delete(&[&dr]).await;
+}
+
+fn max_requests_dr(h2: bool) -> String {
+    let upgrade = if h2 {
+        "\n        h2UpgradePolicy: UPGRADE"
+    } else {
+        ""
+    };
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: httpbin
+spec:
+  host: httpbin
+  trafficPolicy:
+    connectionPool:
+      http:
+        maxRequestsPerConnection: 5{upgrade}
+"
+    )
+}
+
+/// `maxRequestsPerConnection` above 1: a connection between the sidecars
+/// carries that many requests and no more, over HTTP/1.1 and HTTP/2.
+async fn max_requests_per_connection(up: &Up, fortio: IpAddr) {
+    let url = "http://httpbin:8000/get";
+    let cx = format!("{HTTPBIN_CLUSTER}.upstream_cx_total");
+    for (name, h2) in [("max-requests", false), ("max-requests-h2", true)] {
+        let dr = up.file(name, &max_requests_dr(h2));
+        up.apply(&[&dr]).await;
+        let before = up.stat(fortio, &cx).await;
+        let load = up.fortio_load(fortio, &["-c", "1", "--qps", "0", "-n", "20", url]);
+        assert_eq!(code_count(&load, 200), 20, "{name}: {load}");
+        let opened = up.stat(fortio, &cx).await - before;
+        assert_eq!(opened, 4, "{name}: {cx} for 20 requests, 5 per connection");
+        up.delete(&[&dr]).await;
+    }
 }
 
 const CIRCUIT_BREAKER: &str = "apiVersion: networking.istio.io/v1

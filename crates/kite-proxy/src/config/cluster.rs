@@ -120,7 +120,7 @@ impl TryFrom<&Any> for Cluster {
         });
         let mut protocol = UpstreamProtocol::Http1;
         let mut idle_timeout = None;
-        let mut one_request_per_connection = false;
+        let mut max_requests_per_connection = None;
         for (key, any) in &c.typed_extension_protocol_options {
             use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
                 HttpProtocolOptions,
@@ -140,18 +140,10 @@ impl TryFrom<&Any> for Cluster {
             }
             if let Some(common) = &opts.common_http_protocol_options {
                 idle_timeout = common.idle_timeout.as_ref().map(duration);
-                match common.max_requests_per_connection.as_ref().map(|n| n.value) {
-                    None | Some(0) => {}
-                    Some(1) => one_request_per_connection = true,
-                    Some(n) => {
-                        return Err(bad(
-                            &name,
-                            format!(
-                                "max_requests_per_connection {n} is not supported (1, a new connection per request, is)"
-                            ),
-                        ));
-                    }
-                }
+                max_requests_per_connection = common
+                    .max_requests_per_connection
+                    .as_ref()
+                    .and_then(|n| std::num::NonZeroU32::new(n.value));
             }
             protocol = match opts.upstream_protocol_options {
                 Some(UpstreamProtocolOptions::ExplicitHttpConfig(e)) => match e.protocol_config {
@@ -195,7 +187,7 @@ impl TryFrom<&Any> for Cluster {
             origination,
             protocol,
             idle_timeout,
-            one_request_per_connection,
+            max_requests_per_connection,
             name: c.name,
             discovery,
             lb,

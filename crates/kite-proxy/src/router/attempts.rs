@@ -42,7 +42,8 @@ pub(super) fn mirror_request(
     // Fire and forget: the primary response never waits on the copy.
     tokio::spawn(async move {
         let _guard = rt.start(addr);
-        if let Ok(rsp) = rt.h1.send(addr, secure, req, true).await {
+        let limit = rt.config.max_requests_per_connection;
+        if let Ok(rsp) = rt.h1.send(addr, secure, req, limit).await {
             let _ = rsp.into_body().collect().await;
         }
     });
@@ -62,8 +63,8 @@ pub(super) async fn send_on(
         crate::config::UpstreamProtocol::Downstream => version == http::Version::HTTP_2,
     };
     if !h2 {
-        let reuse = !rt.config.one_request_per_connection;
-        return rt.h1.send(addr, secure, req, reuse).await;
+        let limit = rt.config.max_requests_per_connection;
+        return rt.h1.send(addr, secure, req, limit).await;
     }
     // HTTP/2 carries the app's authority as `:authority`, in place of Host.
     *req.version_mut() = http::Version::HTTP_2;
@@ -76,7 +77,9 @@ pub(super) async fn send_on(
             *req.uri_mut() = uri;
         }
     }
-    rt.h2.send(addr, secure, req).await
+    rt.h2
+        .send(addr, secure, req, rt.config.max_requests_per_connection)
+        .await
 }
 
 /// The upstream request; `https` goes over the mesh's mutual TLS.
@@ -175,17 +178,10 @@ pub(super) async fn attempts(
         }
         let secure = rt.config.origination.is_some()
             || (rt.config.mtls.is_some() && endpoints.iter().any(|e| e.addr == addr && e.tls));
-        let mut req = match build(method, (addr, secure), path, headers, body.clone()) {
+        let req = match build(method, (addr, secure), path, headers, body.clone()) {
             Ok(r) => r,
             Err(_) => return Err((local(StatusCode::BAD_REQUEST, "bad request"), Flag::None)),
         };
-        if rt.config.one_request_per_connection {
-            // The pool then drops the connection after this exchange.
-            req.headers_mut().insert(
-                http::header::CONNECTION,
-                http::HeaderValue::from_static("close"),
-            );
-        }
         rt.stats.upstream_rq_total.fetch_add(1, Ordering::Relaxed);
         rt.active.fetch_add(1, Ordering::Relaxed);
         let retrying = attempt > 0;

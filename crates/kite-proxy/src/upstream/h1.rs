@@ -8,6 +8,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     net::SocketAddr,
+    num::NonZeroU32,
     sync::{Arc, Weak},
     time::Duration,
 };
@@ -33,6 +34,8 @@ pub(crate) struct H1Pool {
 struct Pooled {
     sender: Sender,
     returned: Instant,
+    /// Requests the connection has carried.
+    served: u32,
 }
 
 impl H1Pool {
@@ -45,26 +48,35 @@ impl H1Pool {
     }
 
     /// Sends `req` (absolute URI naming the endpoint) to `addr` on a pooled
-    /// connection or a new one. `reuse: false` closes the connection after
-    /// this exchange.
+    /// connection or a new one. A connection that has carried
+    /// `max_requests` closes after its last exchange (Envoy's
+    /// `max_requests_per_connection`; 1: a connection per request).
     pub(crate) async fn send(
         &self,
         addr: SocketAddr,
         secure: bool,
         mut req: http::Request<Full<Bytes>>,
-        reuse: bool,
+        max_requests: Option<NonZeroU32>,
     ) -> Result<http::Response<hyper::body::Incoming>, SendError> {
         origin_form(&mut req);
         let key = (addr, secure);
         loop {
-            let (mut sender, fresh) = match self.checkout(key) {
-                Some(sender) => (sender, false),
-                None => (self.connect(addr, secure).await?, true),
+            let (mut sender, served, fresh) = match self.checkout(key) {
+                Some((sender, served)) => (sender, served, false),
+                None => (self.connect(addr, secure).await?, 0, true),
             };
+            let served = served + 1;
+            let last = max_requests.is_some_and(|n| served >= n.get());
+            if last {
+                req.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
             match sender.try_send_request(req).await {
                 Ok(rsp) => {
-                    if reuse && rsp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-                        self.checkin(key, sender);
+                    if !last && rsp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                        self.checkin(key, sender, served);
                     }
                     return Ok(rsp);
                 }
@@ -82,7 +94,7 @@ impl H1Pool {
 
     /// A connection ready for a request, dropping closed and expired ones.
     /// Connections still reading their last response stay pooled.
-    fn checkout(&self, key: (SocketAddr, bool)) -> Option<Sender> {
+    fn checkout(&self, key: (SocketAddr, bool)) -> Option<(Sender, u32)> {
         let mut idle = self.idle.lock();
         let conns = idle.get_mut(&key)?;
         let now = Instant::now();
@@ -93,7 +105,7 @@ impl H1Pool {
             }
             if pooled.sender.is_ready() {
                 if now.duration_since(pooled.returned) < self.idle_timeout {
-                    return Some(pooled.sender);
+                    return Some((pooled.sender, pooled.served));
                 }
                 continue;
             }
@@ -102,7 +114,7 @@ impl H1Pool {
         None
     }
 
-    fn checkin(&self, key: (SocketAddr, bool), sender: Sender) {
+    fn checkin(&self, key: (SocketAddr, bool), sender: Sender, served: u32) {
         let mut idle = self.idle.lock();
         if idle.is_empty() {
             spawn_reaper(Arc::downgrade(&self.idle), self.idle_timeout);
@@ -110,6 +122,7 @@ impl H1Pool {
         idle.entry(key).or_default().push_back(Pooled {
             sender,
             returned: Instant::now(),
+            served,
         });
     }
 
@@ -223,13 +236,14 @@ mod tests {
         H1Pool::new(connector, Duration::from_secs(60))
     }
 
-    async fn get(pool: &H1Pool, addr: SocketAddr, reuse: bool) -> String {
+    async fn get(pool: &H1Pool, addr: SocketAddr, max_requests: Option<u32>) -> String {
         let req = http::Request::builder()
             .uri(format!("http://{addr}/path?q=1"))
             .header(http::header::HOST, "app.example")
             .body(Full::new(Bytes::new()))
             .unwrap();
-        let rsp = pool.send(addr, false, req, reuse).await.unwrap();
+        let max_requests = max_requests.and_then(NonZeroU32::new);
+        let rsp = pool.send(addr, false, req, max_requests).await.unwrap();
         let body = rsp.into_body().collect().await.unwrap().to_bytes();
         String::from_utf8(body.to_vec()).unwrap()
     }
@@ -239,7 +253,7 @@ mod tests {
         let (addr, accepted) = server(false).await;
         let pool = pool();
         for _ in 0..3 {
-            assert_eq!(get(&pool, addr, true).await, "/path?q=1");
+            assert_eq!(get(&pool, addr, None).await, "/path?q=1");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
@@ -248,24 +262,34 @@ mod tests {
     async fn concurrent_requests_open_connections_of_their_own() {
         let (addr, accepted) = server(false).await;
         let pool = pool();
-        let (a, b) = tokio::join!(get(&pool, addr, true), get(&pool, addr, true));
+        let (a, b) = tokio::join!(get(&pool, addr, None), get(&pool, addr, None));
         assert_eq!((a.as_str(), b.as_str()), ("/path?q=1", "/path?q=1"));
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
-        get(&pool, addr, true).await;
+        get(&pool, addr, None).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2, "the third reuses one");
     }
 
     #[tokio::test]
-    async fn without_reuse_or_after_close_each_request_connects_anew() {
+    async fn a_connection_carries_at_most_max_requests() {
         let (addr, accepted) = server(false).await;
         let pool = pool();
-        get(&pool, addr, false).await;
-        get(&pool, addr, false).await;
+        for _ in 0..7 {
+            assert_eq!(get(&pool, addr, Some(3)).await, "/path?q=1");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3, "3 + 3 + 1 requests");
+    }
+
+    #[tokio::test]
+    async fn one_request_per_connection_or_after_close_each_request_connects_anew() {
+        let (addr, accepted) = server(false).await;
+        let pool = pool();
+        get(&pool, addr, Some(1)).await;
+        get(&pool, addr, Some(1)).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
 
         let (addr, accepted) = server(true).await;
         for _ in 0..3 {
-            assert_eq!(get(&pool, addr, true).await, "/path?q=1");
+            assert_eq!(get(&pool, addr, None).await, "/path?q=1");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }

@@ -3,6 +3,7 @@
 use std::{
     collections::HashMap,
     net::SocketAddr,
+    num::NonZeroU32,
     sync::{
         Arc, Weak,
         atomic::{AtomicUsize, Ordering},
@@ -40,6 +41,8 @@ type H2Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
 struct Pooled {
     sender: H2Sender,
     activity: Arc<Activity>,
+    /// Requests the connection has been given.
+    started: u32,
 }
 
 /// Requests in flight on a connection, and when the last one ended.
@@ -63,14 +66,17 @@ impl H2Pool {
         }
     }
 
-    /// Sends `req` (absolute URI with the app's authority) to `addr`.
+    /// Sends `req` (absolute URI with the app's authority) to `addr`. A
+    /// connection that has been given `max_requests` takes no more; it
+    /// closes once those end (Envoy's `max_requests_per_connection`).
     pub(crate) async fn send(
         &self,
         addr: SocketAddr,
         secure: bool,
         req: http::Request<Full<Bytes>>,
+        max_requests: Option<NonZeroU32>,
     ) -> Result<http::Response<hyper::body::Incoming>, SendError> {
-        let (mut sender, _in_flight) = self.sender(addr, secure).await?;
+        let (mut sender, _in_flight) = self.sender(addr, secure, max_requests).await?;
         sender
             .send_request(req)
             .await
@@ -81,12 +87,15 @@ impl H2Pool {
         &self,
         addr: SocketAddr,
         secure: bool,
+        max_requests: Option<NonZeroU32>,
     ) -> Result<(H2Sender, InFlight), SendError> {
         let slot = self.slot(addr, secure);
         let mut pooled = slot.lock().await;
-        if let Some(p) = pooled.as_ref()
+        if let Some(p) = pooled.as_mut()
             && !p.sender.is_closed()
+            && max_requests.is_none_or(|n| p.started < n.get())
         {
+            p.started += 1;
             return Ok((p.sender.clone(), InFlight::start(&p.activity)));
         }
         // Boxed: the handshake's state is large, and inline it would
@@ -101,6 +110,7 @@ impl H2Pool {
         *pooled = Some(Pooled {
             sender: sender.clone(),
             activity,
+            started: 1,
         });
         Ok((sender, in_flight))
     }
@@ -273,13 +283,17 @@ mod tests {
         let pool = Arc::new(pool(Duration::from_secs(60), Duration::from_secs(60)));
         let pending = tokio::spawn({
             let pool = pool.clone();
-            async move { pool.send(silent, true, request(silent)).await.map(drop) }
+            async move {
+                pool.send(silent, true, request(silent), None)
+                    .await
+                    .map(drop)
+            }
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
         // Without a bound the failure would be a test that never ends.
         let rsp = tokio::time::timeout(
             Duration::from_secs(10),
-            pool.send(live, false, request(live)),
+            pool.send(live, false, request(live), None),
         )
         .await
         .expect("held up by the other endpoint's pending connect")
@@ -298,7 +312,7 @@ mod tests {
         let pool = pool(Duration::from_millis(200), Duration::from_secs(60));
         let sent = tokio::time::timeout(
             Duration::from_secs(10),
-            pool.send(silent, true, request(silent)),
+            pool.send(silent, true, request(silent), None),
         )
         .await
         .expect("the handshake outlived the connect timeout");
@@ -311,13 +325,13 @@ mod tests {
         let pool = pool(Duration::from_secs(60), Duration::from_millis(200));
         let opened = || pool.connector.opened.load(Ordering::Relaxed);
         for _ in 0..3 {
-            let rsp = pool.send(live, false, request(live)).await.unwrap();
+            let rsp = pool.send(live, false, request(live), None).await.unwrap();
             assert_eq!(rsp.status(), http::StatusCode::OK);
         }
         assert_eq!(opened(), 1, "requests in a row share the connection");
-        let in_flight = pool.sender(live, false).await.unwrap();
+        let in_flight = pool.sender(live, false, None).await.unwrap();
         tokio::time::sleep(Duration::from_millis(700)).await;
-        pool.send(live, false, request(live)).await.unwrap();
+        pool.send(live, false, request(live), None).await.unwrap();
         assert_eq!(
             opened(),
             1,
@@ -325,8 +339,21 @@ mod tests {
         );
         drop(in_flight);
         tokio::time::sleep(Duration::from_millis(700)).await;
-        let rsp = pool.send(live, false, request(live)).await.unwrap();
+        let rsp = pool.send(live, false, request(live), None).await.unwrap();
         assert_eq!(rsp.status(), http::StatusCode::OK);
         assert_eq!(opened(), 2, "the idle connection was kept past the timeout");
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_given_at_most_max_requests() {
+        let live = h2c_server().await;
+        let pool = pool(Duration::from_secs(60), Duration::from_secs(60));
+        let max = NonZeroU32::new(2);
+        for _ in 0..5 {
+            let rsp = pool.send(live, false, request(live), max).await.unwrap();
+            assert_eq!(rsp.status(), http::StatusCode::OK);
+        }
+        let opened = pool.connector.opened.load(Ordering::Relaxed);
+        assert_eq!(opened, 3, "2 + 2 + 1 requests");
     }
 }
