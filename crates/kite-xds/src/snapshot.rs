@@ -159,6 +159,9 @@ impl TypeResources {
 
     pub fn insert_any(&mut self, name: String, any: &Any) {
         let buf = self.buf.open();
+        // Room for exactly this resource: a part that is one large resource
+        // (a route table) then takes no more than it needs.
+        buf.reserve(prost::encoding::message::encoded_len(RESOURCES, any));
         let start = buf.len();
         prost::encoding::message::encode(RESOURCES, any, buf);
         let end = buf.len();
@@ -242,9 +245,24 @@ impl TypeResources {
     /// for all or most of a part then gets one slice of it, not one per
     /// resource.
     fn seal(&mut self) {
-        let Buf::Open(old) = &self.buf else {
+        let Buf::Open(old) = &mut self.buf else {
             return;
         };
+        let mut end = 0;
+        let in_order = self.entries.values().all(|r| {
+            let next = r.start == end;
+            end = r.end;
+            next
+        });
+        if in_order && end == old.len() {
+            // Already laid out (one resource, or added in name order):
+            // sealed without a copy.
+            let mut buf = std::mem::take(old);
+            buf.shrink_to_fit();
+            self.buf = Buf::Sealed(Bytes::from(buf));
+            self.waste = 0;
+            return;
+        }
         let mut buf = Vec::with_capacity(old.len() - self.waste);
         for range in self.entries.values_mut() {
             let start = buf.len();

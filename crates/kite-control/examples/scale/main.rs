@@ -276,6 +276,10 @@ async fn main() -> anyhow::Result<()> {
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_synced = args.pid.map(rss_mib).transpose()?;
+    let peak_synced = args.pid.map(peak_rss_mib).transpose()?;
+    if let Some(pid) = args.pid {
+        reset_peak_rss(pid)?;
+    }
 
     // Changes: a pod added to one service each time (the common case), and
     // optionally a VirtualService for one.
@@ -354,6 +358,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let rss_pushed = args.pid.map(rss_mib).transpose()?;
+    let peak_pushed = args.pid.map(peak_rss_mib).transpose()?;
 
     let mut table = String::new();
     let ms = |d: Duration| format!("{:.0}", d.as_secs_f64() * 1000.0);
@@ -424,6 +429,16 @@ async fn main() -> anyhow::Result<()> {
         &mut table,
         "CP RSS after the pushes (MiB)",
         opt(rss_pushed.map(|r| format!("{r:.0}"))),
+    );
+    row(
+        &mut table,
+        "CP peak RSS, load and sync (MiB)",
+        opt(peak_synced.map(|r| format!("{r:.0}"))),
+    );
+    row(
+        &mut table,
+        "CP peak RSS during the pushes (MiB)",
+        opt(peak_pushed.map(|r| format!("{r:.0}"))),
     );
     row(
         &mut table,

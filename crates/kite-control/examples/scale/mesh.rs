@@ -184,13 +184,29 @@ pub(crate) fn cpu_ms(pid: u32, clk_tck: u64) -> anyhow::Result<u64> {
 
 /// Resident memory from /proc/<pid>/status, in MiB.
 pub(crate) fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+    status_mib(pid, "VmRSS:")
+}
+
+/// The most resident memory since the process started, or since
+/// [`reset_peak_rss`].
+pub(crate) fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
+    status_mib(pid, "VmHWM:")
+}
+
+/// Starts the peak that [`peak_rss_mib`] reports over (Linux 4.0 and later).
+pub(crate) fn reset_peak_rss(pid: u32) -> anyhow::Result<()> {
+    let path = format!("/proc/{pid}/clear_refs");
+    std::fs::write(&path, "5").with_context(|| format!("writing {path}"))
+}
+
+fn status_mib(pid: u32, field: &str) -> anyhow::Result<f64> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     let kb: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .with_context(|| format!("{path} has no VmRSS"))?;
+        .with_context(|| format!("{path} has no {field}"))?;
     Ok(kb / 1024.0)
 }

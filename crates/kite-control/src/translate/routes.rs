@@ -78,9 +78,10 @@ pub(super) enum Context<'a> {
 /// Virtual hosts of the sidecar's outbound HTTP proxy: one per service and
 /// port, named and matched by `host:port` because the proxy sees every
 /// port on one listener.
-pub(super) fn sidecar_outbound(cx: &Ctx<'_>) -> Vec<VirtualHost> {
+/// Each virtual host is handed to `out` as it is made, so that a table of
+/// thousands is encoded without all of them in memory at once.
+pub(super) fn sidecar_outbound(cx: &Ctx<'_>, mut out: impl FnMut(VirtualHost)) {
     let mut used = HashSet::new();
-    let mut vhosts = Vec::new();
     for service in cx.registry.services.values() {
         let vs = virtual_service_for(cx, &service.hostname, Context::Mesh);
         for port in &service.ports {
@@ -110,7 +111,7 @@ pub(super) fn sidecar_outbound(cx: &Ctx<'_>) -> Vec<VirtualHost> {
             // Apps reach TCP services through the HTTP proxy with CONNECT;
             // the tunnel goes where the VirtualService's TCP routes say.
             routes.push(connect_route(cx, vs, &service.hostname, port.port));
-            vhosts.push(VirtualHost {
+            out(VirtualHost {
                 name: format!("{}:{}", service.hostname, port.port),
                 domains,
                 routes,
@@ -118,7 +119,6 @@ pub(super) fn sidecar_outbound(cx: &Ctx<'_>) -> Vec<VirtualHost> {
             });
         }
     }
-    vhosts
 }
 
 /// Virtual hosts of a gateway server: one per host of each VirtualService

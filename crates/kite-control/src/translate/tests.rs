@@ -228,3 +228,27 @@ fn routes_follow_the_virtual_service() {
     let names: Vec<&str> = listeners.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["127.9.0.1_9080", "virtualOutbound"]);
 }
+
+/// The outbound route table is encoded field by field as its virtual
+/// hosts are made; it must read back, and re-encode to the same bytes, as
+/// prost would have written the whole message.
+#[test]
+fn the_outbound_route_table_encodes_as_prost_does() {
+    use prost::Message as _;
+    let snap = built();
+    let routes = snap.resources(type_url::ROUTE);
+    let encoded = &routes["http_proxy"].value;
+    let table = RouteConfiguration::decode(encoded.as_slice()).unwrap();
+    assert_eq!(&table.encode_to_vec(), encoded);
+    let names: Vec<&str> = table
+        .virtual_hosts
+        .iter()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert!(
+        names.contains(&"reviews.default.svc.cluster.local:9080")
+            && names.last() == Some(&"allow_any"),
+        "{names:?}"
+    );
+    assert_eq!(table.validate_clusters.map(|v| v.value), Some(false));
+}
