@@ -32,7 +32,14 @@ pub(crate) struct H2Pool {
 /// Each endpoint's connection behind a lock of its own: requests to an
 /// endpoint whose connect is pending wait for that connection (and share
 /// it) while requests to the cluster's other endpoints go on.
-type Conns = parking_lot::Mutex<HashMap<(SocketAddr, bool), Arc<Slot>>>;
+type Conns = parking_lot::Mutex<ConnMap>;
+
+#[derive(Default)]
+struct ConnMap {
+    slots: HashMap<(SocketAddr, bool), Arc<Slot>>,
+    /// Whether a reaper is running: at most one per pool.
+    reaping: bool,
+}
 
 type Slot = tokio::sync::Mutex<Option<Pooled>>;
 
@@ -117,21 +124,22 @@ impl H2Pool {
 
     fn slot(&self, addr: SocketAddr, secure: bool) -> Arc<Slot> {
         let mut conns = self.conns.lock();
-        if let Some(slot) = conns.get(&(addr, secure)) {
+        if let Some(slot) = conns.slots.get(&(addr, secure)) {
             return slot.clone();
         }
         // Endpoints come and go: a new one sweeps out those whose
         // connection closed or never opened, unless a request holds them.
-        conns.retain(|_, slot| {
+        conns.slots.retain(|_, slot| {
             Arc::strong_count(slot) > 1
                 || slot
                     .try_lock()
                     .is_ok_and(|s| s.as_ref().is_some_and(|p| !p.sender.is_closed()))
         });
-        if conns.is_empty() {
+        if !conns.reaping {
+            conns.reaping = true;
             spawn_reaper(Arc::downgrade(&self.conns), self.idle_timeout);
         }
-        conns.entry((addr, secure)).or_default().clone()
+        conns.slots.entry((addr, secure)).or_default().clone()
     }
 
     async fn connect(&self, addr: SocketAddr, secure: bool) -> Result<H2Sender, SendError> {
@@ -158,7 +166,7 @@ fn spawn_reaper(conns: Weak<Conns>, timeout: Duration) {
             let Some(conns) = conns.upgrade() else { return };
             let mut conns = conns.lock();
             let now = Instant::now();
-            conns.retain(|_, slot| {
+            conns.slots.retain(|_, slot| {
                 // Held by a request on its way to the connection.
                 if Arc::strong_count(slot) > 1 {
                     return true;
@@ -170,7 +178,8 @@ fn spawn_reaper(conns: Weak<Conns>, timeout: Duration) {
                     .as_ref()
                     .is_some_and(|p| !p.sender.is_closed() && !p.activity.idle_for(now, timeout))
             });
-            if conns.is_empty() {
+            if conns.slots.is_empty() {
+                conns.reaping = false;
                 return;
             }
         }
