@@ -713,3 +713,22 @@ impl hyper::rt::Write for MeshStream {
         }
     }
 }
+
+/// Runs `sweep` over a connection pool every `timeout` (at least 100 ms),
+/// for the idle timeout. Ends with the pool, or once `sweep` returns false
+/// (the pool is empty), so that an unused pool keeps no task.
+fn spawn_sweeper<T: Send + 'static>(
+    pool: std::sync::Weak<Mutex<T>>,
+    timeout: std::time::Duration,
+    mut sweep: impl FnMut(&mut T, Instant) -> bool + Send + 'static,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(timeout.max(std::time::Duration::from_millis(100))).await;
+            let Some(pool) = pool.upgrade() else { return };
+            if !sweep(&mut pool.lock(), Instant::now()) {
+                return;
+            }
+        }
+    });
+}

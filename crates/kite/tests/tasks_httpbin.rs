@@ -57,7 +57,11 @@ async fn httpbin_tasks(sidecar: Sidecar, net: u8) {
     outlier_detection(&up, fortio).await;
 }
 
-const H2_UPGRADE: &str = "apiVersion: networking.istio.io/v1
+/// A DestinationRule for httpbin with these `connectionPool.http` settings.
+fn http_pool_dr(settings: &[&str]) -> String {
+    let settings: String = settings.iter().map(|s| format!("        {s}\n")).collect();
+    format!(
+        "apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata:
   name: httpbin
@@ -66,8 +70,9 @@ spec:
   trafficPolicy:
     connectionPool:
       http:
-        h2UpgradePolicy: UPGRADE
-";
+{settings}"
+    )
+}
 
 /// `h2UpgradePolicy: UPGRADE`: the sidecars speak HTTP/2 to each other, so
 /// concurrent callers share one connection where HTTP/1.1 takes one each;
@@ -84,7 +89,7 @@ async fn h2_upgrade(up: &Up, fortio: IpAddr) {
     assert!(cx_http11 - cx_before > 1, "{cx}: {cx_before} → {cx_http11}");
     assert_eq!(h2_http11, h2_before, "{h2} without the policy");
 
-    let dr = up.file("h2-upgrade", H2_UPGRADE);
+    let dr = up.file("h2-upgrade", &http_pool_dr(&["h2UpgradePolicy: UPGRADE"]));
     up.apply(&[&dr]).await;
     let upgraded = load();
     assert_eq!(code_count(&upgraded, 200), 400, "{upgraded}");
@@ -93,34 +98,17 @@ async fn h2_upgrade(up: &Up, fortio: IpAddr) {
     up.delete(&[&dr]).await;
 }
 
-fn max_requests_dr(h2: bool) -> String {
-    let upgrade = if h2 {
-        "\n        h2UpgradePolicy: UPGRADE"
-    } else {
-        ""
-    };
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: httpbin
-spec:
-  host: httpbin
-  trafficPolicy:
-    connectionPool:
-      http:
-        maxRequestsPerConnection: 5{upgrade}
-"
-    )
-}
-
 /// `maxRequestsPerConnection` above 1: a connection between the sidecars
 /// carries that many requests and no more, over HTTP/1.1 and HTTP/2.
 async fn max_requests_per_connection(up: &Up, fortio: IpAddr) {
     let url = "http://httpbin:8000/get";
     let cx = format!("{HTTPBIN_CLUSTER}.upstream_cx_total");
-    for (name, h2) in [("max-requests", false), ("max-requests-h2", true)] {
-        let dr = up.file(name, &max_requests_dr(h2));
+    let max = "maxRequestsPerConnection: 5";
+    for (name, settings) in [
+        ("max-requests", vec![max]),
+        ("max-requests-h2", vec![max, "h2UpgradePolicy: UPGRADE"]),
+    ] {
+        let dr = up.file(name, &http_pool_dr(&settings));
         up.apply(&[&dr]).await;
         let before = up.stat(fortio, &cx).await;
         let load = up.fortio_load(fortio, &["-c", "1", "--qps", "0", "-n", "20", url]);

@@ -148,23 +148,15 @@ impl H1Pool {
 /// sent to does not hold its connections open. Ends with the pool, or once
 /// the pool is empty (the next check-in starts another).
 fn spawn_reaper(idle: Weak<Idle>, timeout: Duration) {
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(timeout.max(Duration::from_millis(100))).await;
-            let Some(idle) = idle.upgrade() else { return };
-            let mut idle = idle.lock();
-            let now = Instant::now();
-            idle.retain(|_, conns| {
-                conns.retain(|p| {
-                    let expired = p.sender.is_ready() && now.duration_since(p.returned) >= timeout;
-                    !(p.sender.is_closed() || expired)
-                });
-                !conns.is_empty()
+    super::spawn_sweeper(idle, timeout, move |idle, now| {
+        idle.retain(|_, conns| {
+            conns.retain(|p| {
+                let expired = p.sender.is_ready() && now.duration_since(p.returned) >= timeout;
+                !(p.sender.is_closed() || expired)
             });
-            if idle.is_empty() {
-                return;
-            }
-        }
+            !conns.is_empty()
+        });
+        !idle.is_empty()
     });
 }
 

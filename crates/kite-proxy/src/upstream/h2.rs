@@ -160,29 +160,21 @@ impl H2Pool {
 /// those that closed. Ends with the pool, or once the pool is empty (the
 /// next connection starts another).
 fn spawn_reaper(conns: Weak<Conns>, timeout: Duration) {
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(timeout.max(Duration::from_millis(100))).await;
-            let Some(conns) = conns.upgrade() else { return };
-            let mut conns = conns.lock();
-            let now = Instant::now();
-            conns.slots.retain(|_, slot| {
-                // Held by a request on its way to the connection.
-                if Arc::strong_count(slot) > 1 {
-                    return true;
-                }
-                let Ok(pooled) = slot.try_lock() else {
-                    return true;
-                };
-                pooled
-                    .as_ref()
-                    .is_some_and(|p| !p.sender.is_closed() && !p.activity.idle_for(now, timeout))
-            });
-            if conns.slots.is_empty() {
-                conns.reaping = false;
-                return;
+    super::spawn_sweeper(conns, timeout, move |conns, now| {
+        conns.slots.retain(|_, slot| {
+            // Held by a request on its way to the connection.
+            if Arc::strong_count(slot) > 1 {
+                return true;
             }
-        }
+            let Ok(pooled) = slot.try_lock() else {
+                return true;
+            };
+            pooled
+                .as_ref()
+                .is_some_and(|p| !p.sender.is_closed() && !p.activity.idle_for(now, timeout))
+        });
+        conns.reaping = !conns.slots.is_empty();
+        conns.reaping
     });
 }
 
