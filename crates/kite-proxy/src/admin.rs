@@ -133,7 +133,14 @@ impl Admin {
             .map(|rc| {
                 json!({
                     "name": rc.name,
-                    "virtual_hosts": rc.vhosts.iter().map(|vh| json!({
+                    // Those fetched by VHDS so far, then the table's own.
+                    "virtual_hosts": state
+                        .vhosts
+                        .range(format!("{}/", rc.name)..)
+                        .take_while(|(name, _)| rc.vhds && name.starts_with(&format!("{}/", rc.name)))
+                        .map(|(_, vh)| &**vh)
+                        .chain(&rc.vhosts)
+                        .map(|vh| json!({
                         "name": vh.name,
                         "domains": vh.domains,
                         "routes": vh.routes.iter().map(|r| json!({

@@ -135,6 +135,10 @@ pub struct HttpManager {
 pub struct RouteConfig {
     pub name: String,
     pub vhosts: Vec<VirtualHost>,
+    /// More virtual hosts come by VHDS, fetched by host as requests need
+    /// them; they take precedence over `vhosts` (which then hold only
+    /// wildcard domains, which exact hosts beat).
+    pub vhds: bool,
 }
 
 #[derive(Clone, Debug)]

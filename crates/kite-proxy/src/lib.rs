@@ -54,11 +54,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         .map(|cfg| tokio::spawn(identity::run(cfg, identity_tx)));
     let identity_watch = config.identity.is_some().then(|| identity_rx.clone());
     let upstreams = Arc::new(upstream::Upstreams::new(identity_watch.clone()));
+    let (vhds_tx, vhds_rx) = tokio::sync::mpsc::unbounded_channel();
     let shared = Arc::new(router::Shared {
         state: state.clone(),
         upstreams: upstreams.clone(),
         identity: identity_watch,
         in_flight: Default::default(),
+        vhds: vhds_tx,
     });
     let admin = Arc::new(admin::Admin {
         state: state.clone(),
@@ -78,7 +80,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     let xds = tokio::spawn(kite_xds::client::run(
         config.xds.clone(),
         config.node.clone(),
+        applier.clone(),
+    ));
+    let vhds = tokio::spawn(kite_xds::client::run_vhds(
+        config.xds.clone(),
+        config.node.clone(),
         applier,
+        vhds_rx,
     ));
     let listeners = tokio::spawn(listeners::manage(state, shared.clone()));
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin.clone()));
@@ -97,7 +105,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     info!("proxy shutting down");
-    for t in [xds, admin_task, ready_task]
+    for t in [xds, vhds, admin_task, ready_task]
         .into_iter()
         .chain(identity_task)
     {

@@ -67,6 +67,41 @@ pub(crate) struct Shared {
     /// Requests being served and TCP connections being proxied, which a
     /// stopping proxy lets finish.
     pub(crate) in_flight: std::sync::atomic::AtomicUsize,
+    /// Asks the VHDS stream for an alias (`<route configuration>/<host>`).
+    pub(crate) vhds: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+/// How long a request waits for the control plane to say which virtual
+/// host serves a host the proxy has not routed before.
+const VHDS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Shared {
+    /// The state once VHDS has answered for `host` in route table `rc`
+    /// (or once [`VHDS_WAIT`] has passed).
+    async fn vhds_answer(&self, rc: &str, host: &str) -> Arc<State> {
+        let mut rx = self.state.clone();
+        let _ = self.vhds.send(format!("{rc}/{host}"));
+        let answered = async {
+            loop {
+                {
+                    let state = rx.borrow_and_update();
+                    if state.vhds_host(rc, host).is_some() {
+                        return state.clone();
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return rx.borrow().clone();
+                }
+            }
+        };
+        match tokio::time::timeout(VHDS_WAIT, answered).await {
+            Ok(state) => state,
+            Err(_) => {
+                info!(%host, route_config = %rc, "no VHDS answer in time; routing by the route table alone");
+                self.state.borrow().clone()
+            }
+        }
+    }
 }
 
 /// Counts one unit of work in [`Shared::in_flight`] while alive.
@@ -175,11 +210,19 @@ async fn route_request(
     req: Request<Incoming>,
     authority: &str,
 ) -> (Response<Body>, Flag, Option<String>) {
-    let state = shared.state.borrow().clone();
-    let Some(rc) = state.routes.get(&hcm.route_config) else {
-        return (local(StatusCode::NOT_FOUND, ""), Flag::NoRoute, None);
+    let mut state = shared.state.borrow().clone();
+    let unanswered = match state.routes.get(&hcm.route_config) {
+        Some(rc) => rc.vhds && state.vhds_host(&rc.name, authority).is_none(),
+        None => return (local(StatusCode::NOT_FOUND, ""), Flag::NoRoute, None),
     };
-    let Some(route) = select(rc, authority, &req) else {
+    if unanswered {
+        state = shared.vhds_answer(&hcm.route_config, authority).await;
+    }
+    let Some(route) = state
+        .routes
+        .get(&hcm.route_config)
+        .and_then(|rc| select(&state, rc, authority, &req))
+    else {
         return (local(StatusCode::NOT_FOUND, ""), Flag::NoRoute, None);
     };
     let (mut parts, body) = req.into_parts();

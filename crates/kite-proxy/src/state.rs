@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::config::{
-    Cluster, Discovery, Endpoint, Listener, LoadAssignment, RouteConfig, Unsupported,
+    Cluster, Discovery, Endpoint, Listener, LoadAssignment, RouteConfig, Unsupported, VirtualHost,
 };
 
 #[derive(Clone, Debug, Default)]
@@ -22,11 +22,24 @@ pub struct State {
     pub endpoints: BTreeMap<String, Arc<Vec<Endpoint>>>,
     /// Versions applied per type, for the admin config dump.
     pub versions: BTreeMap<&'static str, u64>,
+    /// Virtual hosts from VHDS, by resource name
+    /// (`<route configuration>/<virtual host>`).
+    pub vhosts: BTreeMap<String, Arc<VirtualHost>>,
+    /// VHDS answers by alias (`<route configuration>/<host>`): the
+    /// resource that serves the host, or `None` when none does.
+    pub aliases: BTreeMap<String, Option<String>>,
 }
+
+/// Hosts no virtual host serves that the proxy remembers: any request can
+/// name one, so past this many they are forgotten (and asked again).
+const MAX_UNSERVED: usize = 4096;
 
 /// Applies xDS batches to [`State`].
 pub struct Applier {
     current: Mutex<Arc<State>>,
+    /// Held from reading the state to publishing its successor: ADS and
+    /// VHDS apply from their own tasks.
+    serial: Mutex<()>,
     tx: watch::Sender<Arc<State>>,
     connected: watch::Sender<bool>,
     /// Rejections, newest last, for the admin endpoint.
@@ -42,6 +55,14 @@ impl State {
             Discovery::Eds(service) => self.endpoints.get(service).cloned().unwrap_or_default(),
             Discovery::DynamicForward | Discovery::Dns(_) => Arc::default(),
         }
+    }
+
+    /// The VHDS answer for `host` in route configuration `rc`: `None`
+    /// while not asked for or not answered, `Some(None)` when no virtual
+    /// host serves it.
+    pub fn vhds_host(&self, rc: &str, host: &str) -> Option<Option<&Arc<VirtualHost>>> {
+        let answer = self.aliases.get(&format!("{rc}/{host}"))?;
+        Some(answer.as_ref().and_then(|name| self.vhosts.get(name)))
     }
 }
 
@@ -59,6 +80,7 @@ impl Applier {
         (
             Arc::new(Self {
                 current: Mutex::new(initial),
+                serial: Mutex::new(()),
                 tx,
                 connected,
                 rejections: Mutex::default(),
@@ -94,8 +116,8 @@ impl Applier {
 
 impl kite_xds::client::Handler for Applier {
     fn apply(&self, kind: &str, resources: &[Any]) -> Result<(), String> {
-        // Convert outside the lock; a batch with any bad resource changes
-        // nothing.
+        // A batch with any bad resource changes nothing.
+        let _serial = self.serial.lock();
         let mut next = (*self.current()).clone();
         let result = match kind {
             type_url::LISTENER => Self::convert(resources, |a| Listener::try_from(a)).map(|ls| {
@@ -159,6 +181,81 @@ impl kite_xds::client::Handler for Applier {
 
     fn connected(&self, up: bool) {
         self.connected.send_replace(up);
+    }
+}
+
+impl kite_xds::client::VhdsHandler for Applier {
+    fn apply_vhosts(
+        &self,
+        resources: &[envoy_types::pb::envoy::service::discovery::v3::Resource],
+        removed: &[String],
+    ) -> Result<(), String> {
+        let mut found = Vec::new();
+        let mut errors = Vec::new();
+        for r in resources {
+            match &r.resource {
+                Some(any) => match VirtualHost::from_vhds(&r.name, any) {
+                    Ok(vh) => found.push((r, Some(vh))),
+                    Err(e) => errors.push(e.to_string()),
+                },
+                None => found.push((r, None)),
+            }
+        }
+        if !errors.is_empty() {
+            let error = errors.join("; ");
+            let mut rejections = self.rejections.lock();
+            rejections.push(error.clone());
+            let excess = rejections.len().saturating_sub(20);
+            rejections.drain(..excess);
+            return Err(error);
+        }
+        let _serial = self.serial.lock();
+        let mut next = (*self.current()).clone();
+        for name in removed {
+            next.vhosts.remove(name);
+            next.aliases
+                .retain(|_, to| to.as_deref() != Some(name.as_str()));
+        }
+        for (r, vh) in found {
+            let to = vh.map(|vh| {
+                next.vhosts.insert(r.name.clone(), Arc::new(vh));
+                r.name.clone()
+            });
+            for alias in &r.aliases {
+                next.aliases.insert(alias.clone(), to.clone());
+            }
+        }
+        *next.versions.entry(type_url::VIRTUAL_HOST).or_default() += 1;
+        let next = Arc::new(next);
+        *self.current.lock() = next.clone();
+        self.tx.send_replace(next);
+        Ok(())
+    }
+
+    fn aliases(&self) -> Vec<String> {
+        self.current().aliases.keys().cloned().collect()
+    }
+
+    fn evict(&self) -> Vec<String> {
+        let _serial = self.serial.lock();
+        let current = self.current();
+        let unserved: Vec<String> = current
+            .aliases
+            .iter()
+            .filter(|(_, to)| to.is_none())
+            .map(|(alias, _)| alias.clone())
+            .collect();
+        if unserved.len() <= MAX_UNSERVED {
+            return Vec::new();
+        }
+        let mut next = (*current).clone();
+        for alias in &unserved {
+            next.aliases.remove(alias);
+        }
+        let next = Arc::new(next);
+        *self.current.lock() = next.clone();
+        self.tx.send_replace(next);
+        unserved
     }
 }
 

@@ -299,13 +299,29 @@ impl<S: SnapshotSource> AggregatedDiscoveryService for AdsServer<S> {
         Ok(Response::new(Box::pin(responses)))
     }
 
+    /// VHDS only ([`crate::vhds`]); every other type is state of the world.
     async fn delta_aggregated_resources(
         &self,
-        _request: tonic::Request<Streaming<DeltaDiscoveryRequest>>,
+        request: tonic::Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<DeltaStream>, Status> {
-        Err(Status::unimplemented(
-            "Kite serves state-of-the-world ADS; configure api_type: GRPC",
-        ))
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("stream closed before the first request"))?;
+        let node = first
+            .node
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("the first request must carry a node"))?;
+        let snapshots = self.source.watch(&node).map_err(|reason| {
+            Status::failed_precondition(format!("proxy {}: {reason}", node.id))
+        })?;
+        let (tx, rx) = mpsc::channel(16);
+        let stream =
+            crate::vhds::DeltaStream::new(node.id.clone(), self.connections.clone(), tx, snapshots);
+        let span = info_span!("vhds", node = %node.id);
+        tokio::spawn(stream.run(first, inbound).instrument(span));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
@@ -318,6 +334,20 @@ impl Connections {
 
     fn update(&self, id: u64, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
         if let Some(conn) = self.streams.lock().get_mut(&id) {
+            f(conn.types.entry(type_url.to_owned()).or_default());
+        }
+    }
+
+    /// Updates the latest stream of `node_id`: a proxy's VHDS stream
+    /// reports on the row of its state-of-the-world stream.
+    pub(crate) fn update_node(
+        &self,
+        node_id: &str,
+        type_url: &str,
+        f: impl FnOnce(&mut TypeStatus),
+    ) {
+        let mut streams = self.streams.lock();
+        if let Some(conn) = streams.values_mut().rev().find(|c| c.node_id == node_id) {
             f(conn.types.entry(type_url.to_owned()).or_default());
         }
     }

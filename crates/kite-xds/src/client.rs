@@ -3,14 +3,17 @@
 //! or NACKed with the handler's reason, and reconnection with backoff while
 //! the handler keeps serving its last good config.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use envoy_types::pb::{
     envoy::{
         config::core::v3::Node,
         service::discovery::v3::{
-            DiscoveryRequest, DiscoveryResponse,
-            aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+            DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+            Resource, aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
         },
     },
     google::{protobuf::Any, rpc::Status as RpcStatus},
@@ -161,4 +164,142 @@ async fn stream(
         }
     }
     Ok(())
+}
+
+/// What the proxy does with virtual hosts from VHDS.
+pub trait VhdsHandler: Send + Sync + 'static {
+    /// Applies a response whole, or none of it with the reason: virtual
+    /// hosts (a resource with the aliases it answers), aliases no virtual
+    /// host serves (no resource), and resources removed.
+    fn apply_vhosts(&self, resources: &[Resource], removed: &[String]) -> Result<(), String>;
+
+    /// Every alias answered so far: a new stream subscribes to them again.
+    fn aliases(&self) -> Vec<String>;
+
+    /// Aliases to forget (unsubscribe), so that hosts no virtual host
+    /// serves, which any request can name, stay bounded.
+    fn evict(&self) -> Vec<String>;
+}
+
+/// Runs the VHDS stream forever: connects once the first alias is asked
+/// for on `asks`, subscribes to each alias asked for, applies and ACKs or
+/// NACKs every response, and reconnects with backoff.
+pub async fn run_vhds(
+    endpoint: String,
+    node: Node,
+    handler: std::sync::Arc<dyn VhdsHandler>,
+    mut asks: mpsc::UnboundedReceiver<String>,
+) {
+    let mut subscribed = BTreeSet::new();
+    match asks.recv().await {
+        Some(alias) => subscribed.insert(alias),
+        None => return,
+    };
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match vhds_stream(&endpoint, &node, &*handler, &mut asks, &mut subscribed).await {
+            Ok(()) => return,
+            Err(error) => warn!(%endpoint, %error, "VHDS stream failed"),
+        }
+        let jitter = Duration::from_millis(fastrand_ms(backoff.as_millis() as u64 / 2));
+        let sleep = tokio::time::sleep(backoff + jitter);
+        tokio::pin!(sleep);
+        // Asks while disconnected are kept once each, for the next stream.
+        loop {
+            tokio::select! {
+                () = &mut sleep => break,
+                ask = asks.recv() => match ask {
+                    Some(alias) => {
+                        subscribed.insert(alias);
+                    }
+                    None => return,
+                },
+            }
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(15));
+    }
+}
+
+/// Ends with `Ok` only when nothing can ask for aliases any more.
+async fn vhds_stream(
+    endpoint: &str,
+    node: &Node,
+    handler: &dyn VhdsHandler,
+    asks: &mut mpsc::UnboundedReceiver<String>,
+    subscribed_across: &mut BTreeSet<String>,
+) -> Result<(), String> {
+    let mut client = AggregatedDiscoveryServiceClient::connect(endpoint.to_owned())
+        .await
+        .map_err(|e| format!("connecting: {e}"))?
+        .max_decoding_message_size(64 << 20);
+    let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(64);
+    let request =
+        |subscribe: Vec<String>, unsubscribe: Vec<String>, nonce: String, error: Option<String>| {
+            DeltaDiscoveryRequest {
+                type_url: type_url::VIRTUAL_HOST.to_owned(),
+                resource_names_subscribe: subscribe,
+                resource_names_unsubscribe: unsubscribe,
+                response_nonce: nonce,
+                error_detail: error.map(|message| RpcStatus {
+                    code: 3,
+                    message,
+                    details: Vec::new(),
+                }),
+                ..Default::default()
+            }
+        };
+    // Every alias asked for, answered or not, persists across streams.
+    let subscribed = subscribed_across;
+    subscribed.extend(handler.aliases());
+    let mut first = request(
+        subscribed.iter().cloned().collect(),
+        Vec::new(),
+        String::new(),
+        None,
+    );
+    first.node = Some(node.clone());
+    tx.try_send(first)
+        .map_err(|e| format!("queueing a request: {e}"))?;
+    let mut responses = client
+        .delta_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .map_err(|e| format!("opening the stream: {e}"))?
+        .into_inner();
+    debug!(%endpoint, "VHDS stream open");
+    loop {
+        tokio::select! {
+            ask = asks.recv() => {
+                let Some(alias) = ask else { return Ok(()) };
+                let mut new: Vec<String> = Vec::new();
+                for alias in std::iter::once(alias).chain(std::iter::from_fn(|| asks.try_recv().ok())) {
+                    if subscribed.insert(alias.clone()) {
+                        new.push(alias);
+                    }
+                }
+                if !new.is_empty() {
+                    tx.send(request(new, Vec::new(), String::new(), None))
+                        .await
+                        .map_err(|e| format!("queueing a request: {e}"))?;
+                }
+            }
+            rsp = responses.message() => {
+                let Some(rsp) = rsp.map_err(|e| format!("receiving: {e}"))? else {
+                    return Err("the control plane closed the stream".into());
+                };
+                let DeltaDiscoveryResponse { resources, removed_resources, nonce, .. } = rsp;
+                let error = handler.apply_vhosts(&resources, &removed_resources).err();
+                match &error {
+                    None => debug!(count = resources.len(), removed = removed_resources.len(), "virtual hosts applied"),
+                    Some(error) => warn!(%error, "rejected virtual hosts (NACK)"),
+                }
+                let evicted = handler.evict();
+                for alias in &evicted {
+                    subscribed.remove(alias);
+                }
+                tx.send(request(Vec::new(), evicted, nonce, error))
+                    .await
+                    .map_err(|e| format!("queueing a request: {e}"))?;
+            }
+        }
+    }
 }

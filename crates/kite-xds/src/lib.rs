@@ -1,17 +1,19 @@
 //! xDS plumbing shared by Kite's control plane and proxy: resource type
 //! URLs, versioned per-proxy snapshots, and the state-of-the-world ADS
-//! server with per-stream ACK/NACK tracking.
+//! server with per-stream ACK/NACK tracking, and VHDS over delta xDS.
 #![forbid(unsafe_code)]
 
 pub mod ads;
 pub mod client;
 mod request;
 mod snapshot;
+pub mod vhds;
 
 pub use envoy_types::pb;
 
 pub use crate::request::{Request, RequestError};
 pub use crate::snapshot::{Held, Names, Selection, Snapshot, TypeResources};
+pub use crate::vhds::{VirtualHosts, VirtualHostsBuilder};
 
 /// The resource types Kite serves, in the order a push sends them: clusters
 /// before their endpoints, listeners before their routes, as Envoy warms.
@@ -21,6 +23,8 @@ pub mod type_url {
     pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
     pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
     pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+    /// Served over delta xDS only ([`crate::vhds`]), never in a push.
+    pub const VIRTUAL_HOST: &str = "type.googleapis.com/envoy.config.route.v3.VirtualHost";
 
     pub const PUSH_ORDER: [&str; 5] = [CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET];
 
@@ -38,6 +42,7 @@ pub mod type_url {
             LISTENER => "LDS",
             ROUTE => "RDS",
             SECRET => "SDS",
+            VIRTUAL_HOST => "VHDS",
             _ => "unknown",
         }
     }

@@ -23,6 +23,9 @@ use prost::{Message, Name};
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     types: BTreeMap<&'static str, Parts>,
+    /// Route tables whose virtual hosts are served by VHDS, by route
+    /// configuration name; shared like the parts, and compared by identity.
+    pub vhosts: BTreeMap<String, Arc<crate::VirtualHosts>>,
     /// Counts the snapshots published to one proxy, so that "has the
     /// proxy been sent the latest?" can be answered; not part of equality.
     pub generation: u64,
@@ -54,6 +57,12 @@ impl PartialEq for Parts {
 impl PartialEq for Snapshot {
     fn eq(&self, other: &Self) -> bool {
         self.types == other.types
+            && self.vhosts.len() == other.vhosts.len()
+            && self
+                .vhosts
+                .iter()
+                .zip(&other.vhosts)
+                .all(|((a, x), (b, y))| a == b && Arc::ptr_eq(x, y))
     }
 }
 

@@ -72,7 +72,17 @@ async fn scenario(name: &str, sidecar: Sidecar) {
         "no inbound 9080:\n{clusters}"
     );
 
-    // routes: the outbound route config with reviews' short host.
+    // routes: the outbound route config with reviews' short host. Kite's
+    // proxy fetches a virtual host (VHDS) when its app first calls the
+    // host: a page view has productpage call reviews.
+    let page = support::get(
+        std::net::SocketAddr::new(mesh.pods[2].pod_ip, 9080),
+        "/productpage",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(page.status, 200, "{}", page.text());
     let routes = mesh.kite_out(&["proxy-config", "routes", &productpage]);
     assert!(routes.starts_with("NAME "), "{routes}");
     assert!(

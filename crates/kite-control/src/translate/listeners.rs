@@ -25,7 +25,7 @@ use envoy_types::pb::{
                 filter::ConfigType, listener_filter,
             },
             route::v3::{
-                DirectResponseAction, Route, RouteAction, RouteConfiguration, RouteMatch,
+                DirectResponseAction, Route, RouteAction, RouteConfiguration, RouteMatch, Vhds,
                 VirtualHost, route::Action, route_action::ClusterSpecifier,
                 route_match::PathSpecifier,
             },
@@ -48,7 +48,7 @@ use envoy_types::pb::{
     google::protobuf::BoolValue,
 };
 use kite_config::{networking::OutboundMode, security::MtlsMode};
-use kite_xds::{Snapshot, TypeResources, type_url};
+use kite_xds::{Snapshot, TypeResources, VirtualHostsBuilder, type_url};
 
 use kite_config::k8s::Protocol;
 
@@ -63,8 +63,40 @@ const HCM: &str = "envoy.filters.network.http_connection_manager";
 const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
 
 /// The route table of the sidecar's outbound HTTP proxy: every service,
-/// then what to do with hosts the registry does not know.
-pub(super) fn sidecar_outbound_routes(cx: &Ctx<'_>, routes_out: &mut TypeResources) {
+/// then what to do with hosts the registry does not know. For Kite's proxy
+/// (`vhds` given), the table holds only the virtual hosts with wildcard
+/// domains and the unknown-host one, and the proxy fetches the others by
+/// host name through VHDS as requests name them.
+pub(super) fn sidecar_outbound_routes(
+    cx: &Ctx<'_>,
+    routes_out: &mut TypeResources,
+    vhds: Option<&mut VirtualHostsBuilder>,
+) {
+    let unknown = unknown_host(allows_any(cx));
+    if let Some(vhds) = vhds {
+        let mut inline = Vec::new();
+        routes::sidecar_outbound(cx, |vhost| {
+            if vhost.domains.iter().any(|d| d.contains('*')) {
+                inline.push(vhost);
+            } else {
+                vhds.push(&vhost);
+            }
+        });
+        inline.push(unknown);
+        routes_out.insert(
+            OUTBOUND_ROUTE.to_owned(),
+            &RouteConfiguration {
+                name: OUTBOUND_ROUTE.to_owned(),
+                virtual_hosts: inline,
+                validate_clusters: Some(BoolValue { value: false }),
+                vhds: Some(Vhds {
+                    config_source: Some(super::ads()),
+                }),
+                ..Default::default()
+            },
+        );
+        return;
+    }
     // Encoded field by field, each virtual host as soon as it is made: at
     // 10,000 services the table is 5 MiB encoded, and its virtual hosts as
     // structs were several times that, for every namespace's table being
@@ -75,7 +107,7 @@ pub(super) fn sidecar_outbound_routes(cx: &Ctx<'_>, routes_out: &mut TypeResourc
     let mut value = Vec::new();
     string::encode(1, &OUTBOUND_ROUTE.to_owned(), &mut value);
     routes::sidecar_outbound(cx, |vhost| message::encode(2, &vhost, &mut value));
-    message::encode(2, &unknown_host(allows_any(cx)), &mut value);
+    message::encode(2, &unknown, &mut value);
     message::encode(7, &BoolValue { value: false }, &mut value);
     routes_out.insert_any(
         OUTBOUND_ROUTE.to_owned(),
@@ -84,6 +116,11 @@ pub(super) fn sidecar_outbound_routes(cx: &Ctx<'_>, routes_out: &mut TypeResourc
             value,
         },
     );
+}
+
+/// The VHDS table that goes with [`sidecar_outbound_routes`].
+pub(super) fn outbound_vhds() -> VirtualHostsBuilder {
+    VirtualHostsBuilder::new(OUTBOUND_ROUTE)
 }
 
 pub(super) fn allows_any(cx: &Ctx<'_>) -> bool {

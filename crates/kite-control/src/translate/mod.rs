@@ -52,7 +52,7 @@ pub(crate) struct Ctx<'a> {
 #[derive(Default)]
 pub struct Views {
     clusters: HashMap<ClusterView, ClusterParts>,
-    routes: HashMap<RouteView, Arc<TypeResources>>,
+    routes: HashMap<RouteView, RouteParts>,
     /// What of the previous revision's parts still holds.
     reuse: Option<Reuse>,
 }
@@ -65,6 +65,14 @@ pub struct Views {
 pub struct Reuse {
     /// Host names of the services whose workloads changed.
     pub services: std::collections::HashSet<String>,
+}
+
+/// A route view's outbound table, and for Kite's proxies the virtual hosts
+/// it serves by VHDS.
+#[derive(Clone)]
+struct RouteParts {
+    routes: Arc<TypeResources>,
+    vhosts: Option<Arc<kite_xds::VirtualHosts>>,
 }
 
 #[derive(Clone)]
@@ -96,6 +104,8 @@ struct RouteView {
     /// in store order, selects the proxy.
     source_labels: Vec<bool>,
     allow_any: bool,
+    /// Kite's proxy, which takes its virtual hosts by VHDS.
+    vhds: bool,
 }
 
 impl Views {
@@ -205,21 +215,31 @@ pub fn snapshot_in(
                 .as_ref()
                 .and(previous)
                 .and_then(|p| p.routes.get(&key));
-            let routes = match views.routes.get(&key).or(carried) {
-                Some(routes) => {
-                    let routes = routes.clone();
-                    views.routes.insert(key, routes.clone());
-                    routes
+            let parts = match views.routes.get(&key).or(carried) {
+                Some(parts) => {
+                    let parts = parts.clone();
+                    views.routes.insert(key, parts.clone());
+                    parts
                 }
                 None => {
                     let mut routes = TypeResources::default();
-                    listeners::sidecar_outbound_routes(&cx, &mut routes);
-                    let routes = routes.succeed(previous.and_then(|p| p.routes.get(&key)));
-                    views.routes.insert(key, routes.clone());
-                    routes
+                    let mut vhds = key.vhds.then(listeners::outbound_vhds);
+                    listeners::sidecar_outbound_routes(&cx, &mut routes, vhds.as_mut());
+                    let before = previous.and_then(|p| p.routes.get(&key));
+                    let parts = RouteParts {
+                        routes: routes.succeed(before.map(|b| &b.routes)),
+                        vhosts: vhds.map(kite_xds::VirtualHostsBuilder::finish),
+                    };
+                    views.routes.insert(key, parts.clone());
+                    parts
                 }
             };
-            snapshot.share(type_url::ROUTE, routes);
+            snapshot.share(type_url::ROUTE, parts.routes);
+            if let Some(vhosts) = parts.vhosts {
+                snapshot
+                    .vhosts
+                    .insert(vhosts.route_config().to_owned(), vhosts);
+            }
             listeners::sidecar(&cx, &mut snapshot);
         }
         ProxyKind::Router => listeners::gateway(&cx, &mut snapshot),
@@ -281,6 +301,7 @@ fn route_view(cx: &Ctx<'_>) -> RouteView {
         namespace: cx.proxy.namespace.clone(),
         source_labels,
         allow_any: listeners::allows_any(cx),
+        vhds: cx.proxy.kite,
     }
 }
 
@@ -298,6 +319,24 @@ pub fn dump(proxy: &Proxy, snapshot: &Snapshot) -> Value {
             .map(|(name, any)| (name.to_owned(), Value::String(debug_text(url, &any))))
             .collect();
         types.insert(type_url::short(url).to_owned(), Value::Object(decoded));
+    }
+    let vhds: serde_json::Map<String, Value> = snapshot
+        .vhosts
+        .values()
+        .flat_map(|v| {
+            v.decode_all().into_iter().map(|vh| {
+                (
+                    format!("{}/{}", v.route_config(), vh.name),
+                    Value::String(format!("{vh:?}")),
+                )
+            })
+        })
+        .collect();
+    if !vhds.is_empty() {
+        types.insert(
+            type_url::short(type_url::VIRTUAL_HOST).to_owned(),
+            Value::Object(vhds),
+        );
     }
     json!({
         "proxy": {

@@ -1,7 +1,7 @@
 use envoy_types::pb::envoy::config::{
     cluster::v3::{Cluster, cluster::LbPolicy},
     listener::v3::Listener,
-    route::v3::{RouteConfiguration, route::Action, route_action::ClusterSpecifier},
+    route::v3::{RouteConfiguration, VirtualHost, route::Action, route_action::ClusterSpecifier},
 };
 use kite_config::{Labels, load_str};
 use kite_xds::type_url;
@@ -84,17 +84,45 @@ fn built() -> kite_xds::Snapshot {
 }
 
 fn built_with(extra: &str) -> kite_xds::Snapshot {
+    built_for(extra, &proxy())
+}
+
+fn built_for(extra: &str, proxy: &Proxy) -> kite_xds::Snapshot {
     let loaded = load_str("test.yaml", &format!("{CONFIG}{extra}"));
     assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
     let store = Store::default();
     store.apply(loaded.objects);
     let config = store.current();
-    snapshot(
-        &config,
-        &Registry::build(&config),
-        &proxy(),
-        "cluster.local",
-    )
+    snapshot(&config, &Registry::build(&config), proxy, "cluster.local")
+}
+
+/// The same sidecar as Envoy, which takes its route table whole.
+fn envoy_proxy() -> Proxy {
+    Proxy {
+        kite: false,
+        ..proxy()
+    }
+}
+
+/// The outbound virtual host serving `host`, as Kite's proxy gets it by
+/// VHDS, and as Envoy finds it in its route table; they must be the same.
+fn outbound_vhost(host: &str) -> VirtualHost {
+    use prost::Message as _;
+    let (name, encoded) = built().vhosts["http_proxy"].resolve(host).unwrap();
+    let by_vhds = VirtualHost::decode(encoded.as_ref()).unwrap();
+    assert_eq!(name, format!("http_proxy/{}", by_vhds.name));
+    let (_, rc): (String, RouteConfiguration) = built_for("", &envoy_proxy())
+        .decode(type_url::ROUTE)
+        .into_iter()
+        .find(|(n, _)| n == "http_proxy")
+        .unwrap();
+    let inline = rc
+        .virtual_hosts
+        .into_iter()
+        .find(|v| v.domains.iter().any(|d| d == host))
+        .unwrap();
+    assert_eq!(inline, by_vhds);
+    by_vhds
 }
 
 #[test]
@@ -181,12 +209,13 @@ fn routes_follow_the_virtual_service() {
         .into_iter()
         .find(|(n, _)| n == "http_proxy")
         .unwrap();
-    let vhost = rc
-        .virtual_hosts
-        .iter()
-        .find(|v| v.name == "reviews.default.svc.cluster.local:9080")
-        .unwrap();
-    assert!(vhost.domains.contains(&"reviews:9080".to_owned()));
+    // Kite's proxy: only the unknown-host virtual host inline, the
+    // services' by VHDS.
+    let inline: Vec<&str> = rc.virtual_hosts.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(inline, ["allow_any"]);
+    assert!(rc.vhds.is_some());
+    let vhost = outbound_vhost("reviews:9080");
+    assert_eq!(vhost.name, "reviews.default.svc.cluster.local:9080");
     assert_eq!(vhost.routes.len(), 3, "two rules and the CONNECT tunnel");
     assert_eq!(vhost.routes[2].name, "connect");
     let header = &vhost.routes[0].r#match.as_ref().unwrap().headers[0];
@@ -218,11 +247,7 @@ fn routes_follow_the_virtual_service() {
     assert_eq!(retry.num_retries.as_ref().unwrap().value, 2);
     assert!(retry.retry_on.contains("connect-failure"));
     // Services without a VirtualService get the default route.
-    let pp = rc
-        .virtual_hosts
-        .iter()
-        .find(|v| v.name == "productpage.default.svc.cluster.local:9080")
-        .unwrap();
+    let pp = outbound_vhost("productpage.default.svc.cluster.local:9080");
     assert_eq!(pp.routes[0].name, "default");
     let listeners: Vec<(String, Listener)> = snap.decode(type_url::LISTENER);
     let names: Vec<&str> = listeners.iter().map(|(n, _)| n.as_str()).collect();
@@ -235,7 +260,7 @@ fn routes_follow_the_virtual_service() {
 #[test]
 fn the_outbound_route_table_encodes_as_prost_does() {
     use prost::Message as _;
-    let snap = built();
+    let snap = built_for("", &envoy_proxy());
     let routes = snap.resources(type_url::ROUTE);
     let encoded = &routes["http_proxy"].value;
     let table = RouteConfiguration::decode(encoded.as_slice()).unwrap();

@@ -1,5 +1,7 @@
 //! Route configurations: virtual hosts, matches, actions.
 
+use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
+
 use super::*;
 
 impl TryFrom<&Any> for RouteConfig {
@@ -13,10 +15,42 @@ impl TryFrom<&Any> for RouteConfig {
             .iter()
             .map(|vh| vhost(vh, &name))
             .collect::<Result<_, _>>()?;
+        let vhds = match &rc.vhds {
+            None => false,
+            Some(v) => match v
+                .config_source
+                .as_ref()
+                .and_then(|c| c.config_source_specifier.as_ref())
+            {
+                Some(ConfigSourceSpecifier::Ads(_)) => true,
+                _ => {
+                    return Err(bad(
+                        &name,
+                        "VHDS is supported from the ADS server only (vhds.config_source: ads)",
+                    ));
+                }
+            },
+        };
         Ok(RouteConfig {
             name: rc.name,
             vhosts,
+            vhds,
         })
+    }
+}
+
+impl VirtualHost {
+    /// A virtual host from VHDS, under its resource name.
+    pub fn from_vhds(name: &str, any: &Any) -> Result<Self, Unsupported> {
+        let resource = format!("virtual host {name}");
+        if any.type_url != kite_xds::type_url::VIRTUAL_HOST {
+            return Err(bad(
+                &resource,
+                format!("a {} is not a virtual host", any.type_url),
+            ));
+        }
+        let vh: PbVirtualHost = decode(any, &resource)?;
+        vhost(&vh, "VHDS")
     }
 }
 

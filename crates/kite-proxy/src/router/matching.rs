@@ -5,13 +5,17 @@ use super::*;
 
 /// First virtual host whose domains admit the authority (exact, then the
 /// longest wildcard suffix, then prefix, then `*`), then its first matching
-/// route.
+/// route. A host VHDS serves has an exact domain, which wins.
 pub(super) fn select<'a, B>(
+    state: &'a State,
     rc: &'a RouteConfig,
     authority: &str,
     req: &Request<B>,
 ) -> Option<&'a Route> {
-    let vhost = pick_vhost(&rc.vhosts, authority)?;
+    let vhost = match rc.vhds.then(|| state.vhds_host(&rc.name, authority)) {
+        Some(Some(Some(vhost))) => vhost,
+        _ => pick_vhost(&rc.vhosts, authority)?,
+    };
     vhost.routes.iter().find(|r| matches(r, req, authority))
 }
 

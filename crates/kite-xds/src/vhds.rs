@@ -1,0 +1,514 @@
+//! The virtual host discovery service (VHDS): a route table whose virtual
+//! hosts a proxy fetches one by one, as requests name their hosts, over a
+//! delta xDS stream. At 10,000 services a sidecar's outbound route table
+//! is megabytes, every proxy of a namespace gets all of it, and a change
+//! to one VirtualService sends all of it again to every proxy; with VHDS a
+//! proxy holds the hosts its app calls, and a change sends one virtual
+//! host to the proxies that hold it.
+//!
+//! Resources are named `<route configuration>/<host entry>` as Envoy's
+//! VHDS names them: a proxy subscribes to the host its request named (an
+//! alias), and the answer carries the virtual host under its own name with
+//! the aliases it answers; a host no virtual host serves is answered with
+//! the alias as the name and no resource.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    hash::{DefaultHasher, Hash, Hasher},
+    sync::Arc,
+    time::SystemTime,
+};
+
+use bytes::Bytes;
+use envoy_types::pb::{
+    envoy::{
+        config::route::v3::VirtualHost,
+        service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource},
+    },
+    google::protobuf::Any,
+};
+use prost::Message as _;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::{Stream, StreamExt as _};
+use tonic::Status;
+use tracing::{debug, info, warn};
+
+use crate::{
+    Snapshot,
+    ads::{Connections, Nack},
+    type_url::VIRTUAL_HOST,
+};
+
+/// One route table's virtual hosts, encoded in one buffer, found by any of
+/// their domains. Domains with wildcards stay in the route table itself:
+/// only exact hosts are looked up here.
+#[derive(Debug)]
+pub struct VirtualHosts {
+    route_config: String,
+    buf: Bytes,
+    /// (hash of a domain, where its virtual host is in `buf`), by hash: 16
+    /// bytes a domain, where a map of strings would be several times that
+    /// for each of the route views a control plane holds.
+    domains: Vec<(u64, u32, u32)>,
+}
+
+/// Builds [`VirtualHosts`] one virtual host at a time.
+#[derive(Debug)]
+pub struct VirtualHostsBuilder {
+    route_config: String,
+    buf: Vec<u8>,
+    domains: Vec<(u64, u32, u32)>,
+}
+
+/// The fields of a `VirtualHost` a lookup reads.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Head {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(string, repeated, tag = "2")]
+    domains: Vec<String>,
+}
+
+fn hash_of(s: impl Hash) -> u64 {
+    let mut h = DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+// === impl VirtualHostsBuilder ===
+
+impl VirtualHostsBuilder {
+    pub fn new(route_config: &str) -> Self {
+        Self {
+            route_config: route_config.to_owned(),
+            buf: Vec::new(),
+            domains: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, vhost: &VirtualHost) {
+        let start = self.buf.len();
+        vhost.encode_raw(&mut self.buf);
+        let (Ok(from), Ok(to)) = (u32::try_from(start), u32::try_from(self.buf.len())) else {
+            tracing::error!(vhost = %vhost.name, "route table past 4 GiB; virtual host left out");
+            self.buf.truncate(start);
+            return;
+        };
+        for d in &vhost.domains {
+            self.domains.push((hash_of(d.as_str()), from, to));
+        }
+    }
+
+    pub fn finish(mut self) -> Arc<VirtualHosts> {
+        self.domains.sort_unstable();
+        self.buf.shrink_to_fit();
+        self.domains.shrink_to_fit();
+        Arc::new(VirtualHosts {
+            route_config: self.route_config,
+            buf: Bytes::from(self.buf),
+            domains: self.domains,
+        })
+    }
+}
+
+// === impl VirtualHosts ===
+
+impl VirtualHosts {
+    pub fn route_config(&self) -> &str {
+        &self.route_config
+    }
+
+    /// The virtual host that serves `host` (a domain as the proxy matched
+    /// it: lowercase, with the port if the request had one): its resource
+    /// name and encoding.
+    pub fn resolve(&self, host: &str) -> Option<(String, Bytes)> {
+        let h = hash_of(host);
+        let from = self.domains.partition_point(|e| e.0 < h);
+        self.domains[from..]
+            .iter()
+            .take_while(|e| e.0 == h)
+            .find_map(|&(_, start, end)| {
+                let encoded = self.buf.slice(start as usize..end as usize);
+                let head = Head::decode(encoded.as_ref()).ok()?;
+                head.domains
+                    .iter()
+                    .any(|d| d == host)
+                    .then(|| (format!("{}/{}", self.route_config, head.name), encoded))
+            })
+    }
+
+    /// Every virtual host, decoded: for dumps and tests.
+    pub fn decode_all(&self) -> Vec<VirtualHost> {
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for &(_, start, end) in &self.domains {
+            if seen.insert(start)
+                && let Ok(vh) = VirtualHost::decode(&self.buf[start as usize..end as usize])
+            {
+                out.push(vh);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+}
+
+/// What a stream last told its proxy about one alias.
+#[derive(Clone, Debug, PartialEq)]
+enum Told {
+    /// Served by this resource, at this version.
+    Host {
+        name: String,
+        version: u64,
+    },
+    NotFound,
+}
+
+/// One delta xDS stream serving VHDS.
+pub(crate) struct DeltaStream {
+    node_id: String,
+    connections: Arc<Connections>,
+    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// Subscribed aliases; `None` until answered.
+    aliases: BTreeMap<String, Option<Told>>,
+    nonce: u64,
+    sent_nonce: String,
+}
+
+/// Why a request closes the stream.
+fn refuse(req: &DeltaDiscoveryRequest) -> Option<Status> {
+    (req.type_url != VIRTUAL_HOST).then(|| {
+        Status::unimplemented(format!(
+            "Kite serves delta xDS for virtual hosts (VHDS, {VIRTUAL_HOST}) only, not {}; \
+             configure ADS with api_type: GRPC",
+            req.type_url
+        ))
+    })
+}
+
+impl DeltaStream {
+    pub(crate) fn new(
+        node_id: String,
+        connections: Arc<Connections>,
+        tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+        snapshots: watch::Receiver<Arc<Snapshot>>,
+    ) -> Self {
+        Self {
+            node_id,
+            connections,
+            tx,
+            snapshots,
+            aliases: BTreeMap::new(),
+            nonce: 0,
+            sent_nonce: String::new(),
+        }
+    }
+
+    pub(crate) async fn run<I>(mut self, first: DeltaDiscoveryRequest, mut inbound: I)
+    where
+        I: Stream<Item = Result<DeltaDiscoveryRequest, Status>> + Send + Unpin,
+    {
+        info!("VHDS stream opened");
+        let mut next = Some(first);
+        loop {
+            if let Some(req) = next.take() {
+                if let Some(status) = refuse(&req) {
+                    let _ = self.tx.send(Err(status)).await;
+                    break;
+                }
+                if self.on_request(req).await.is_err() {
+                    break;
+                }
+            }
+            tokio::select! {
+                msg = inbound.next() => match msg {
+                    Some(Ok(req)) => next = Some(req),
+                    None => break,
+                    Some(Err(status)) => {
+                        debug!(%status, "VHDS stream error");
+                        break;
+                    }
+                },
+                changed = self.snapshots.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let all: Vec<String> = self.aliases.keys().cloned().collect();
+                    if self.answer(all).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        info!("VHDS stream closed");
+    }
+
+    async fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Result<(), Closed> {
+        if !req.response_nonce.is_empty() && req.response_nonce == self.sent_nonce {
+            match &req.error_detail {
+                Some(error) => {
+                    warn!(kind = "VHDS", message = %error.message, "proxy rejected virtual hosts (NACK)");
+                    let nack = Nack {
+                        version: self.sent_nonce.clone(),
+                        message: error.message.clone(),
+                        at: SystemTime::now(),
+                    };
+                    self.connections
+                        .update_node(&self.node_id, VIRTUAL_HOST, |s| {
+                            s.nacks += 1;
+                            s.last_nack = Some(nack);
+                        });
+                    // What the proxy holds is no longer known: the next
+                    // change answers every alias again.
+                    for told in self.aliases.values_mut() {
+                        *told = None;
+                    }
+                }
+                None => {
+                    let nonce = req.response_nonce.clone();
+                    self.connections
+                        .update_node(&self.node_id, VIRTUAL_HOST, |s| {
+                            s.acks += 1;
+                            s.acked_version = nonce;
+                        });
+                }
+            }
+        }
+        for alias in &req.resource_names_unsubscribe {
+            self.aliases.remove(alias);
+        }
+        let mut new = Vec::new();
+        for alias in req.resource_names_subscribe {
+            if !self.aliases.contains_key(&alias) {
+                self.aliases.insert(alias.clone(), None);
+                new.push(alias);
+            }
+        }
+        if new.is_empty() {
+            return Ok(());
+        }
+        self.answer(new).await
+    }
+
+    /// Answers `aliases` from the current snapshot, sending only what the
+    /// proxy was not told already.
+    async fn answer(&mut self, aliases: Vec<String>) -> Result<(), Closed> {
+        let snapshot = self.snapshots.borrow_and_update().clone();
+        let mut found: BTreeMap<String, Resource> = BTreeMap::new();
+        let mut not_found = Vec::new();
+        let mut dropped = BTreeSet::new();
+        for alias in aliases {
+            let Some(before) = self.aliases.get(&alias) else {
+                continue;
+            };
+            let resolved = resolve(&snapshot, &alias);
+            let now = match &resolved {
+                Some((name, encoded)) => Told::Host {
+                    name: name.clone(),
+                    version: hash_of(encoded.as_ref()),
+                },
+                None => Told::NotFound,
+            };
+            if before.as_ref() == Some(&now) {
+                continue;
+            }
+            if let Some(Told::Host { name, .. }) = before {
+                dropped.insert(name.clone());
+            }
+            match (resolved, &now) {
+                (Some((name, encoded)), Told::Host { version, .. }) => {
+                    let entry = found.entry(name.clone()).or_insert_with(|| Resource {
+                        name,
+                        version: format!("{version:016x}"),
+                        resource: Some(Any {
+                            type_url: VIRTUAL_HOST.to_owned(),
+                            value: encoded.to_vec(),
+                        }),
+                        ..Default::default()
+                    });
+                    entry.aliases.push(alias.clone());
+                }
+                _ => not_found.push(Resource {
+                    name: alias.clone(),
+                    aliases: vec![alias.clone()],
+                    ..Default::default()
+                }),
+            }
+            self.aliases.insert(alias, Some(now));
+        }
+        // A resource no alias leads to any more is gone from the proxy.
+        let removed: Vec<String> = dropped
+            .into_iter()
+            .filter(|name| {
+                !found.contains_key(name)
+                    && !self
+                        .aliases
+                        .values()
+                        .any(|t| matches!(t, Some(Told::Host { name: n, .. }) if n == name))
+            })
+            .collect();
+        if found.is_empty() && not_found.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        self.nonce += 1;
+        self.sent_nonce = self.nonce.to_string();
+        let count = found.len() + not_found.len();
+        debug!(count, removed = removed.len(), nonce = %self.sent_nonce, "VHDS push");
+        let response = DeltaDiscoveryResponse {
+            system_version_info: snapshot.generation.to_string(),
+            resources: found.into_values().chain(not_found).collect(),
+            type_url: VIRTUAL_HOST.to_owned(),
+            removed_resources: removed,
+            nonce: self.sent_nonce.clone(),
+            ..Default::default()
+        };
+        let nonce = self.sent_nonce.clone();
+        self.connections
+            .update_node(&self.node_id, VIRTUAL_HOST, |s| {
+                s.pushes += 1;
+                s.sent_version = nonce.clone();
+                s.sent_nonce = nonce;
+            });
+        self.tx.send(Ok(response)).await.map_err(|_| Closed)
+    }
+}
+
+/// `<route configuration>/<host>` against the snapshot's VHDS tables.
+fn resolve(snapshot: &Snapshot, alias: &str) -> Option<(String, Bytes)> {
+    let (route_config, host) = alias.rsplit_once('/')?;
+    snapshot.vhosts.get(route_config)?.resolve(host)
+}
+
+pub(crate) struct Closed;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vhost(name: &str, domains: &[&str], marker: &str) -> VirtualHost {
+        VirtualHost {
+            name: name.to_owned(),
+            domains: domains.iter().map(|d| (*d).to_owned()).collect(),
+            request_headers_to_remove: vec![marker.to_owned()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn resolves_every_domain_and_nothing_else() {
+        let mut b = VirtualHostsBuilder::new("http_proxy");
+        b.push(&vhost(
+            "a.ns.svc.cluster.local:80",
+            &["a.ns:80", "a.ns", "a:80"],
+            "",
+        ));
+        b.push(&vhost(
+            "b.ns.svc.cluster.local:9080",
+            &["b:9080", "b.ns:9080"],
+            "",
+        ));
+        let vhosts = b.finish();
+        for (host, name) in [
+            ("a.ns", "http_proxy/a.ns.svc.cluster.local:80"),
+            ("a:80", "http_proxy/a.ns.svc.cluster.local:80"),
+            ("b.ns:9080", "http_proxy/b.ns.svc.cluster.local:9080"),
+        ] {
+            let (got, encoded) = vhosts.resolve(host).expect(host);
+            assert_eq!(got, name);
+            let vh = VirtualHost::decode(encoded.as_ref()).unwrap();
+            assert!(vh.domains.iter().any(|d| d == host));
+        }
+        for host in ["a", "b", "b:80", "c:9080", ""] {
+            assert!(vhosts.resolve(host).is_none(), "{host}");
+        }
+        assert_eq!(vhosts.decode_all().len(), 2);
+    }
+
+    fn snapshot(generation: u64, vhosts: &[VirtualHost]) -> Arc<Snapshot> {
+        let mut b = VirtualHostsBuilder::new("rc");
+        for vh in vhosts {
+            b.push(vh);
+        }
+        let mut s = Snapshot::default();
+        s.generation = generation;
+        s.vhosts.insert("rc".to_owned(), b.finish());
+        Arc::new(s)
+    }
+
+    fn subscribe(names: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
+        DeltaDiscoveryRequest {
+            type_url: VIRTUAL_HOST.to_owned(),
+            resource_names_subscribe: names.iter().map(|n| (*n).to_owned()).collect(),
+            response_nonce: nonce.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_subscriptions_and_pushes_only_what_changed() {
+        let (snap_tx, snapshots) = watch::channel(snapshot(
+            1,
+            &[
+                vhost("a:80", &["a:80", "a"], "1"),
+                vhost("b:80", &["b:80", "b"], "1"),
+            ],
+        ));
+        let (tx, mut rx) = mpsc::channel(16);
+        let (in_tx, in_rx) = mpsc::channel(16);
+        let stream = DeltaStream::new("n".into(), Arc::default(), tx, snapshots);
+        let task = tokio::spawn(stream.run(
+            subscribe(&["rc/a", "rc/a:80", "rc/nope"], ""),
+            tokio_stream::wrappers::ReceiverStream::new(in_rx),
+        ));
+        let first = rx.recv().await.unwrap().unwrap();
+        let names: Vec<(&str, &[String], bool)> = first
+            .resources
+            .iter()
+            .map(|r| (r.name.as_str(), r.aliases.as_slice(), r.resource.is_some()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (
+                    "rc/a:80",
+                    &["rc/a".to_owned(), "rc/a:80".to_owned()][..],
+                    true
+                ),
+                ("rc/nope", &["rc/nope".to_owned()][..], false),
+            ]
+        );
+        // ACK, then subscribe to b.
+        in_tx.send(Ok(subscribe(&[], &first.nonce))).await.unwrap();
+        in_tx.send(Ok(subscribe(&["rc/b"], ""))).await.unwrap();
+        let second = rx.recv().await.unwrap().unwrap();
+        assert_eq!(second.resources.len(), 1);
+        assert_eq!(second.resources[0].name, "rc/b:80");
+
+        // b changes, a does not: only b is sent.
+        snap_tx.send_replace(snapshot(
+            2,
+            &[
+                vhost("a:80", &["a:80", "a"], "1"),
+                vhost("b:80", &["b:80", "b"], "2"),
+            ],
+        ));
+        let third = rx.recv().await.unwrap().unwrap();
+        let sent: Vec<&str> = third.resources.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(sent, ["rc/b:80"]);
+        assert!(third.removed_resources.is_empty());
+
+        // b is deleted: removed, and its alias answered as not found.
+        snap_tx.send_replace(snapshot(3, &[vhost("a:80", &["a:80", "a"], "1")]));
+        let fourth = rx.recv().await.unwrap().unwrap();
+        assert_eq!(fourth.removed_resources, ["rc/b:80"]);
+        assert_eq!(fourth.resources.len(), 1);
+        assert_eq!(fourth.resources[0].name, "rc/b");
+        assert!(fourth.resources[0].resource.is_none());
+
+        // A delta stream for any other type is refused.
+        drop(in_tx);
+        task.await.unwrap();
+        assert!(refuse(&DeltaDiscoveryRequest::default()).is_some());
+    }
+}
