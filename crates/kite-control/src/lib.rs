@@ -113,6 +113,21 @@ impl Translation {
                             .then_some(*pair)
                     })
                     .collect();
+                if workloads.is_none()
+                    && let Some(hosts) = virtual_service_hosts(&changed)
+                {
+                    // VirtualServices only: the registry is as it was, and
+                    // translation redoes just the virtual hosts they name.
+                    return Self {
+                        registry: previous.registry,
+                        config,
+                        views: translate::Views::reusing(Some(translate::Reuse {
+                            hosts,
+                            ..Default::default()
+                        })),
+                        base: Some(previous.views),
+                    };
+                }
                 let registry = workloads
                     .as_ref()
                     .and_then(|w| previous.registry.with_workloads(w))
@@ -185,6 +200,30 @@ fn bookkeeping(spec: &kite_config::Spec) -> bool {
         spec,
         Spec::Deployment(_) | Spec::Pod(_) | Spec::ServiceAccount | Spec::Namespace
     )
+}
+
+/// The services whose virtual hosts these changes change, if they are
+/// changes of VirtualServices only, each naming its hosts exactly.
+fn virtual_service_hosts(
+    changed: &[(Option<&kite_config::Object>, Option<&kite_config::Object>)],
+) -> Option<std::collections::HashSet<String>> {
+    let mut hosts = std::collections::HashSet::new();
+    for object in changed.iter().flat_map(|(o, n)| o.iter().chain(n)) {
+        match &object.spec {
+            kite_config::Spec::VirtualService(vs) => {
+                for host in &vs.hosts {
+                    let host = kite_config::networking::expand_host(host, &object.meta.namespace);
+                    if host.contains('*') {
+                        return None;
+                    }
+                    hosts.insert(host);
+                }
+            }
+            spec if bookkeeping(spec) => {}
+            _ => return None,
+        }
+    }
+    Some(hosts)
 }
 
 /// The services whose endpoints changing these WorkloadEntries changes.
@@ -462,3 +501,6 @@ async fn serve_grpc(listener: TcpListener, ads: Arc<AdsServer<Control>>) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -50,6 +50,8 @@ pub struct VirtualHosts {
     /// bytes a domain, where a map of strings would be several times that
     /// for each of the route views a control plane holds.
     domains: Vec<(u64, u32, u32)>,
+    /// Bytes of `buf` that replaced virtual hosts left behind.
+    waste: usize,
 }
 
 /// Builds [`VirtualHosts`] one virtual host at a time.
@@ -107,6 +109,7 @@ impl VirtualHostsBuilder {
             route_config: self.route_config,
             buf: Bytes::from(self.buf),
             domains: self.domains,
+            waste: 0,
         })
     }
 }
@@ -122,19 +125,77 @@ impl VirtualHosts {
     /// it: lowercase, with the port if the request had one): its resource
     /// name and encoding.
     pub fn resolve(&self, host: &str) -> Option<(String, Bytes)> {
+        let (name, start, end) = self.locate(host)?;
+        Some((
+            format!("{}/{name}", self.route_config),
+            self.buf.slice(start as usize..end as usize),
+        ))
+    }
+
+    /// Bytes that replaced virtual hosts left behind: nonzero for a
+    /// [`VirtualHosts::patched`] table until it is compacted.
+    pub fn wasted(&self) -> usize {
+        self.waste
+    }
+
+    /// The name of the virtual host serving `host`, and where it is.
+    fn locate(&self, host: &str) -> Option<(String, u32, u32)> {
         let h = hash_of(host);
         let from = self.domains.partition_point(|e| e.0 < h);
         self.domains[from..]
             .iter()
             .take_while(|e| e.0 == h)
             .find_map(|&(_, start, end)| {
-                let encoded = self.buf.slice(start as usize..end as usize);
-                let head = Head::decode(encoded.as_ref()).ok()?;
+                let head = Head::decode(&self.buf[start as usize..end as usize]).ok()?;
                 head.domains
                     .iter()
                     .any(|d| d == host)
-                    .then(|| (format!("{}/{}", self.route_config, head.name), encoded))
+                    .then_some((head.name, start, end))
             })
+    }
+
+    /// A successor in which each of `updates` replaces the virtual host of
+    /// the same name, found by the update's first domain; `None` if one is
+    /// not there. Only the updates are encoded: at 10,000 services, a
+    /// VirtualService change then costs a copy of the table, not its
+    /// translation.
+    pub fn patched(&self, updates: &[VirtualHost]) -> Option<Arc<VirtualHosts>> {
+        let mut buf = Vec::with_capacity(self.buf.len() + updates.len() * 1024);
+        buf.extend_from_slice(&self.buf);
+        let mut gone = std::collections::HashSet::new();
+        let mut waste = self.waste;
+        let mut added = Vec::new();
+        for vh in updates {
+            let (name, start, end) = self.locate(vh.domains.first()?)?;
+            if name != vh.name {
+                return None;
+            }
+            if gone.insert((start, end)) {
+                waste += (end - start) as usize;
+            }
+            let at = buf.len();
+            vh.encode_raw(&mut buf);
+            let (from, to) = (u32::try_from(at).ok()?, u32::try_from(buf.len()).ok()?);
+            added.extend(vh.domains.iter().map(|d| (hash_of(d.as_str()), from, to)));
+        }
+        let mut domains: Vec<(u64, u32, u32)> = self
+            .domains
+            .iter()
+            .filter(|e| !gone.contains(&(e.1, e.2)))
+            .copied()
+            .chain(added)
+            .collect();
+        if waste > buf.len() / 2 {
+            (buf, domains) = compact(&buf, domains);
+            waste = 0;
+        }
+        domains.sort_unstable();
+        Some(Arc::new(VirtualHosts {
+            route_config: self.route_config.clone(),
+            buf: Bytes::from(buf),
+            domains,
+            waste,
+        }))
     }
 
     /// Every virtual host, decoded: for dumps and tests.
@@ -151,6 +212,28 @@ impl VirtualHosts {
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
+}
+
+/// `buf` without the bytes no entry of `domains` refers to.
+fn compact(buf: &[u8], domains: Vec<(u64, u32, u32)>) -> (Vec<u8>, Vec<(u64, u32, u32)>) {
+    let mut live: Vec<(u32, u32)> = domains.iter().map(|e| (e.1, e.2)).collect();
+    live.sort_unstable();
+    live.dedup();
+    let mut out = Vec::with_capacity(live.iter().map(|(s, e)| (e - s) as usize).sum());
+    let mut moved = std::collections::HashMap::with_capacity(live.len());
+    for (start, end) in live {
+        let at = out.len() as u32;
+        out.extend_from_slice(&buf[start as usize..end as usize]);
+        moved.insert(start, at);
+    }
+    let domains = domains
+        .into_iter()
+        .map(|(h, start, end)| {
+            let at = moved[&start];
+            (h, at, at + (end - start))
+        })
+        .collect();
+    (out, domains)
 }
 
 /// What a stream last told its proxy about one alias.
@@ -423,6 +506,36 @@ mod tests {
             assert!(vhosts.resolve(host).is_none(), "{host}");
         }
         assert_eq!(vhosts.decode_all().len(), 2);
+    }
+
+    #[test]
+    fn a_patch_replaces_only_the_named_virtual_hosts() {
+        let mut b = VirtualHostsBuilder::new("rc");
+        b.push(&vhost("a:80", &["a:80", "a"], "1"));
+        b.push(&vhost("b:80", &["b:80", "b"], "1"));
+        let v1 = b.finish();
+        let marker = |v: &VirtualHosts, host: &str| {
+            let (_, e) = v.resolve(host).unwrap();
+            VirtualHost::decode(e.as_ref())
+                .unwrap()
+                .request_headers_to_remove[0]
+                .clone()
+        };
+        // Patched again and again: the table stays compact and right.
+        let mut v = v1.clone();
+        for round in 2..10 {
+            v = v
+                .patched(&[vhost("b:80", &["b:80", "b"], &round.to_string())])
+                .unwrap();
+            assert_eq!(marker(&v, "b"), round.to_string());
+            assert_eq!(marker(&v, "a"), "1");
+            assert!(v.buf.len() <= 3 * v1.buf.len(), "{} bytes", v.buf.len());
+        }
+        assert_eq!(marker(&v1, "b"), "1", "the predecessor is unchanged");
+        assert_eq!(v.decode_all().len(), 2);
+        // A virtual host that is not there, or under another name: no patch.
+        assert!(v.patched(&[vhost("c:80", &["c:80"], "x")]).is_none());
+        assert!(v.patched(&[vhost("z:80", &["a:80"], "x")]).is_none());
     }
 
     fn snapshot(generation: u64, vhosts: &[VirtualHost]) -> Arc<Snapshot> {

@@ -13,7 +13,10 @@
 //! request, EDS names from the EDS clusters received, RDS names from the
 //! listeners' HTTP connection managers, every response ACKed at once. They
 //! decode only what that needs, so that the simulator's own CPU, on the same
-//! machine, disturbs the measurement as little as possible.
+//! machine, disturbs the measurement as little as possible. As Kite's proxy,
+//! each also keeps a VHDS stream subscribed to the hosts its app calls
+//! (`--hosts-per-proxy`): among them every host a VirtualService change
+//! touches, so that each change affects every sidecar.
 
 use std::{
     collections::BTreeMap,
@@ -57,6 +60,8 @@ struct Args {
     proxies: usize,
     changes: usize,
     vs_changes: usize,
+    /// Hosts each sidecar's app calls, fetched by VHDS.
+    hosts_per_proxy: usize,
     /// The control plane's process, for CPU and RSS; without it those
     /// columns stay empty.
     pid: Option<u32>,
@@ -79,6 +84,7 @@ impl Args {
             proxies: 1_000,
             changes: 5,
             vs_changes: 0,
+            hosts_per_proxy: 10,
             pid: None,
             clk_tck: 100,
             connect_parallelism: 100,
@@ -102,6 +108,7 @@ impl Args {
                 "--proxies" => args.proxies = number()?,
                 "--changes" => args.changes = number()?,
                 "--vs-changes" => args.vs_changes = number()?,
+                "--hosts-per-proxy" => args.hosts_per_proxy = number()?,
                 "--pid" => args.pid = Some(u32::try_from(number()?)?),
                 "--clk-tck" => args.clk_tck = u64::try_from(number()?)?,
                 "--connect-parallelism" => args.connect_parallelism = number()?.max(1),
@@ -189,6 +196,38 @@ async fn measure_change(
     }))
 }
 
+/// The service changed by change `c` (0-based): different services, in
+/// different namespaces, every time.
+fn changed_service(args: &Args, c: usize) -> usize {
+    (c * 7_919 + 13) % args.services
+}
+
+/// The VHDS aliases sidecar `i` subscribes to: the services the
+/// VirtualService changes touch, then others, spread over the mesh.
+fn aliases(args: &Args, i: usize) -> Vec<String> {
+    let mut services: Vec<usize> = (args.changes..args.changes + args.vs_changes)
+        .map(|c| changed_service(args, c))
+        .collect();
+    let mut k = 0;
+    while services.len() < args.hosts_per_proxy.min(args.services) && k < 4 * args.services {
+        let s = (i * 31 + k * 977 + 1) % args.services;
+        k += 1;
+        if !services.contains(&s) {
+            services.push(s);
+        }
+    }
+    services
+        .into_iter()
+        .map(|s| {
+            format!(
+                "http_proxy/{}.{}:8080",
+                service_name(s),
+                namespace(s % args.namespaces)
+            )
+        })
+        .collect()
+}
+
 fn median<T: Copy + Ord>(mut v: Vec<T>) -> Option<T> {
     v.sort();
     v.get(v.len() / 2).copied()
@@ -235,6 +274,18 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("connecting sidecar {i} to {}", args.xds))?;
         let node = node(&args, &mesh, i);
         let shared = shared.clone();
+        {
+            let (channel, node, shared) = (channel.clone(), node.clone(), shared.clone());
+            let aliases = aliases(&args, i);
+            tokio::spawn(async move {
+                let result =
+                    vhds_sidecar(channel, node, shared.clone(), fleet_start, aliases).await;
+                if let Err(error) = result {
+                    shared.failed.fetch_add(1, Ordering::AcqRel);
+                    eprintln!("sidecar {i} (VHDS): {error:#}");
+                }
+            });
+        }
         tokio::spawn(async move {
             // The permit is held until this sidecar has its first config, so
             // at most `connect_parallelism` are syncing at once.
@@ -246,8 +297,9 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     let synced = wait_for("every sidecar's initial sync", args.sync_timeout, || {
-        shared.synced.load(Ordering::Acquire) + shared.failed.load(Ordering::Acquire)
-            >= args.proxies
+        let failed = shared.failed.load(Ordering::Acquire);
+        shared.synced.load(Ordering::Acquire) + failed >= args.proxies
+            && shared.hosts_synced.load(Ordering::Acquire) + failed >= args.proxies
     })
     .await;
     let sync_time = Duration::from_nanos(shared.last_sync_ns.load(Ordering::Acquire));
@@ -289,8 +341,7 @@ async fn main() -> anyhow::Result<()> {
     let mut extra_pod = mesh.pods.len();
     for c in 0..args.changes + args.vs_changes {
         id += 1;
-        // Different services, in different namespaces, every time.
-        let s = (c * 7_919 + 13) % mesh.services;
+        let s = changed_service(&args, c);
         let ns = namespace(s % mesh.namespaces);
         let host = format!("{}.{ns}.svc.cluster.local", service_name(s));
         let is_vs = c >= args.changes;
@@ -314,8 +365,8 @@ async fn main() -> anyhow::Result<()> {
                 &args,
                 &shared,
                 id,
-                type_url::ROUTE,
-                "http_proxy".into(),
+                type_url::VIRTUAL_HOST,
+                format!("http_proxy/{host}:8080"),
                 marker,
                 vec![vs],
             )

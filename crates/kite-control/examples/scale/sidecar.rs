@@ -1,4 +1,5 @@
-//! Simulated sidecars: ADS streams that behave as Envoy does.
+//! Simulated sidecars: ADS streams that behave as Envoy does, and the
+//! VHDS stream of Kite's proxy.
 
 use super::*;
 
@@ -51,6 +52,8 @@ pub(crate) struct Shared {
     pub(crate) eds_names: Mutex<BTreeMap<u64, Arc<NameList>>>,
     pub(crate) responses: AtomicU64,
     pub(crate) response_bytes: AtomicU64,
+    /// Sidecars whose VHDS stream has answered every host their app calls.
+    pub(crate) hosts_synced: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -362,4 +365,78 @@ pub(crate) async fn sidecar(
         }
     }
     bail!("the control plane closed the stream")
+}
+
+/// One sidecar's VHDS stream, as Kite's proxy keeps it: a delta xDS stream
+/// subscribed to the hosts its app calls (`aliases`), every response ACKed.
+pub(crate) async fn vhds_sidecar(
+    channel: tonic::transport::Channel,
+    node: envoy_types::pb::envoy::config::core::v3::Node,
+    shared: Arc<Shared>,
+    fleet_start: Instant,
+    aliases: Vec<String>,
+) -> anyhow::Result<()> {
+    use envoy_types::pb::envoy::service::discovery::v3::{
+        DeltaDiscoveryRequest,
+        aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+    };
+    let mut client =
+        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(usize::MAX);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let wanted = aliases.len();
+    tx.send(DeltaDiscoveryRequest {
+        node: Some(node),
+        type_url: type_url::VIRTUAL_HOST.to_owned(),
+        resource_names_subscribe: aliases,
+        ..Default::default()
+    })
+    .context("queueing the VHDS subscription")?;
+    let mut responses = client
+        .delta_aggregated_resources(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+        .await
+        .context("opening the VHDS stream")?
+        .into_inner();
+    let mut answered = std::collections::HashSet::new();
+    let mut met = 0u64;
+    while let Some(rsp) = responses.message().await.context("receiving VHDS")? {
+        shared.responses.fetch_add(1, Ordering::Relaxed);
+        shared
+            .response_bytes
+            .fetch_add(rsp.encoded_len() as u64, Ordering::Relaxed);
+        let expectation = shared.expectation.read().clone();
+        let hit = expectation.as_ref().is_some_and(|e| {
+            e.id > met
+                && e.type_url == type_url::VIRTUAL_HOST
+                && rsp.resources.iter().any(|r| {
+                    r.name == e.resource
+                        && r.resource.as_ref().is_some_and(|any| {
+                            any.value
+                                .windows(e.needle.len())
+                                .any(|w| w == e.needle.as_slice())
+                        })
+                })
+        });
+        let before = answered.len();
+        for r in &rsp.resources {
+            answered.extend(r.aliases.iter().cloned());
+        }
+        tx.send(DeltaDiscoveryRequest {
+            type_url: type_url::VIRTUAL_HOST.to_owned(),
+            response_nonce: rsp.nonce,
+            ..Default::default()
+        })
+        .context("queueing a VHDS ACK")?;
+        if let (true, Some(e)) = (hit, expectation) {
+            met = e.id;
+            let ns = u64::try_from(e.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            e.last_ack_ns.fetch_max(ns, Ordering::AcqRel);
+            e.acked.fetch_add(1, Ordering::AcqRel);
+        }
+        if before < wanted && answered.len() >= wanted {
+            let ns = u64::try_from(fleet_start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            shared.last_sync_ns.fetch_max(ns, Ordering::AcqRel);
+            shared.hosts_synced.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+    bail!("the control plane closed the VHDS stream")
 }

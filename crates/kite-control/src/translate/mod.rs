@@ -59,12 +59,16 @@ pub struct Views {
 
 /// A change of workloads only (a pod added, removed or relabelled) leaves
 /// route tables as they were and changes the clusters and endpoints of the
-/// services selecting those workloads only: a part of the previous revision
-/// is carried over with just those services translated again.
+/// services selecting those workloads only; a change of VirtualServices
+/// only leaves clusters and endpoints as they were and changes the virtual
+/// hosts of the hosts they name only. A part of the previous revision is
+/// carried over with just those services translated again.
 #[derive(Debug, Default)]
 pub struct Reuse {
     /// Host names of the services whose workloads changed.
     pub services: std::collections::HashSet<String>,
+    /// Host names of the services whose VirtualService changed.
+    pub hosts: std::collections::HashSet<String>,
 }
 
 /// A route view's outbound table, and for Kite's proxies the virtual hosts
@@ -175,31 +179,10 @@ pub fn snapshot_in(
         Some(parts) => parts.clone(),
         None => {
             let before = previous.and_then(|p| p.clusters.get(&key));
-            let (mut clusters, mut endpoints) =
-                (TypeResources::default(), TypeResources::default());
-            match (before, &views.reuse) {
-                (Some(before), Some(reuse)) => {
-                    // Resource names end in `|<host>`.
-                    let kept = |name: &str| {
-                        !reuse
-                            .services
-                            .contains(name.rsplit('|').next().unwrap_or(name))
-                    };
-                    for (part, into) in [
-                        (&before.clusters, &mut clusters),
-                        (&before.endpoints, &mut endpoints),
-                    ] {
-                        for (name, encoded) in part.iter_encoded().filter(|(n, _)| kept(n)) {
-                            into.insert_encoded(name.to_owned(), encoded);
-                        }
-                    }
-                    clusters::outbound(&cx, &mut clusters, &mut endpoints, Some(&reuse.services));
-                }
-                _ => clusters::outbound(&cx, &mut clusters, &mut endpoints, None),
-            }
-            let parts = ClusterParts {
-                clusters: clusters.succeed(before.map(|b| &b.clusters)),
-                endpoints: endpoints.succeed(before.map(|b| &b.endpoints)),
+            let parts = match (before, &views.reuse) {
+                // No workload changed: the parts are as they were.
+                (Some(before), Some(reuse)) if reuse.services.is_empty() => before.clone(),
+                _ => cluster_parts(&cx, before, views.reuse.as_ref()),
             };
             views.clusters.insert(key, parts.clone());
             parts
@@ -210,26 +193,33 @@ pub fn snapshot_in(
     match proxy.kind {
         ProxyKind::Sidecar => {
             let key = route_view(&cx);
-            let carried = views
-                .reuse
-                .as_ref()
-                .and(previous)
-                .and_then(|p| p.routes.get(&key));
-            let parts = match views.routes.get(&key).or(carried) {
-                Some(parts) => {
-                    let parts = parts.clone();
-                    views.routes.insert(key, parts.clone());
-                    parts
-                }
+            let before = previous.and_then(|p| p.routes.get(&key));
+            let parts = match views.routes.get(&key) {
+                Some(parts) => parts.clone(),
                 None => {
-                    let mut routes = TypeResources::default();
-                    let mut vhds = key.vhds.then(listeners::outbound_vhds);
-                    listeners::sidecar_outbound_routes(&cx, &mut routes, vhds.as_mut());
-                    let before = previous.and_then(|p| p.routes.get(&key));
-                    let parts = RouteParts {
-                        routes: routes.succeed(before.map(|b| &b.routes)),
-                        vhosts: vhds.map(kite_xds::VirtualHostsBuilder::finish),
+                    let carried = match (&views.reuse, before) {
+                        (Some(reuse), Some(before)) if reuse.hosts.is_empty() => {
+                            Some(before.clone())
+                        }
+                        (Some(reuse), Some(before)) => before
+                            .vhosts
+                            .as_ref()
+                            .and_then(|v| routes::sidecar_outbound_patch(&cx, v, &reuse.hosts))
+                            .map(|vhosts| RouteParts {
+                                routes: before.routes.clone(),
+                                vhosts: Some(vhosts),
+                            }),
+                        _ => None,
                     };
+                    let parts = carried.unwrap_or_else(|| {
+                        let mut routes = TypeResources::default();
+                        let mut vhds = key.vhds.then(listeners::outbound_vhds);
+                        listeners::sidecar_outbound_routes(&cx, &mut routes, vhds.as_mut());
+                        RouteParts {
+                            routes: routes.succeed(before.map(|b| &b.routes)),
+                            vhosts: vhds.map(kite_xds::VirtualHostsBuilder::finish),
+                        }
+                    });
                     views.routes.insert(key, parts.clone());
                     parts
                 }
@@ -253,6 +243,40 @@ pub fn snapshot_in(
         }
     }
     snapshot
+}
+
+/// Translates a cluster view's parts, again only for the services `reuse`
+/// names if `before` has the rest.
+fn cluster_parts(
+    cx: &Ctx<'_>,
+    before: Option<&ClusterParts>,
+    reuse: Option<&Reuse>,
+) -> ClusterParts {
+    let (mut clusters, mut endpoints) = (TypeResources::default(), TypeResources::default());
+    match (before, reuse) {
+        (Some(before), Some(reuse)) => {
+            // Resource names end in `|<host>`.
+            let kept = |name: &str| {
+                !reuse
+                    .services
+                    .contains(name.rsplit('|').next().unwrap_or(name))
+            };
+            for (part, into) in [
+                (&before.clusters, &mut clusters),
+                (&before.endpoints, &mut endpoints),
+            ] {
+                for (name, encoded) in part.iter_encoded().filter(|(n, _)| kept(n)) {
+                    into.insert_encoded(name.to_owned(), encoded);
+                }
+            }
+            clusters::outbound(cx, &mut clusters, &mut endpoints, Some(&reuse.services));
+        }
+        _ => clusters::outbound(cx, &mut clusters, &mut endpoints, None),
+    }
+    ClusterParts {
+        clusters: clusters.succeed(before.map(|b| &b.clusters)),
+        endpoints: endpoints.succeed(before.map(|b| &b.endpoints)),
+    }
 }
 
 fn cluster_view(cx: &Ctx<'_>) -> ClusterView {

@@ -1,7 +1,9 @@
 //! VirtualService rules (and Istio's default route where none applies) as
 //! Envoy routes.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, sync::Arc};
+
+use kite_xds::VirtualHosts;
 
 use envoy_types::pb::{
     envoy::{
@@ -92,33 +94,72 @@ pub(super) fn sidecar_outbound(cx: &Ctx<'_>, mut out: impl FnMut(VirtualHost)) {
             if domains.is_empty() {
                 continue;
             }
-            let http =
-                port.protocol.is_http() || port.protocol == kite_config::k8s::Protocol::Unknown;
-            let mut routes = Vec::new();
-            if http {
-                routes = match vs {
-                    Some((obj, vs)) => vs_routes(cx, obj, vs, port.port, Context::Mesh),
-                    None => Vec::new(),
-                };
-                if vs.is_none() {
-                    routes.push(default_route(&outbound_cluster(
-                        port.port,
-                        "",
-                        &service.hostname,
-                    )));
-                }
-            }
-            // Apps reach TCP services through the HTTP proxy with CONNECT;
-            // the tunnel goes where the VirtualService's TCP routes say.
-            routes.push(connect_route(cx, vs, &service.hostname, port.port));
             out(VirtualHost {
                 name: format!("{}:{}", service.hostname, port.port),
                 domains,
-                routes,
+                routes: outbound_routes(cx, service, port, vs),
                 ..Default::default()
             });
         }
     }
+}
+
+/// The outbound virtual hosts of `hosts` (services' host names) in
+/// `before`, translated again with the rest of `before` as it was: for a
+/// change of VirtualServices only, which leaves every other virtual host
+/// and every domain as it was. `None` when a host is not there as a
+/// virtual host of its own (a wildcard host, say): then the whole table.
+pub(super) fn sidecar_outbound_patch(
+    cx: &Ctx<'_>,
+    before: &VirtualHosts,
+    hosts: &HashSet<String>,
+) -> Option<Arc<VirtualHosts>> {
+    use prost::Message as _;
+    let mut updates = Vec::new();
+    for host in hosts {
+        // A service gone: its virtual host stays until the next whole
+        // translation (a change of services is never patched).
+        let Some(service) = cx.registry.services.get(host) else {
+            continue;
+        };
+        let vs = virtual_service_for(cx, host, Context::Mesh);
+        for port in &service.ports {
+            let (_, encoded) = before.resolve(&format!("{host}:{}", port.port))?;
+            let mut vhost = VirtualHost::decode(encoded.as_ref()).ok()?;
+            vhost.routes = outbound_routes(cx, service, port, vs);
+            updates.push(vhost);
+        }
+    }
+    before.patched(&updates)
+}
+
+/// The routes of one service port: its VirtualService's, else Istio's
+/// default, and the CONNECT tunnel.
+fn outbound_routes(
+    cx: &Ctx<'_>,
+    service: &Service,
+    port: &crate::registry::Port,
+    vs: Option<(&Object, &VirtualService)>,
+) -> Vec<Route> {
+    let http = port.protocol.is_http() || port.protocol == kite_config::k8s::Protocol::Unknown;
+    let mut routes = Vec::new();
+    if http {
+        routes = match vs {
+            Some((obj, vs)) => vs_routes(cx, obj, vs, port.port, Context::Mesh),
+            None => Vec::new(),
+        };
+        if vs.is_none() {
+            routes.push(default_route(&outbound_cluster(
+                port.port,
+                "",
+                &service.hostname,
+            )));
+        }
+    }
+    // Apps reach TCP services through the HTTP proxy with CONNECT; the
+    // tunnel goes where the VirtualService's TCP routes say.
+    routes.push(connect_route(cx, vs, &service.hostname, port.port));
+    routes
 }
 
 /// Virtual hosts of a gateway server: one per host of each VirtualService
