@@ -56,6 +56,8 @@ pub struct AdsServer<S> {
 #[derive(Debug, Default)]
 pub struct Connections {
     streams: Mutex<BTreeMap<u64, Connection>>,
+    /// The latest stream of each node, for its VHDS stream to report on.
+    by_node: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 #[derive(Clone, Debug)]
@@ -235,6 +237,7 @@ impl<S: SnapshotSource> AdsServer<S> {
             Status::failed_precondition(format!("proxy {}: {reason}", node.id))
         })?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.connections.by_node.lock().insert(node.id.clone(), id);
         self.connections.streams.lock().insert(
             id,
             Connection {
@@ -346,10 +349,10 @@ impl Connections {
         type_url: &str,
         f: impl FnOnce(&mut TypeStatus),
     ) {
-        let mut streams = self.streams.lock();
-        if let Some(conn) = streams.values_mut().rev().find(|c| c.node_id == node_id) {
-            f(conn.types.entry(type_url.to_owned()).or_default());
-        }
+        let Some(id) = self.by_node.lock().get(node_id).copied() else {
+            return;
+        };
+        self.update(id, type_url, f);
     }
 
     fn set_generation(&self, id: u64, generation: u64) {
@@ -359,7 +362,12 @@ impl Connections {
     }
 
     fn remove(&self, id: u64) {
-        self.streams.lock().remove(&id);
+        if let Some(conn) = self.streams.lock().remove(&id) {
+            let mut by_node = self.by_node.lock();
+            if by_node.get(&conn.node_id) == Some(&id) {
+                by_node.remove(&conn.node_id);
+            }
+        }
     }
 }
 

@@ -45,12 +45,18 @@ use crate::{
 #[derive(Debug)]
 pub struct VirtualHosts {
     route_config: String,
-    buf: Bytes,
-    /// (hash of a domain, where its virtual host is in `buf`), by hash: 16
-    /// bytes a domain, where a map of strings would be several times that
-    /// for each of the route views a control plane holds.
+    /// The virtual hosts as laid out, shared with the tables patched from
+    /// this one: a patch copies neither it nor, while both are alive, its
+    /// memory.
+    base: Bytes,
+    /// Virtual hosts patched in since `base` was laid out, at offsets that
+    /// go on from `base`'s end.
+    extra: Bytes,
+    /// (hash of a domain, where its virtual host is), by hash: 16 bytes a
+    /// domain, where a map of strings would be several times that for
+    /// each of the route views a control plane holds.
     domains: Vec<(u64, u32, u32)>,
-    /// Bytes of `buf` that replaced virtual hosts left behind.
+    /// Bytes that replaced virtual hosts left behind.
     waste: usize,
 }
 
@@ -107,7 +113,8 @@ impl VirtualHostsBuilder {
         self.domains.shrink_to_fit();
         Arc::new(VirtualHosts {
             route_config: self.route_config,
-            buf: Bytes::from(self.buf),
+            base: Bytes::from(self.buf),
+            extra: Bytes::new(),
             domains: self.domains,
             waste: 0,
         })
@@ -126,10 +133,16 @@ impl VirtualHosts {
     /// name and encoding.
     pub fn resolve(&self, host: &str) -> Option<(String, Bytes)> {
         let (name, start, end) = self.locate(host)?;
-        Some((
-            format!("{}/{name}", self.route_config),
-            self.buf.slice(start as usize..end as usize),
-        ))
+        Some((format!("{}/{name}", self.route_config), self.at(start, end)))
+    }
+
+    /// The encoding at `start..end` of `base` and then `extra`.
+    fn at(&self, start: u32, end: u32) -> Bytes {
+        let (start, end) = (start as usize, end as usize);
+        match start.checked_sub(self.base.len()) {
+            Some(from) => self.extra.slice(from..end - self.base.len()),
+            None => self.base.slice(start..end),
+        }
     }
 
     /// Bytes that replaced virtual hosts left behind: nonzero for a
@@ -146,7 +159,7 @@ impl VirtualHosts {
             .iter()
             .take_while(|e| e.0 == h)
             .find_map(|&(_, start, end)| {
-                let head = Head::decode(&self.buf[start as usize..end as usize]).ok()?;
+                let head = Head::decode(self.at(start, end)).ok()?;
                 head.domains
                     .iter()
                     .any(|d| d == host)
@@ -160,8 +173,9 @@ impl VirtualHosts {
     /// VirtualService change then costs a copy of the table, not its
     /// translation.
     pub fn patched(&self, updates: &[VirtualHost]) -> Option<Arc<VirtualHosts>> {
-        let mut buf = Vec::with_capacity(self.buf.len() + updates.len() * 1024);
-        buf.extend_from_slice(&self.buf);
+        let mut extra = Vec::with_capacity(self.extra.len() + updates.len() * 1024);
+        extra.extend_from_slice(&self.extra);
+        let offset = self.base.len();
         let mut gone = std::collections::HashSet::new();
         let mut waste = self.waste;
         let mut added = Vec::new();
@@ -173,9 +187,10 @@ impl VirtualHosts {
             if gone.insert((start, end)) {
                 waste += (end - start) as usize;
             }
-            let at = buf.len();
-            vh.encode_raw(&mut buf);
-            let (from, to) = (u32::try_from(at).ok()?, u32::try_from(buf.len()).ok()?);
+            let at = offset + extra.len();
+            vh.encode_raw(&mut extra);
+            let end = offset + extra.len();
+            let (from, to) = (u32::try_from(at).ok()?, u32::try_from(end).ok()?);
             added.extend(vh.domains.iter().map(|d| (hash_of(d.as_str()), from, to)));
         }
         let mut domains: Vec<(u64, u32, u32)> = self
@@ -185,14 +200,26 @@ impl VirtualHosts {
             .copied()
             .chain(added)
             .collect();
-        if waste > buf.len() / 2 {
-            (buf, domains) = compact(&buf, domains);
+        let extra = Bytes::from(extra);
+        let (mut base, mut extra) = (self.base.clone(), extra);
+        if waste > (base.len() + extra.len()) / 2 {
+            let whole = VirtualHosts {
+                route_config: String::new(),
+                base,
+                extra,
+                domains: Vec::new(),
+                waste: 0,
+            };
+            let laid_out;
+            (laid_out, domains) = compact(|s, e| whole.at(s, e), domains);
+            (base, extra) = (Bytes::from(laid_out), Bytes::new());
             waste = 0;
         }
         domains.sort_unstable();
         Some(Arc::new(VirtualHosts {
             route_config: self.route_config.clone(),
-            buf: Bytes::from(buf),
+            base,
+            extra,
             domains,
             waste,
         }))
@@ -204,7 +231,7 @@ impl VirtualHosts {
         let mut out = Vec::new();
         for &(_, start, end) in &self.domains {
             if seen.insert(start)
-                && let Ok(vh) = VirtualHost::decode(&self.buf[start as usize..end as usize])
+                && let Ok(vh) = VirtualHost::decode(self.at(start, end))
             {
                 out.push(vh);
             }
@@ -214,17 +241,20 @@ impl VirtualHosts {
     }
 }
 
-/// `buf` without the bytes no entry of `domains` refers to.
-fn compact(buf: &[u8], domains: Vec<(u64, u32, u32)>) -> (Vec<u8>, Vec<(u64, u32, u32)>) {
+/// The encodings `domains` refers to (through `at`), laid out anew.
+fn compact(
+    at: impl Fn(u32, u32) -> Bytes,
+    domains: Vec<(u64, u32, u32)>,
+) -> (Vec<u8>, Vec<(u64, u32, u32)>) {
     let mut live: Vec<(u32, u32)> = domains.iter().map(|e| (e.1, e.2)).collect();
     live.sort_unstable();
     live.dedup();
     let mut out = Vec::with_capacity(live.iter().map(|(s, e)| (e - s) as usize).sum());
     let mut moved = std::collections::HashMap::with_capacity(live.len());
     for (start, end) in live {
-        let at = out.len() as u32;
-        out.extend_from_slice(&buf[start as usize..end as usize]);
-        moved.insert(start, at);
+        let to = out.len() as u32;
+        out.extend_from_slice(&at(start, end));
+        moved.insert(start, to);
     }
     let domains = domains
         .into_iter()
@@ -529,7 +559,11 @@ mod tests {
                 .unwrap();
             assert_eq!(marker(&v, "b"), round.to_string());
             assert_eq!(marker(&v, "a"), "1");
-            assert!(v.buf.len() <= 3 * v1.buf.len(), "{} bytes", v.buf.len());
+            let size = |v: &VirtualHosts| v.base.len() + v.extra.len();
+            assert!(size(&v) <= 3 * size(&v1), "{} bytes", size(&v));
+            if round == 2 {
+                assert_eq!(v.base.as_ptr(), v1.base.as_ptr(), "the base is shared");
+            }
         }
         assert_eq!(marker(&v1, "b"), "1", "the predecessor is unchanged");
         assert_eq!(v.decode_all().len(), 2);

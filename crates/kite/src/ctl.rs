@@ -229,8 +229,8 @@ pub(crate) async fn proxy_status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or(4)
         .max(4);
     println!(
-        "{:<width$} {:<26} {:<26} {:<26} {:<26}",
-        "NAME", "CDS", "EDS", "LDS", "RDS"
+        "{:<width$} {:<26} {:<26} {:<26} {:<26} {:<26}",
+        "NAME", "CDS", "EDS", "LDS", "RDS", "VHDS"
     );
     for proxy in &proxies {
         let state = |t: &str| {
@@ -246,13 +246,20 @@ pub(crate) async fn proxy_status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 _ => "NOT SENT".to_owned(),
             }
         };
+        // Only Kite's sidecars fetch virtual hosts, once their app calls.
+        let vhds = if proxy["types"]["VHDS"].is_null() {
+            "-".to_owned()
+        } else {
+            state("VHDS")
+        };
         println!(
-            "{:<width$} {:<26} {:<26} {:<26} {:<26}",
+            "{:<width$} {:<26} {:<26} {:<26} {:<26} {:<26}",
             proxy["node"].as_str().unwrap_or_default(),
             state("CDS"),
             state("EDS"),
             state("LDS"),
-            state("RDS")
+            state("RDS"),
+            vhds
         );
     }
     Ok(ExitCode::SUCCESS)
