@@ -2,7 +2,10 @@
 //! xDS batch and published on a watch channel; requests read the current
 //! `Arc<State>` and never wait on the control plane.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use envoy_types::pb::google::protobuf::Any;
 use kite_xds::type_url;
@@ -25,9 +28,9 @@ pub struct State {
     /// Virtual hosts from VHDS, by resource name
     /// (`<route configuration>/<virtual host>`).
     pub vhosts: BTreeMap<String, Arc<VirtualHost>>,
-    /// VHDS answers by alias (`<route configuration>/<host>`): the
-    /// resource that serves the host, or `None` when none does.
-    pub aliases: BTreeMap<String, Option<String>>,
+    /// VHDS answers, by route configuration and host: the virtual host
+    /// that serves the host, or `None` when none does.
+    pub hosts: BTreeMap<String, HashMap<String, Option<Arc<VirtualHost>>>>,
 }
 
 /// Hosts no virtual host serves that the proxy remembers: any request can
@@ -61,8 +64,7 @@ impl State {
     /// while not asked for or not answered, `Some(None)` when no virtual
     /// host serves it.
     pub fn vhds_host(&self, rc: &str, host: &str) -> Option<Option<&Arc<VirtualHost>>> {
-        let answer = self.aliases.get(&format!("{rc}/{host}"))?;
-        Some(answer.as_ref().and_then(|name| self.vhosts.get(name)))
+        self.hosts.get(rc)?.get(host).map(Option::as_ref)
     }
 }
 
@@ -195,71 +197,119 @@ impl kite_xds::client::VhdsHandler for Applier {
         for r in resources {
             match &r.resource {
                 Some(any) => match VirtualHost::from_vhds(&r.name, any) {
-                    Ok(vh) => found.push((r, Some(vh))),
+                    Ok(vh) => found.push((r, Some(Arc::new(vh)))),
                     Err(e) => errors.push(e.to_string()),
                 },
                 None => found.push((r, None)),
             }
         }
+        let _serial = self.serial.lock();
+        let mut next = (*self.current()).clone();
         if !errors.is_empty() {
             let error = errors.join("; ");
             let mut rejections = self.rejections.lock();
             rejections.push(error.clone());
             let excess = rejections.len().saturating_sub(20);
             rejections.drain(..excess);
+            // Hosts asked for and rejected route as hosts no virtual host
+            // serves, rather than leave their requests waiting.
+            let mut asked = false;
+            for r in resources {
+                for alias in &r.aliases {
+                    if let Some((rc, host)) = alias.rsplit_once('/')
+                        && next.vhds_host(rc, host).is_none()
+                    {
+                        next.hosts
+                            .entry(rc.to_owned())
+                            .or_default()
+                            .insert(host.to_owned(), None);
+                        asked = true;
+                    }
+                }
+            }
+            if asked {
+                self.publish(next);
+            }
             return Err(error);
         }
-        let _serial = self.serial.lock();
-        let mut next = (*self.current()).clone();
         for name in removed {
-            next.vhosts.remove(name);
-            next.aliases
-                .retain(|_, to| to.as_deref() != Some(name.as_str()));
+            if let Some(gone) = next.vhosts.remove(name) {
+                for hosts in next.hosts.values_mut() {
+                    hosts.retain(|_, vh| !vh.as_ref().is_some_and(|vh| Arc::ptr_eq(vh, &gone)));
+                }
+            }
         }
         for (r, vh) in found {
-            let to = vh.map(|vh| {
-                next.vhosts.insert(r.name.clone(), Arc::new(vh));
-                r.name.clone()
-            });
+            if let Some(vh) = &vh
+                && let Some(old) = next.vhosts.insert(r.name.clone(), vh.clone())
+            {
+                // Every host it served follows it.
+                for to in next.hosts.values_mut().flat_map(|h| h.values_mut()) {
+                    if to.as_ref().is_some_and(|t| Arc::ptr_eq(t, &old)) {
+                        *to = Some(vh.clone());
+                    }
+                }
+            }
             for alias in &r.aliases {
-                next.aliases.insert(alias.clone(), to.clone());
+                if let Some((rc, host)) = alias.rsplit_once('/') {
+                    next.hosts
+                        .entry(rc.to_owned())
+                        .or_default()
+                        .insert(host.to_owned(), vh.clone());
+                }
             }
         }
         *next.versions.entry(type_url::VIRTUAL_HOST).or_default() += 1;
-        let next = Arc::new(next);
-        *self.current.lock() = next.clone();
-        self.tx.send_replace(next);
+        self.publish(next);
         Ok(())
     }
 
     fn aliases(&self) -> Vec<String> {
-        self.current().aliases.keys().cloned().collect()
+        let current = self.current();
+        current
+            .hosts
+            .iter()
+            .flat_map(|(rc, hosts)| hosts.keys().map(move |h| format!("{rc}/{h}")))
+            .collect()
     }
 
     fn evict(&self) -> Vec<String> {
         let _serial = self.serial.lock();
         let current = self.current();
-        let unserved: Vec<String> = current
-            .aliases
+        let unserved: Vec<(String, String)> = current
+            .hosts
             .iter()
-            .filter(|(_, to)| to.is_none())
-            .map(|(alias, _)| alias.clone())
+            .flat_map(|(rc, hosts)| {
+                hosts
+                    .iter()
+                    .filter(|(_, to)| to.is_none())
+                    .map(move |(h, _)| (rc.clone(), h.clone()))
+            })
             .collect();
         if unserved.len() <= MAX_UNSERVED {
             return Vec::new();
         }
         let mut next = (*current).clone();
-        for alias in &unserved {
-            next.aliases.remove(alias);
+        for (rc, host) in &unserved {
+            if let Some(hosts) = next.hosts.get_mut(rc) {
+                hosts.remove(host);
+            }
         }
-        let next = Arc::new(next);
-        *self.current.lock() = next.clone();
-        self.tx.send_replace(next);
+        self.publish(next);
         unserved
+            .into_iter()
+            .map(|(rc, host)| format!("{rc}/{host}"))
+            .collect()
     }
 }
 
 impl Applier {
+    fn publish(&self, next: State) {
+        let next = Arc::new(next);
+        *self.current.lock() = next.clone();
+        self.tx.send_replace(next);
+    }
+
     fn names_in(&self, state: &State, kind: &str) -> Vec<String> {
         let mut names: Vec<String> = match kind {
             type_url::ROUTE => state
@@ -283,5 +333,93 @@ impl Applier {
         names.sort();
         names.dedup();
         names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::{
+        envoy::{
+            config::route::v3::VirtualHost as PbVirtualHost, service::discovery::v3::Resource,
+        },
+        google::protobuf::Any,
+    };
+    use kite_xds::client::VhdsHandler as _;
+    use prost::Message as _;
+
+    use super::*;
+
+    fn found(name: &str, aliases: &[&str], domains: &[&str]) -> Resource {
+        let vh = PbVirtualHost {
+            name: name.rsplit('/').next().unwrap().to_owned(),
+            domains: domains.iter().map(|d| (*d).to_owned()).collect(),
+            ..Default::default()
+        };
+        Resource {
+            name: name.to_owned(),
+            aliases: aliases.iter().map(|a| (*a).to_owned()).collect(),
+            resource: Some(Any {
+                type_url: type_url::VIRTUAL_HOST.to_owned(),
+                value: vh.encode_to_vec(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn domains(state: &State, host: &str) -> Option<Option<Vec<String>>> {
+        state
+            .vhds_host("rc", host)
+            .map(|vh| vh.map(|vh| vh.domains.clone()))
+    }
+
+    #[test]
+    fn virtual_hosts_follow_vhds_answers() {
+        let (applier, _, _) = Applier::new();
+        let nope = Resource {
+            name: "rc/nope".into(),
+            aliases: vec!["rc/nope".into()],
+            ..Default::default()
+        };
+        applier
+            .apply_vhosts(
+                &[found("rc/a:80", &["rc/a", "rc/a:80"], &["a", "a:80"]), nope],
+                &[],
+            )
+            .unwrap();
+        let state = applier.current();
+        assert_eq!(
+            domains(&state, "a"),
+            Some(Some(vec!["a".into(), "a:80".into()]))
+        );
+        assert_eq!(domains(&state, "a:80"), domains(&state, "a"));
+        assert_eq!(
+            domains(&state, "nope"),
+            Some(None),
+            "answered: none serves it"
+        );
+        assert_eq!(domains(&state, "b"), None, "not asked");
+
+        // An update reaches every host the virtual host serves.
+        applier
+            .apply_vhosts(&[found("rc/a:80", &[], &["a", "a:80", "a.ns"])], &[])
+            .unwrap();
+        let state = applier.current();
+        assert_eq!(domains(&state, "a:80").unwrap().unwrap().len(), 3);
+        assert_eq!(domains(&state, "a").unwrap().unwrap().len(), 3);
+
+        // A bad virtual host is rejected, and its hosts do not wait on.
+        let mut bad = found("rc/b:80", &["rc/b"], &["b"]);
+        bad.resource.as_mut().unwrap().value = vec![0xff];
+        assert!(applier.apply_vhosts(&[bad], &[]).is_err());
+        assert_eq!(domains(&applier.current(), "b"), Some(None));
+
+        // Removed: its hosts are asked for again.
+        applier.apply_vhosts(&[], &["rc/a:80".into()]).unwrap();
+        let state = applier.current();
+        assert_eq!(domains(&state, "a"), None);
+        assert!(state.vhosts.is_empty());
+        let mut asked = applier.aliases();
+        asked.sort();
+        assert_eq!(asked, ["rc/b", "rc/nope"]);
     }
 }
