@@ -15,6 +15,7 @@ use hyper::body::{Frame, Incoming};
 use kite_xds::{
     Request,
     ads::{AdsServer, Encoded, SnapshotSource},
+    pb::envoy::service::discovery::v3::DeltaDiscoveryRequest,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -22,6 +23,8 @@ use tonic::Status;
 
 pub(crate) const STREAM_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+pub(crate) const DELTA_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 /// gRPC's length-prefixed message header: compressed flag, 4-byte length.
 const HEADER: usize = 5;
 /// Pieces of a response smaller than this are copied together into one
@@ -39,20 +42,70 @@ pub(crate) async fn stream<S: SnapshotSource>(
     request: http::Request<Incoming>,
 ) -> http::Response<tonic::body::Body> {
     let (requests_tx, mut requests) = mpsc::channel(16);
-    tokio::spawn(read_requests(request.into_body(), requests_tx));
-    let first = match requests.recv().await {
-        Some(Ok(first)) => first,
-        Some(Err(status)) => return trailers_only(&status),
-        None => {
-            return trailers_only(&Status::invalid_argument(
-                "stream closed before the first request",
-            ));
-        }
+    tokio::spawn(read_requests(request.into_body(), requests_tx, |m| {
+        Request::decode(m).map_err(|e| Status::invalid_argument(format!("decoding a request: {e}")))
+    }));
+    let first = match first_of(&mut requests).await {
+        Ok(first) => first,
+        Err(refused) => return refused,
     };
-    let responses = match ads.open(first, ReceiverStream::new(requests)) {
+    match ads.open(first, ReceiverStream::new(requests)) {
+        Ok(responses) => respond(responses),
+        Err(status) => trailers_only(&status),
+    }
+}
+
+/// The first request of a call, or the response refusing the call.
+async fn first_of<T>(
+    requests: &mut mpsc::Receiver<Result<T, Status>>,
+) -> Result<T, http::Response<tonic::body::Body>> {
+    match requests.recv().await {
+        Some(Ok(first)) => Ok(first),
+        Some(Err(status)) => Err(trailers_only(&status)),
+        None => Err(trailers_only(&Status::invalid_argument(
+            "stream closed before the first request",
+        ))),
+    }
+}
+
+/// Serves one DeltaAggregatedResources call (VHDS): small messages, but a
+/// thousand streams, each of which tonic would give buffers of its own.
+pub(crate) async fn delta<S: SnapshotSource>(
+    ads: Arc<AdsServer<S>>,
+    request: http::Request<Incoming>,
+) -> http::Response<tonic::body::Body> {
+    use prost::Message as _;
+    let (requests_tx, mut requests) = mpsc::channel(16);
+    tokio::spawn(read_requests(request.into_body(), requests_tx, |m| {
+        DeltaDiscoveryRequest::decode(m)
+            .map_err(|e| Status::invalid_argument(format!("decoding a request: {e}")))
+    }));
+    let first = match first_of(&mut requests).await {
+        Ok(first) => first,
+        Err(refused) => return refused,
+    };
+    let mut responses = match ads.open_delta(first, ReceiverStream::new(requests)) {
         Ok(rx) => rx,
         Err(status) => return trailers_only(&status),
     };
+    let (encoded_tx, encoded) = mpsc::channel(4);
+    tokio::spawn(async move {
+        while let Some(rsp) = responses.recv().await {
+            let rsp = rsp.map(|r| Encoded {
+                chunks: vec![Bytes::from(r.encode_to_vec())],
+            });
+            if encoded_tx.send(rsp).await.is_err() {
+                return;
+            }
+        }
+    });
+    respond(encoded)
+}
+
+/// The streamed response: `responses` framed, then the status.
+fn respond(
+    responses: mpsc::Receiver<Result<Encoded, Status>>,
+) -> http::Response<tonic::body::Body> {
     let (frames_tx, frames): (_, Frames) = mpsc::channel(4);
     tokio::spawn(write_responses(responses, frames_tx));
     let body = StreamBody::new(ReceiverStream::new(frames));
@@ -65,7 +118,11 @@ pub(crate) async fn stream<S: SnapshotSource>(
 }
 
 /// Decodes length-prefixed requests from the body as they complete.
-async fn read_requests(mut body: Incoming, tx: mpsc::Sender<Result<Request, Status>>) {
+async fn read_requests<T>(
+    mut body: Incoming,
+    tx: mpsc::Sender<Result<T, Status>>,
+    decode: impl Fn(Bytes) -> Result<T, Status>,
+) {
     let mut buf = BytesMut::new();
     loop {
         // Whole messages first.
@@ -93,8 +150,7 @@ async fn read_requests(mut body: Incoming, tx: mpsc::Sender<Result<Request, Stat
             }
             buf.advance(HEADER);
             let message = buf.split_to(len);
-            let decoded = Request::decode(message.freeze())
-                .map_err(|e| Status::invalid_argument(format!("decoding a request: {e}")));
+            let decoded = decode(message.freeze());
             if buf.is_empty() {
                 // Start afresh, so a large request's buffer does not live on.
                 buf = BytesMut::new();

@@ -463,8 +463,8 @@ pub async fn run(
     Ok(())
 }
 
-/// Serves xDS over HTTP/2: the state-of-the-world stream framed by
-/// [`grpc`], anything else (delta xDS) by tonic.
+/// Serves xDS over HTTP/2: ADS streams framed by [`grpc`], anything else
+/// by tonic.
 async fn serve_grpc(listener: TcpListener, ads: Arc<AdsServer<Control>>) {
     let tonic_svc = ads.service();
     loop {
@@ -483,6 +483,8 @@ async fn serve_grpc(listener: TcpListener, ads: Arc<AdsServer<Control>>) {
             async move {
                 if req.uri().path() == grpc::STREAM_PATH {
                     Ok::<_, std::convert::Infallible>(grpc::stream(ads, req).await)
+                } else if req.uri().path() == grpc::DELTA_PATH {
+                    Ok(grpc::delta(ads, req).await)
                 } else {
                     use tower_service::Service as _;
                     tonic_svc.call(req).await

@@ -264,6 +264,31 @@ impl<S: SnapshotSource> AdsServer<S> {
         Ok(rx)
     }
 
+    /// Starts serving one delta xDS stream (VHDS), as [`AdsServer::open`]
+    /// does a state-of-the-world one.
+    pub fn open_delta<I>(
+        &self,
+        first: DeltaDiscoveryRequest,
+        inbound: I,
+    ) -> Result<mpsc::Receiver<Result<DeltaDiscoveryResponse, Status>>, Status>
+    where
+        I: Stream<Item = Result<DeltaDiscoveryRequest, Status>> + Send + Unpin + 'static,
+    {
+        let node = first
+            .node
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("the first request must carry a node"))?;
+        let snapshots = self.source.watch(&node).map_err(|reason| {
+            Status::failed_precondition(format!("proxy {}: {reason}", node.id))
+        })?;
+        let (tx, rx) = mpsc::channel(16);
+        let stream =
+            crate::vhds::DeltaStream::new(node.id.clone(), self.connections.clone(), tx, snapshots);
+        let span = info_span!("vhds", node = %node.id);
+        tokio::spawn(stream.run(first, inbound).instrument(span));
+        Ok(rx)
+    }
+
     pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
         Arc::new(self).service()
     }
@@ -312,18 +337,7 @@ impl<S: SnapshotSource> AggregatedDiscoveryService for AdsServer<S> {
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("stream closed before the first request"))?;
-        let node = first
-            .node
-            .clone()
-            .ok_or_else(|| Status::invalid_argument("the first request must carry a node"))?;
-        let snapshots = self.source.watch(&node).map_err(|reason| {
-            Status::failed_precondition(format!("proxy {}: {reason}", node.id))
-        })?;
-        let (tx, rx) = mpsc::channel(16);
-        let stream =
-            crate::vhds::DeltaStream::new(node.id.clone(), self.connections.clone(), tx, snapshots);
-        let span = info_span!("vhds", node = %node.id);
-        tokio::spawn(stream.run(first, inbound).instrument(span));
+        let rx = self.open_delta(first, inbound)?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -58,6 +58,15 @@ pub struct VirtualHosts {
     domains: Vec<(u64, u32, u32)>,
     /// Bytes that replaced virtual hosts left behind.
     waste: usize,
+    /// Tells tables apart, so that a stream knows it has answered from
+    /// this very one.
+    id: u64,
+}
+
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Builds [`VirtualHosts`] one virtual host at a time.
@@ -117,6 +126,7 @@ impl VirtualHostsBuilder {
             extra: Bytes::new(),
             domains: self.domains,
             waste: 0,
+            id: next_id(),
         })
     }
 }
@@ -209,6 +219,7 @@ impl VirtualHosts {
                 extra,
                 domains: Vec::new(),
                 waste: 0,
+                id: 0,
             };
             let laid_out;
             (laid_out, domains) = compact(|s, e| whole.at(s, e), domains);
@@ -222,6 +233,7 @@ impl VirtualHosts {
             extra,
             domains,
             waste,
+            id: next_id(),
         }))
     }
 
@@ -285,6 +297,9 @@ pub(crate) struct DeltaStream {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     /// Subscribed aliases; `None` until answered.
     aliases: BTreeMap<String, Option<Told>>,
+    /// The tables every alias was last answered from: a snapshot with the
+    /// very same ones (a pod added, say) changes no answer.
+    answered_from: Vec<u64>,
     nonce: u64,
     sent_nonce: String,
 }
@@ -313,6 +328,7 @@ impl DeltaStream {
             tx,
             snapshots,
             aliases: BTreeMap::new(),
+            answered_from: Vec::new(),
             nonce: 0,
             sent_nonce: String::new(),
         }
@@ -347,10 +363,15 @@ impl DeltaStream {
                     if changed.is_err() {
                         break;
                     }
+                    let tables = tables(&self.snapshots.borrow());
+                    if tables == self.answered_from && self.aliases.values().all(Option::is_some) {
+                        continue;
+                    }
                     let all: Vec<String> = self.aliases.keys().cloned().collect();
                     if self.answer(all).await.is_err() {
                         break;
                     }
+                    self.answered_from = tables;
                 }
             }
         }
@@ -407,7 +428,8 @@ impl DeltaStream {
     /// Answers `aliases` from the current snapshot, sending only what the
     /// proxy was not told already.
     async fn answer(&mut self, aliases: Vec<String>) -> Result<(), Closed> {
-        let snapshot = self.snapshots.borrow_and_update().clone();
+        // Not marked seen: a change not acted on yet still wakes the stream.
+        let snapshot = self.snapshots.borrow().clone();
         let mut found: BTreeMap<String, Resource> = BTreeMap::new();
         let mut not_found = Vec::new();
         let mut dropped = BTreeSet::new();
@@ -485,6 +507,11 @@ impl DeltaStream {
             });
         self.tx.send(Ok(response)).await.map_err(|_| Closed)
     }
+}
+
+/// Which VHDS tables a snapshot has.
+fn tables(snapshot: &Snapshot) -> Vec<u64> {
+    snapshot.vhosts.values().map(|v| v.id).collect()
 }
 
 /// `<route configuration>/<host>` against the snapshot's VHDS tables.
@@ -631,6 +658,16 @@ mod tests {
         let second = rx.recv().await.unwrap().unwrap();
         assert_eq!(second.resources.len(), 1);
         assert_eq!(second.resources[0].name, "rc/b:80");
+
+        // A snapshot with the very same tables (a pod added) sends nothing.
+        let same = {
+            let mut s = (**snap_tx.borrow()).clone();
+            s.generation += 1;
+            Arc::new(s)
+        };
+        snap_tx.send_replace(same);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(rx.try_recv().is_err());
 
         // b changes, a does not: only b is sent.
         snap_tx.send_replace(snapshot(

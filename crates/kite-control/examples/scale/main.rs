@@ -47,6 +47,10 @@ use prost::Message;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+/// How long the control plane is left at rest before its memory is
+/// sampled.
+const SETTLE: Duration = Duration::from_secs(3);
+
 /// Objects per apply request: the API takes bodies of up to 16 MiB.
 const APPLY_CHUNK: usize = 2_000;
 
@@ -326,7 +330,9 @@ async fn main() -> anyhow::Result<()> {
             .map_or("?".into(), |r| format!("{r:.0}")),
         rss_mib(std::process::id())?
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The control plane hands memory freed in a burst back to the system
+    // about a second after the burst: sampled at rest.
+    tokio::time::sleep(SETTLE).await;
     let rss_synced = args.pid.map(rss_mib).transpose()?;
     let peak_synced = args.pid.map(peak_rss_mib).transpose()?;
     if let Some(pid) = args.pid {
@@ -408,6 +414,7 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    tokio::time::sleep(SETTLE).await;
     let rss_pushed = args.pid.map(rss_mib).transpose()?;
     let peak_pushed = args.pid.map(peak_rss_mib).transpose()?;
 
