@@ -413,7 +413,8 @@ mod tests {
         assert!(applier.apply_vhosts(&[bad], &[]).is_err());
         assert_eq!(domains(&applier.current(), "b"), Some(None));
 
-        // Removed: its hosts are asked for again.
+        // Removed: the hosts it served are unanswered again (Kite's control
+        // plane also answers them as served by none in the same response).
         applier.apply_vhosts(&[], &["rc/a:80".into()]).unwrap();
         let state = applier.current();
         assert_eq!(domains(&state, "a"), None);
