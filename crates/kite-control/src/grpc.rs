@@ -41,12 +41,8 @@ pub(crate) async fn stream<S: SnapshotSource>(
     ads: Arc<AdsServer<S>>,
     request: http::Request<Incoming>,
 ) -> http::Response<tonic::body::Body> {
-    let (requests_tx, mut requests) = mpsc::channel(16);
-    tokio::spawn(read_requests(request.into_body(), requests_tx, |m| {
-        Request::decode(m).map_err(|e| Status::invalid_argument(format!("decoding a request: {e}")))
-    }));
-    let first = match first_of(&mut requests).await {
-        Ok(first) => first,
+    let (first, requests) = match first_of(request, Request::decode).await {
+        Ok(call) => call,
         Err(refused) => return refused,
     };
     match ads.open(first, ReceiverStream::new(requests)) {
@@ -55,12 +51,18 @@ pub(crate) async fn stream<S: SnapshotSource>(
     }
 }
 
-/// The first request of a call, or the response refusing the call.
-async fn first_of<T>(
-    requests: &mut mpsc::Receiver<Result<T, Status>>,
-) -> Result<T, http::Response<tonic::body::Body>> {
+/// Reads a call's requests, decoded by `decode`: the first, and the rest
+/// as they come; or the response refusing the call.
+async fn first_of<T: Send + 'static, E: std::fmt::Display>(
+    request: http::Request<Incoming>,
+    decode: impl Fn(Bytes) -> Result<T, E> + Send + 'static,
+) -> Result<(T, mpsc::Receiver<Result<T, Status>>), http::Response<tonic::body::Body>> {
+    let (requests_tx, mut requests) = mpsc::channel(16);
+    tokio::spawn(read_requests(request.into_body(), requests_tx, move |m| {
+        decode(m).map_err(|e| Status::invalid_argument(format!("decoding a request: {e}")))
+    }));
     match requests.recv().await {
-        Some(Ok(first)) => Ok(first),
+        Some(Ok(first)) => Ok((first, requests)),
         Some(Err(status)) => Err(trailers_only(&status)),
         None => Err(trailers_only(&Status::invalid_argument(
             "stream closed before the first request",
@@ -75,13 +77,8 @@ pub(crate) async fn delta<S: SnapshotSource>(
     request: http::Request<Incoming>,
 ) -> http::Response<tonic::body::Body> {
     use prost::Message as _;
-    let (requests_tx, mut requests) = mpsc::channel(16);
-    tokio::spawn(read_requests(request.into_body(), requests_tx, |m| {
-        DeltaDiscoveryRequest::decode(m)
-            .map_err(|e| Status::invalid_argument(format!("decoding a request: {e}")))
-    }));
-    let first = match first_of(&mut requests).await {
-        Ok(first) => first,
+    let (first, requests) = match first_of(request, DeltaDiscoveryRequest::decode).await {
+        Ok(call) => call,
         Err(refused) => return refused,
     };
     let mut responses = match ads.open_delta(first, ReceiverStream::new(requests)) {

@@ -528,8 +528,6 @@ impl Service {
 
 #[cfg(test)]
 mod tests {
-    use kite_config::load_str;
-
     use super::*;
     use crate::store::Store;
 
@@ -551,12 +549,6 @@ kind: WorkloadEntry
 metadata: {name: reviews-b}
 spec: {address: 127.9.0.2, labels: {app: reviews}}
 "#;
-
-    fn apply(store: &Store, yaml: &str) {
-        let loaded = load_str("test.yaml", yaml);
-        assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
-        store.apply(loaded.objects);
-    }
 
     fn addresses(r: &Registry) -> Vec<String> {
         let svc = &r.services["reviews.default.svc.cluster.local"];
@@ -605,14 +597,13 @@ spec: {address: 127.9.0.2, labels: {app: reviews}}
     #[test]
     fn workload_changes_patch_the_registry_as_a_build_would() {
         let store = Store::default();
-        apply(&store, CONFIG);
+        store.apply_yaml(CONFIG);
         let first = store.current();
         let registry = Registry::build(&first);
         assert_eq!(addresses(&registry), ["127.9.0.1", "127.9.0.2"]);
 
         // One added, one relabelled out of the service.
-        apply(
-            &store,
+        store.apply_yaml(
             r#"
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
@@ -640,7 +631,7 @@ spec: {address: 127.9.0.1, labels: {app: other}}
     #[test]
     fn other_changes_are_not_patched() {
         let store = Store::default();
-        apply(&store, CONFIG);
+        store.apply_yaml(CONFIG);
         let config = store.current();
         let registry = Registry::build(&config);
         let service = config.objects().find(|o| o.meta.name == "reviews").unwrap();

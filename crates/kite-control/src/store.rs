@@ -226,3 +226,13 @@ impl Rejected {
         Self { diagnostics }
     }
 }
+
+#[cfg(test)]
+impl Store {
+    /// Applies YAML that must load without errors.
+    pub(crate) fn apply_yaml(&self, yaml: &str) {
+        let loaded = kite_config::load_str("test.yaml", yaml);
+        assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
+        self.apply(loaded.objects);
+    }
+}

@@ -1,10 +1,8 @@
 //! Translation of one revision from the previous one's parts.
 
-use kite_config::{Labels, load_str};
 use kite_xds::type_url;
 
 use super::*;
-use crate::proxy::ProxyKind;
 
 const MESH: &str = r#"
 apiVersion: v1
@@ -45,26 +43,12 @@ spec:
   - route: [{destination: {host: ratings}}]
 "#;
 
+/// The translation tests' sidecar, as Kite's proxy or as Envoy.
 fn sidecar(kite: bool) -> Proxy {
     Proxy {
-        id: "sidecar~127.9.0.1~client-a.default~default.svc.cluster.local".into(),
-        kind: ProxyKind::Sidecar,
-        ip: "127.9.0.1".parse().unwrap(),
-        workload: "client-a".into(),
-        namespace: "default".into(),
-        labels: Labels::new(),
-        service_account: "default".into(),
-        app_ip: "127.9.1.1".parse().unwrap(),
-        identity: false,
         kite,
-        token: None,
+        ..translate::tests::proxy()
     }
-}
-
-fn apply(store: &Store, yaml: &str) {
-    let loaded = load_str("test.yaml", yaml);
-    assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
-    store.apply(loaded.objects);
 }
 
 /// What a proxy is sent, decoded, with its VHDS virtual hosts.
@@ -87,7 +71,7 @@ fn sent(snapshot: &Snapshot) -> Vec<String> {
 #[test]
 fn a_virtual_service_change_translates_just_its_hosts_to_what_a_whole_translation_makes() {
     let store = Store::default();
-    apply(&store, MESH);
+    store.apply_yaml(MESH);
     for kite in [true, false] {
         let proxy = sidecar(kite);
         let mut first = Translation::of(store.current(), None);
@@ -107,7 +91,7 @@ fn a_virtual_service_change_translates_just_its_hosts_to_what_a_whole_translatio
                     .unwrap();
                 store.delete(&[(*key).clone()]);
             } else {
-                apply(&store, step);
+                store.apply_yaml(step);
             }
             let config = store.current();
             let mut next = Translation::of(config.clone(), Some(previous));

@@ -21,7 +21,7 @@ use tracing::{debug, info};
 use crate::{
     config::{
         Action, HashOn, HeaderMatch, HeaderOps, HttpManager, PathMatch, Redirect, RetryPolicy,
-        Route, RouteAction, RouteConfig, StrMatch, VirtualHost,
+        Route, RouteAction, StrMatch, VirtualHost,
     },
     state::State,
     upstream::{ClusterRuntime, Outcome, Upstreams, hash_key},
@@ -35,7 +35,7 @@ mod attempts;
 mod matching;
 
 use attempts::{attempts, mirror_request};
-use matching::select;
+use matching::{Unanswered, select};
 
 const MAX_BUFFERED_BODY: usize = 16 << 20;
 
@@ -210,19 +210,18 @@ async fn route_request(
     req: Request<Incoming>,
     authority: &str,
 ) -> (Response<Body>, Flag, Option<String>) {
-    let mut state = shared.state.borrow().clone();
-    let unanswered = match state.routes.get(&hcm.route_config) {
-        Some(rc) => rc.vhds && state.vhds_host(&rc.name, authority).is_none(),
-        None => return (local(StatusCode::NOT_FOUND, ""), Flag::NoRoute, None),
+    let current = shared.state.borrow().clone();
+    let answered;
+    let (state, route) = match select(&current, &hcm.route_config, authority, &req, true) {
+        Ok(route) => (&current, route),
+        Err(Unanswered) => {
+            answered = shared.vhds_answer(&hcm.route_config, authority).await;
+            // Still unanswered once the wait is over: the table alone.
+            let route = select(&answered, &hcm.route_config, authority, &req, false);
+            (&answered, route.unwrap_or(None))
+        }
     };
-    if unanswered {
-        state = shared.vhds_answer(&hcm.route_config, authority).await;
-    }
-    let Some(route) = state
-        .routes
-        .get(&hcm.route_config)
-        .and_then(|rc| select(&state, rc, authority, &req))
-    else {
+    let Some(route) = route else {
         return (local(StatusCode::NOT_FOUND, ""), Flag::NoRoute, None);
     };
     let (mut parts, body) = req.into_parts();
@@ -253,7 +252,7 @@ async fn route_request(
             if !(hcm.connect && action.connect_tunnel) {
                 return (local(StatusCode::FORBIDDEN, ""), Flag::None, None);
             }
-            tunnel(shared, &state, action, parts).await
+            tunnel(shared, state, action, parts).await
         }
         Action::Route(action) => {
             if websocket {
@@ -274,7 +273,7 @@ async fn route_request(
                     );
                 }
             };
-            forward(shared, &state, route, action, parts, body, authority, peer).await
+            forward(shared, state, route, action, parts, body, authority, peer).await
         }
     }
 }

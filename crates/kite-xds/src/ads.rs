@@ -229,13 +229,7 @@ impl<S: SnapshotSource> AdsServer<S> {
     where
         I: Stream<Item = Result<Request, Status>> + Send + Unpin + 'static,
     {
-        let node = first
-            .node
-            .clone()
-            .ok_or_else(|| Status::invalid_argument("the first request must carry a node"))?;
-        let snapshots = self.source.watch(&node).map_err(|reason| {
-            Status::failed_precondition(format!("proxy {}: {reason}", node.id))
-        })?;
+        let (node, snapshots) = self.watch(first.node.as_ref())?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.connections.by_node.lock().insert(node.id.clone(), id);
         self.connections.streams.lock().insert(
@@ -264,6 +258,17 @@ impl<S: SnapshotSource> AdsServer<S> {
         Ok(rx)
     }
 
+    /// The node a stream's first request names, and its snapshots.
+    fn watch(&self, node: Option<&Node>) -> Result<(Node, watch::Receiver<Arc<Snapshot>>), Status> {
+        let node = node
+            .cloned()
+            .ok_or_else(|| Status::invalid_argument("the first request must carry a node"))?;
+        let snapshots = self.source.watch(&node).map_err(|reason| {
+            Status::failed_precondition(format!("proxy {}: {reason}", node.id))
+        })?;
+        Ok((node, snapshots))
+    }
+
     /// Starts serving one delta xDS stream (VHDS), as [`AdsServer::open`]
     /// does a state-of-the-world one.
     pub fn open_delta<I>(
@@ -274,13 +279,7 @@ impl<S: SnapshotSource> AdsServer<S> {
     where
         I: Stream<Item = Result<DeltaDiscoveryRequest, Status>> + Send + Unpin + 'static,
     {
-        let node = first
-            .node
-            .clone()
-            .ok_or_else(|| Status::invalid_argument("the first request must carry a node"))?;
-        let snapshots = self.source.watch(&node).map_err(|reason| {
-            Status::failed_precondition(format!("proxy {}: {reason}", node.id))
-        })?;
+        let (node, snapshots) = self.watch(first.node.as_ref())?;
         let (tx, rx) = mpsc::channel(16);
         let stream =
             crate::vhds::DeltaStream::new(node.id.clone(), self.connections.clone(), tx, snapshots);

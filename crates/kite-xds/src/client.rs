@@ -58,15 +58,42 @@ pub async fn run(endpoint: String, node: Node, handler: std::sync::Arc<dyn Handl
             Err(error) => warn!(%endpoint, %error, "control plane stream failed"),
         }
         handler.connected(false);
-        let jitter = Duration::from_millis(fastrand_ms(backoff.as_millis() as u64 / 2));
-        tokio::time::sleep(backoff + jitter).await;
-        backoff = (backoff * 2).min(Duration::from_secs(15));
+        tokio::time::sleep(next_delay(&mut backoff)).await;
         // A fresh stream asks again for everything.
         for s in state.values_mut() {
             s.requested = false;
             s.nonce.clear();
         }
     }
+}
+
+async fn connect(
+    endpoint: &str,
+) -> Result<AggregatedDiscoveryServiceClient<tonic::transport::Channel>, String> {
+    Ok(
+        AggregatedDiscoveryServiceClient::connect(endpoint.to_owned())
+            .await
+            .map_err(|e| format!("connecting: {e}"))?
+            .max_decoding_message_size(64 << 20),
+    )
+}
+
+/// A NACK's `error_detail` (INVALID_ARGUMENT, as Envoy sends).
+fn rejection(message: String) -> RpcStatus {
+    RpcStatus {
+        code: 3,
+        message,
+        details: Vec::new(),
+    }
+}
+
+/// The wait before reconnecting: `backoff` with jitter; `backoff` doubles,
+/// up to 15 s.
+fn next_delay(backoff: &mut Duration) -> Duration {
+    let jitter = Duration::from_millis(fastrand_ms(backoff.as_millis() as u64 / 2));
+    let delay = *backoff + jitter;
+    *backoff = (*backoff * 2).min(Duration::from_secs(15));
+    delay
 }
 
 fn fastrand_ms(max: u64) -> u64 {
@@ -84,10 +111,7 @@ async fn stream(
     handler: &dyn Handler,
     state: &mut BTreeMap<&'static str, TypeState>,
 ) -> Result<(), String> {
-    let mut client = AggregatedDiscoveryServiceClient::connect(endpoint.to_owned())
-        .await
-        .map_err(|e| format!("connecting: {e}"))?
-        .max_decoding_message_size(64 << 20);
+    let mut client = connect(endpoint).await?;
     let (tx, rx) = mpsc::channel::<DiscoveryRequest>(16);
     let mut first = true;
     let mut send = |tx: &mpsc::Sender<DiscoveryRequest>,
@@ -100,11 +124,7 @@ async fn stream(
             resource_names: s.names.clone(),
             type_url: kind.to_owned(),
             response_nonce: s.nonce.clone(),
-            error_detail: error.map(|message| RpcStatus {
-                code: 3,
-                message,
-                details: Vec::new(),
-            }),
+            error_detail: error.map(rejection),
             ..Default::default()
         };
         first = false;
@@ -201,8 +221,7 @@ pub async fn run_vhds(
             Ok(()) => return,
             Err(error) => warn!(%endpoint, %error, "VHDS stream failed"),
         }
-        let jitter = Duration::from_millis(fastrand_ms(backoff.as_millis() as u64 / 2));
-        let sleep = tokio::time::sleep(backoff + jitter);
+        let sleep = tokio::time::sleep(next_delay(&mut backoff));
         tokio::pin!(sleep);
         // Asks while disconnected are kept once each, for the next stream.
         loop {
@@ -216,7 +235,6 @@ pub async fn run_vhds(
                 },
             }
         }
-        backoff = (backoff * 2).min(Duration::from_secs(15));
     }
 }
 
@@ -228,10 +246,7 @@ async fn vhds_stream(
     asks: &mut mpsc::UnboundedReceiver<String>,
     subscribed_across: &mut BTreeSet<String>,
 ) -> Result<(), String> {
-    let mut client = AggregatedDiscoveryServiceClient::connect(endpoint.to_owned())
-        .await
-        .map_err(|e| format!("connecting: {e}"))?
-        .max_decoding_message_size(64 << 20);
+    let mut client = connect(endpoint).await?;
     let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(64);
     let request =
         |subscribe: Vec<String>, unsubscribe: Vec<String>, nonce: String, error: Option<String>| {
@@ -240,11 +255,7 @@ async fn vhds_stream(
                 resource_names_subscribe: subscribe,
                 resource_names_unsubscribe: unsubscribe,
                 response_nonce: nonce,
-                error_detail: error.map(|message| RpcStatus {
-                    code: 3,
-                    message,
-                    details: Vec::new(),
-                }),
+                error_detail: error.map(rejection),
                 ..Default::default()
             }
         };

@@ -463,4 +463,4 @@ pub(crate) fn inbound_cluster(port: u16) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

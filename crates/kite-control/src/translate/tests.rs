@@ -3,7 +3,7 @@ use envoy_types::pb::envoy::config::{
     listener::v3::Listener,
     route::v3::{RouteConfiguration, VirtualHost, route::Action, route_action::ClusterSpecifier},
 };
-use kite_config::{Labels, load_str};
+use kite_config::Labels;
 use kite_xds::type_url;
 
 use super::snapshot;
@@ -63,7 +63,7 @@ spec:
     - {destination: {host: reviews, subset: v2}, weight: 10}
 "#;
 
-fn proxy() -> Proxy {
+pub(crate) fn proxy() -> Proxy {
     Proxy {
         id: "sidecar~127.9.0.1~productpage-v1-a.default~default.svc.cluster.local".into(),
         kind: ProxyKind::Sidecar,
@@ -88,10 +88,8 @@ fn built_with(extra: &str) -> kite_xds::Snapshot {
 }
 
 fn built_for(extra: &str, proxy: &Proxy) -> kite_xds::Snapshot {
-    let loaded = load_str("test.yaml", &format!("{CONFIG}{extra}"));
-    assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
     let store = Store::default();
-    store.apply(loaded.objects);
+    store.apply_yaml(&format!("{CONFIG}{extra}"));
     let config = store.current();
     snapshot(&config, &Registry::build(&config), proxy, "cluster.local")
 }

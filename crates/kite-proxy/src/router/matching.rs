@@ -3,20 +3,31 @@
 
 use super::*;
 
-/// First virtual host whose domains admit the authority (exact, then the
-/// longest wildcard suffix, then prefix, then `*`), then its first matching
-/// route. A host VHDS serves has an exact domain, which wins.
+/// A route table that takes its hosts by VHDS has no answer yet for the
+/// request's host.
+pub(super) struct Unanswered;
+
+/// In route table `rc`, the first virtual host whose domains admit the
+/// authority (exact, then the longest wildcard suffix, then prefix, then
+/// `*`), then its first matching route. A host VHDS serves has an exact
+/// domain, which wins; one VHDS has not answered for is `Unanswered` if
+/// `ask`, else routed by the table alone.
 pub(super) fn select<'a, B>(
     state: &'a State,
-    rc: &'a RouteConfig,
+    rc: &str,
     authority: &str,
     req: &Request<B>,
-) -> Option<&'a Route> {
-    let vhost = match rc.vhds.then(|| state.vhds_host(&rc.name, authority)) {
-        Some(Some(Some(vhost))) => vhost,
-        _ => pick_vhost(&rc.vhosts, authority)?,
+    ask: bool,
+) -> Result<Option<&'a Route>, Unanswered> {
+    let Some(rc) = state.routes.get(rc) else {
+        return Ok(None);
     };
-    vhost.routes.iter().find(|r| matches(r, req, authority))
+    let vhost = match rc.vhds.then(|| state.vhds_host(&rc.name, authority)) {
+        Some(Some(Some(vhost))) => Some(&**vhost),
+        Some(None) if ask => return Err(Unanswered),
+        _ => pick_vhost(&rc.vhosts, authority),
+    };
+    Ok(vhost.and_then(|vh| vh.routes.iter().find(|r| matches(r, req, authority))))
 }
 
 pub(super) fn pick_vhost<'a>(vhosts: &'a [VirtualHost], host: &str) -> Option<&'a VirtualHost> {
