@@ -21,11 +21,13 @@ const BUILTIN_GATEWAY_LABELS: [[(&str, &str); 2]; 2] = [
 ];
 
 /// Findings about how `objects` fit together. Per-object validation has
-/// already run when they were loaded.
-pub fn analyze(objects: &[Object]) -> Vec<Diagnostic> {
+/// already run when they were loaded. By reference: the control plane
+/// analyzes its whole store, tens of thousands of objects at scale, on
+/// every change, and copying them was most of its memory then.
+pub fn analyze(objects: &[&Object]) -> Vec<Diagnostic> {
     let world = World::new(objects);
     let mut out = Vec::new();
-    for object in objects {
+    for &object in objects {
         let mut report = |severity, code, field: String, message: String| {
             out.push(Diagnostic {
                 severity,
@@ -100,7 +102,7 @@ pub fn analyze(objects: &[Object]) -> Vec<Diagnostic> {
 
 /// What the objects describe, indexed for lookups.
 struct World<'a> {
-    objects: &'a [Object],
+    objects: &'a [&'a Object],
     /// Host → (namespace, selector) of services.
     services: BTreeMap<String, (&'a str, Option<&'a crate::Labels>, Vec<u32>)>,
     /// (namespace, labels) of every workload: Deployment templates, Pods,
@@ -113,7 +115,7 @@ struct World<'a> {
 }
 
 impl<'a> World<'a> {
-    fn new(objects: &'a [Object]) -> Self {
+    fn new(objects: &'a [&'a Object]) -> Self {
         let mut w = World {
             objects,
             services: BTreeMap::new(),
@@ -121,7 +123,7 @@ impl<'a> World<'a> {
             subsets: BTreeSet::new(),
             gateways: BTreeSet::new(),
         };
-        for o in objects {
+        for &o in objects {
             let ns = o.meta.namespace.as_str();
             match &o.spec {
                 Spec::Service(s) => {
@@ -311,7 +313,7 @@ impl<'a> World<'a> {
             .filter(|g| *g != "mesh")
             .filter_map(|g| {
                 let (gns, gname) = g.split_once('/').unwrap_or((ns, g));
-                self.objects.iter().find(|o| {
+                self.objects.iter().copied().find(|o| {
                     matches!(o.spec, Spec::Gateway(_))
                         && o.meta.namespace == gns
                         && o.meta.name == gname
@@ -348,7 +350,7 @@ impl<'a> World<'a> {
         let mut mesh_hosts: BTreeMap<String, Vec<&Object>> = BTreeMap::new();
         let mut dr_hosts: BTreeMap<(String, String), Vec<&Object>> = BTreeMap::new();
         let mut ns_wide: BTreeMap<(&str, &str), Vec<&Object>> = BTreeMap::new();
-        for o in self.objects {
+        for &o in self.objects {
             let ns = o.meta.namespace.as_str();
             match &o.spec {
                 Spec::VirtualService(vs)

@@ -202,7 +202,7 @@ fn same_content(a: &Object, b: &Object) -> bool {
 /// Analysis of the whole would-be config, keeping what concerns the objects
 /// just applied, downgraded to warnings.
 fn findings_for(objects: &Objects, applied: &[Applied]) -> Vec<Diagnostic> {
-    let all: Vec<Object> = objects.values().map(|o| (**o).clone()).collect();
+    let all: Vec<&Object> = objects.values().map(|o| &**o).collect();
     analyze::analyze(&all)
         .into_iter()
         .filter(|d| {

@@ -122,3 +122,42 @@ fn a_virtual_service_change_translates_just_its_hosts_to_what_a_whole_translatio
         );
     }
 }
+
+#[test]
+fn route_views_share_the_virtual_hosts_they_encode_alike() {
+    let store = Store::default();
+    store.apply_yaml(MESH);
+    // Most services are in neither proxy's namespace, as at scale.
+    for name in ["a", "b", "c", "d", "e"] {
+        store.apply_yaml(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: third}}\n\
+             spec: {{ports: [{{name: http, port: 80}}]}}\n"
+        ));
+    }
+    let elsewhere = Proxy {
+        id: "sidecar~127.9.0.9~client.other~other.svc.cluster.local".into(),
+        namespace: "other".into(),
+        ..sidecar(true)
+    };
+    let mut translation = Translation::of(store.current(), None);
+    let here = translation.snapshot(&sidecar(true), "cluster.local");
+    let there = translation.snapshot(&elsewhere, "cluster.local");
+    let (here, there) = (&here.vhosts["http_proxy"], &there.vhosts["http_proxy"]);
+    assert!(there.shares_buffer_with(here));
+    // Each as a translation of its own view alone makes it.
+    let config = store.current();
+    let registry = Registry::build(&config);
+    for (proxy, table) in [(sidecar(true), here), (elsewhere, there)] {
+        let alone = translate::snapshot(&config, &registry, &proxy, "cluster.local");
+        assert_eq!(
+            table.decode_all(),
+            alone.vhosts["http_proxy"].decode_all(),
+            "{}",
+            proxy.namespace
+        );
+    }
+    // Reached by short names in its own namespace only.
+    assert!(here.resolve("reviews:9080").is_some());
+    assert!(there.resolve("reviews:9080").is_none());
+    assert!(there.resolve("reviews.default:9080").is_some());
+}

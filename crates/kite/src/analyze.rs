@@ -35,7 +35,7 @@ fn parse_severity(s: &str) -> Result<Severity, String> {
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut loaded = load_paths(&args.files)?;
-    let cross = analyze::analyze(&loaded.objects);
+    let cross = analyze::analyze(&loaded.objects.iter().collect::<Vec<_>>());
     loaded.diagnostics.extend(cross);
     let mut shown: Vec<&Diagnostic> = loaded
         .diagnostics

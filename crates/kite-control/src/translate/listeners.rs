@@ -1,7 +1,10 @@
 //! Listeners: the sidecar's outbound HTTP proxy and its inbound listeners,
 //! and a gateway's listeners per Gateway server port.
 
-use std::collections::{BTreeMap, HashSet};
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+};
 
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::{
@@ -48,7 +51,7 @@ use envoy_types::pb::{
     google::protobuf::BoolValue,
 };
 use kite_config::{networking::OutboundMode, security::MtlsMode};
-use kite_xds::{Snapshot, TypeResources, VirtualHostsBuilder, type_url};
+use kite_xds::{Snapshot, TypeResources, VirtualHosts, VirtualHostsBuilder, type_url};
 
 use kite_config::k8s::Protocol;
 
@@ -119,8 +122,12 @@ pub(super) fn sidecar_outbound_routes(
 }
 
 /// The VHDS table that goes with [`sidecar_outbound_routes`].
-pub(super) fn outbound_vhds() -> VirtualHostsBuilder {
-    VirtualHostsBuilder::new(OUTBOUND_ROUTE)
+/// A builder of the outbound VHDS table, sharing `like`'s buffer if given.
+pub(super) fn outbound_vhds(like: Option<Arc<VirtualHosts>>) -> VirtualHostsBuilder {
+    match like {
+        Some(like) => VirtualHostsBuilder::sharing(OUTBOUND_ROUTE, like),
+        None => VirtualHostsBuilder::new(OUTBOUND_ROUTE),
+    }
 }
 
 pub(super) fn allows_any(cx: &Ctx<'_>) -> bool {

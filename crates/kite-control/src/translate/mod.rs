@@ -53,6 +53,9 @@ pub(crate) struct Ctx<'a> {
 pub struct Views {
     clusters: HashMap<ClusterView, ClusterParts>,
     routes: HashMap<RouteView, RouteParts>,
+    /// The first VHDS table translated whole, whose buffer the others
+    /// share where their virtual hosts encode alike.
+    vhds_like: Option<Arc<kite_xds::VirtualHosts>>,
     /// What of the previous revision's parts still holds.
     reuse: Option<Reuse>,
 }
@@ -213,11 +216,17 @@ pub fn snapshot_in(
                     };
                     let parts = carried.unwrap_or_else(|| {
                         let mut routes = TypeResources::default();
-                        let mut vhds = key.vhds.then(listeners::outbound_vhds);
+                        let mut vhds = key
+                            .vhds
+                            .then(|| listeners::outbound_vhds(views.vhds_like.clone()));
                         listeners::sidecar_outbound_routes(&cx, &mut routes, vhds.as_mut());
+                        let vhosts = vhds.map(kite_xds::VirtualHostsBuilder::finish);
+                        if views.vhds_like.is_none() {
+                            views.vhds_like.clone_from(&vhosts);
+                        }
                         RouteParts {
                             routes: routes.succeed(before.map(|b| &b.routes)),
-                            vhosts: vhds.map(kite_xds::VirtualHostsBuilder::finish),
+                            vhosts,
                         }
                     });
                     views.routes.insert(key, parts.clone());
