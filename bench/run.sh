@@ -364,6 +364,10 @@ many() { # mesh sample client-ip echo-ip service
   wrk_pid=$!
   sleep 4
   record_memory "$mesh" "$sample" 0 "${pids[@]}"
+  # Each side apart: the client sidecar holds wrk's connections, the server
+  # sidecar its connections to the echo.
+  [ "${#pids[@]}" = 2 ] && record "$mesh" "$sample" 0 rss_kib_client "$(rss_kib "${pids[0]}")" &&
+    record "$mesh" "$sample" 0 rss_kib_server "$(rss_kib "${pids[1]}")"
   wait "$wrk_pid"
   record "$mesh" "$sample" 0 upstream_conns_opened $(($(upstream_cx "$client" "$service") - opened))
   record "$mesh" "$sample" 0 requests "$(wrk_requests "$WORK/raw/$mesh-$sample.wrk")"

@@ -138,6 +138,11 @@ for label, s in memory_rows[-2:]:
         print(f"{label}: connections opened between the sidecars: Kite {fmt(k, 0)}, Envoy {fmt(e, 0)}; "
               f"requests (errors): Kite {fmt(med('kite', s, 'requests'), 0)} ({fmt(med('kite', s, 'errors'), 0)}), "
               f"Envoy {fmt(med('envoy', s, 'requests'), 0)} ({fmt(med('envoy', s, 'errors'), 0)})")
+    sides = {m: [med(m, s, f"rss_kib_{side}") for side in ("client", "server")] for m in meshes}
+    if any(v is not None for vs in sides.values() for v in vs):
+        print(f"{label}: RSS of the client sidecar / the server sidecar (MiB): " + ", ".join(
+            f"{'Kite' if m == 'kite' else 'Envoy'} {fmt(None if c is None else c / 1024)} / {fmt(None if v is None else v / 1024)}"
+            for m, (c, v) in sides.items()))
 print("1,000 conns: wrk's connections through two sidecars with mTLS, HTTP/1.1 "
       "between them; h2: HTTP/2 between them (h2UpgradePolicy: UPGRADE), "
       "through sidecars that carried no other run.")
