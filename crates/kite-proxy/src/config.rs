@@ -98,7 +98,8 @@ impl PartialEq for Termination {
 
 #[derive(Clone, Debug)]
 pub enum ListenerKind {
-    Http(HttpManager),
+    /// Shared by the listener's connections.
+    Http(Arc<HttpManager>),
     Tcp {
         stat_prefix: String,
         /// Clusters with their weights; one connection goes to one of them.

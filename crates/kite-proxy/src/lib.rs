@@ -113,3 +113,38 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     }
     Ok(())
 }
+
+/// Serves a connection (hyper's, client or server) in a task of its own,
+/// logging how it ended if in error. The task holds just the connection:
+/// an `async move { conn.await }` would hold it twice (a captured value
+/// keeps its room after moving on into the `.await`), and serving in the
+/// task that accepted the connection would keep what the TLS handshake or
+/// the protocol sniffing needed, several KiB, for the connection's life.
+pub(crate) fn spawn_connection<F, E>(conn: F)
+where
+    F: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    use tracing::Instrument as _;
+    tokio::spawn(EndLogged(Box::pin(conn)).instrument(tracing::Span::current()));
+}
+
+struct EndLogged<F>(std::pin::Pin<Box<F>>);
+
+impl<F, E> Future for EndLogged<F>
+where
+    F: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if let Err(error) = std::task::ready!(self.0.as_mut().poll(cx)) {
+            tracing::debug!(%error, "connection ended with an error");
+        }
+        std::task::Poll::Ready(())
+    }
+}

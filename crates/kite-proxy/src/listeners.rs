@@ -155,7 +155,7 @@ async fn connection(
         match &config.kind {
             ListenerKind::Http(hcm) => {
                 let version = plaintext_version(&stream).await;
-                serve_http(stream, version, peer, Arc::new(hcm.clone()), shared, None).await
+                serve_http(stream, version, peer, hcm.clone(), shared, None)
             }
             ListenerKind::Tcp { by_sni, .. } if !by_sni.is_empty() => {
                 match crate::tcp::sni_route(&stream, by_sni).await {
@@ -206,7 +206,7 @@ async fn mutual_tls(
     match &config.kind {
         ListenerKind::Http(hcm) => {
             let version = negotiated_version(tls.get_ref().1.alpn_protocol());
-            serve_http(tls, version, peer, Arc::new(hcm.clone()), shared, peer_id).await
+            serve_http(tls, version, peer, hcm.clone(), shared, peer_id)
         }
         ListenerKind::Tcp { clusters, .. } => {
             crate::tcp::proxy(tls, crate::tcp::pick(clusters), shared).await
@@ -236,7 +236,7 @@ async fn terminate(
     match &config.kind {
         ListenerKind::Http(hcm) => {
             let version = negotiated_version(tls.get_ref().1.alpn_protocol());
-            serve_http(tls, version, peer, Arc::new(hcm.clone()), shared, None).await
+            serve_http(tls, version, peer, hcm.clone(), shared, None)
         }
         ListenerKind::Tcp { clusters, .. } => {
             crate::tcp::proxy(tls, crate::tcp::pick(clusters), shared).await
@@ -316,11 +316,11 @@ fn own_head<B>(req: &mut hyper::Request<B>) {
     }
 }
 
-/// Serves HTTP on one connection. The version is chosen up front where it
-/// is known: hyper-util's detection reads the first bytes itself and hands
-/// them to hyper, whose read buffer then grows from 8 to 16 KiB to take the
-/// rest of the request, and keeps that size for the connection's life.
-async fn serve_http<S>(
+/// Serves HTTP on one connection, in a task of its own. The version is
+/// chosen up front where it is known: hyper-util's detection reads the
+/// first bytes itself and hands them to hyper, whose read buffer then grows
+/// to take the rest of the request.
+fn serve_http<S>(
     stream: S,
     version: Option<Version>,
     peer: SocketAddr,
@@ -345,24 +345,22 @@ async fn serve_http<S>(
     });
     // HTTP/1.1 (including absolute-form proxy requests), h2 and h2c.
     let io = TokioIo::new(stream);
-    let served = match version {
-        Some(Version::Http1) => hyper::server::conn::http1::Builder::new()
-            .serve_connection(io, svc)
-            .with_upgrades()
-            .await
-            .map_err(Into::into),
-        Some(Version::Http2) => hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-            .serve_connection(io, svc)
-            .await
-            .map_err(Into::into),
-        None => {
+    match version {
+        Some(Version::Http1) => crate::spawn_connection(
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .with_upgrades(),
+        ),
+        Some(Version::Http2) => crate::spawn_connection(
+            hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(io, svc),
+        ),
+        // hyper-util's connection borrows its builder: the task owns both.
+        None => crate::spawn_connection(async move {
             auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(io, svc)
                 .await
-        }
-    };
-    if let Err(e) = served {
-        debug!(error = %e, "connection ended with an error");
+        }),
     }
 }
 

@@ -167,7 +167,7 @@ impl TryFrom<&Any> for Listener {
                         ));
                     }
                 }
-                ListenerKind::Http(HttpManager {
+                ListenerKind::Http(Arc::new(HttpManager {
                     access_log: !hcm.access_log.is_empty(),
                     stat_prefix: hcm.stat_prefix,
                     route_config: rds.route_config_name.clone(),
@@ -175,7 +175,7 @@ impl TryFrom<&Any> for Listener {
                     websocket,
                     connect,
                     xfcc: false,
-                })
+                }))
             }
             "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy" => {
                 let (stat_prefix, clusters) = tcp_proxy(cfg, &name)?;
@@ -194,7 +194,7 @@ impl TryFrom<&Any> for Listener {
         };
         let kind = match kind {
             ListenerKind::Http(mut h) => {
-                h.xfcc = xfcc;
+                Arc::make_mut(&mut h).xfcc = xfcc;
                 ListenerKind::Http(h)
             }
             other => other,

@@ -135,11 +135,7 @@ impl H1Pool {
         let (sender, conn) = http1::handshake(io)
             .await
             .map_err(|e| SendError::Connect(e.into()))?;
-        tokio::spawn(async move {
-            if let Err(error) = conn.with_upgrades().await {
-                tracing::debug!(%error, "upstream connection ended");
-            }
-        });
+        crate::spawn_connection(conn.with_upgrades());
         Ok(sender)
     }
 }
