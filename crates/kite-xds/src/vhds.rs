@@ -234,8 +234,9 @@ impl VirtualHosts {
         !self.base.is_empty() && self.base.as_ptr() == other.base.as_ptr()
     }
 
-    /// Bytes that replaced virtual hosts left behind: nonzero for a
-    /// [`VirtualHosts::patched`] table until it is compacted.
+    /// Bytes of its buffers this table does not serve: virtual hosts a
+    /// [`VirtualHosts::patched`] table replaced (until it is laid out
+    /// again), and those of the other view whose buffer it shares.
     pub fn wasted(&self) -> usize {
         self.waste
     }
