@@ -1,6 +1,7 @@
 use std::task::{Context, Poll};
+use std::pin::Pin;
 #[cfg(feature = "http2")]
-use std::{future::Future, pin::Pin};
+use std::future::Future;
 
 #[cfg(feature = "http2")]
 use http::{Request, Response};
@@ -8,7 +9,14 @@ use http::{Request, Response};
 use http_body::Body;
 #[cfg(feature = "http2")]
 use pin_project_lite::pin_project;
-use tokio::sync::{mpsc, oneshot};
+// Kite: requests queue in futures-channel's unbounded channel, which
+// allocates per message, where tokio's allocates 32 slots at once. hyper's
+// HTTP/1 client queues at most two requests on a connection, and tokio's
+// block (32 requests' room, about 9 KiB) was each pooled connection's
+// largest allocation.
+use futures_channel::mpsc;
+use futures_core::Stream;
+use tokio::sync::oneshot;
 
 #[cfg(feature = "http2")]
 use crate::{body::Incoming, proto::h2::client::ResponseFutMap};
@@ -29,7 +37,7 @@ pub struct TrySendError<T> {
 }
 
 pub(crate) fn channel<T, U>() -> (Sender<T, U>, Receiver<T, U>) {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::unbounded();
     let (giver, taker) = want::new();
     let tx = Sender {
         #[cfg(feature = "http1")]
@@ -110,9 +118,9 @@ impl<T, U> Sender<T, U> {
         }
         let (tx, rx) = oneshot::channel();
         self.inner
-            .send(Envelope(Some((val, Callback::Retry(Some(tx))))))
+            .unbounded_send(Envelope(Some((val, Callback::Retry(Some(tx))))))
             .map(move |()| rx)
-            .map_err(|mut e| (e.0).0.take().expect("envelope not dropped").0)
+            .map_err(|e| e.into_inner().0.take().expect("envelope not dropped").0)
     }
 
     #[cfg(feature = "http1")]
@@ -122,9 +130,9 @@ impl<T, U> Sender<T, U> {
         }
         let (tx, rx) = oneshot::channel();
         self.inner
-            .send(Envelope(Some((val, Callback::NoRetry(Some(tx))))))
+            .unbounded_send(Envelope(Some((val, Callback::NoRetry(Some(tx))))))
             .map(move |()| rx)
-            .map_err(|mut e| (e.0).0.take().expect("envelope not dropped").0)
+            .map_err(|e| e.into_inner().0.take().expect("envelope not dropped").0)
     }
 
     #[cfg(feature = "http2")]
@@ -149,17 +157,17 @@ impl<T, U> UnboundedSender<T, U> {
     pub(crate) fn try_send(&mut self, val: T) -> Result<RetryPromise<T, U>, T> {
         let (tx, rx) = oneshot::channel();
         self.inner
-            .send(Envelope(Some((val, Callback::Retry(Some(tx))))))
+            .unbounded_send(Envelope(Some((val, Callback::Retry(Some(tx))))))
             .map(move |()| rx)
-            .map_err(|mut e| (e.0).0.take().expect("envelope not dropped").0)
+            .map_err(|e| e.into_inner().0.take().expect("envelope not dropped").0)
     }
 
     pub(crate) fn send(&mut self, val: T) -> Result<Promise<U>, T> {
         let (tx, rx) = oneshot::channel();
         self.inner
-            .send(Envelope(Some((val, Callback::NoRetry(Some(tx))))))
+            .unbounded_send(Envelope(Some((val, Callback::NoRetry(Some(tx))))))
             .map(move |()| rx)
-            .map_err(|mut e| (e.0).0.take().expect("envelope not dropped").0)
+            .map_err(|e| e.into_inner().0.take().expect("envelope not dropped").0)
     }
 }
 
@@ -180,7 +188,7 @@ pub(crate) struct Receiver<T, U> {
 
 impl<T, U> Receiver<T, U> {
     pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<(T, Callback<T, U>)>> {
-        match self.inner.poll_recv(cx) {
+        match Pin::new(&mut self.inner).poll_next(cx) {
             Poll::Ready(item) => {
                 // A want signaled after finding the queue empty can land after
                 // the Sender's `give()` for the message taken here, as can one
@@ -205,9 +213,9 @@ impl<T, U> Receiver<T, U> {
 
     #[cfg(feature = "http1")]
     pub(crate) fn try_recv(&mut self) -> Option<(T, Callback<T, U>)> {
-        match crate::common::task::now_or_never(self.inner.recv()) {
-            Some(Some(mut env)) => env.0.take(),
-            _ => None,
+        match self.inner.try_recv() {
+            Ok(mut env) => env.0.take(),
+            Err(_) => None,
         }
     }
 }
