@@ -335,6 +335,7 @@ fn serve_http<S>(
         if req.version() <= http::Version::HTTP_11 {
             own_head(&mut req);
         }
+        let req = Box::new(req);
         let shared = shared.clone();
         let hcm = hcm.clone();
         let peer_id = peer_id.clone();

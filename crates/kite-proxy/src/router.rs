@@ -150,12 +150,16 @@ impl Flag {
     }
 }
 
+/// Routes one request. It comes boxed, and goes down the router by
+/// reference: every async fn keeps its by-value arguments for its whole
+/// life, so a request passed by value down the chain was held once per
+/// level (issue 7's 1,000-connection figures, `bench/results/`).
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     hcm: Arc<HttpManager>,
     peer: SocketAddr,
     peer_id: Option<Arc<kite_identity::SpiffeId>>,
-    mut req: Request<Incoming>,
+    mut req: Box<Request<Incoming>>,
 ) -> Response<Body> {
     if hcm.xfcc {
         client_cert_header(&shared, peer_id.as_deref(), req.headers_mut());
@@ -207,7 +211,7 @@ async fn route_request(
     shared: &Shared,
     hcm: &HttpManager,
     peer: SocketAddr,
-    req: Request<Incoming>,
+    mut req: Box<Request<Incoming>>,
     authority: &str,
 ) -> (Response<Body>, Flag, Option<String>) {
     let current = shared.state.borrow().clone();
@@ -224,9 +228,8 @@ async fn route_request(
     let Some(route) = route else {
         return (local(StatusCode::NOT_FOUND, ""), Flag::NoRoute, None);
     };
-    let (mut parts, body) = req.into_parts();
-    let websocket = hcm.websocket && is_websocket(&parts.headers);
-    prepare_headers(&mut parts.headers, hcm, peer);
+    let websocket = hcm.websocket && is_websocket(req.headers());
+    prepare_headers(req.headers_mut(), hcm, peer);
     if let Some(fault) = &route.fault {
         if let Some((delay, ppm)) = fault.delay
             && chance(ppm)
@@ -247,23 +250,24 @@ async fn route_request(
             apply_ops(rsp.headers_mut(), &route.response_headers);
             (rsp, Flag::None, None)
         }
-        Action::Redirect(r) => (redirect(r, &parts.uri, authority), Flag::None, None),
-        Action::Route(action) if parts.method == Method::CONNECT => {
+        Action::Redirect(r) => (redirect(r, req.uri(), authority), Flag::None, None),
+        Action::Route(action) if req.method() == Method::CONNECT => {
             if !(hcm.connect && action.connect_tunnel) {
                 return (local(StatusCode::FORBIDDEN, ""), Flag::None, None);
             }
+            let (parts, _body) = (*req).into_parts();
             tunnel(shared, state, action, parts).await
         }
         Action::Route(action) => {
             if websocket {
-                parts
-                    .headers
-                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-                parts
-                    .headers
-                    .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                let headers = req.headers_mut();
+                headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
             }
-            let body = match Limited::new(body, MAX_BUFFERED_BODY).collect().await {
+            let body = match Limited::new(req.body_mut(), MAX_BUFFERED_BODY)
+                .collect()
+                .await
+            {
                 Ok(b) => b.to_bytes(),
                 Err(_) => {
                     return (
@@ -273,7 +277,10 @@ async fn route_request(
                     );
                 }
             };
-            forward(shared, state, route, action, parts, body, authority, peer).await
+            forward(
+                shared, state, route, action, &mut req, body, authority, peer,
+            )
+            .await
         }
     }
 }
@@ -536,12 +543,12 @@ async fn forward(
     state: &State,
     route: &Route,
     action: &RouteAction,
-    mut parts: http::request::Parts,
+    req: &mut Request<Incoming>,
     body: Bytes,
     authority: &str,
     peer: SocketAddr,
 ) -> (Response<Body>, Flag, Option<String>) {
-    let downstream_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    let downstream_upgrade = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>();
     let Some(target) = pick_weighted(action) else {
         return (
             local(StatusCode::SERVICE_UNAVAILABLE, ""),
@@ -579,15 +586,15 @@ async fn forward(
     } else {
         rt.endpoints(state).await
     };
-    let hash = hash_of(action, &parts.headers, peer);
-    let mut headers = std::mem::take(&mut parts.headers);
+    let hash = hash_of(action, req.headers(), peer);
+    let mut headers = std::mem::take(req.headers_mut());
     apply_ops(&mut headers, &route.request_headers);
     apply_ops(&mut headers, &target.request_headers);
     let host = action.host_rewrite.as_deref().unwrap_or(authority);
     if let Ok(v) = HeaderValue::from_str(host) {
         headers.insert(header::HOST, v);
     }
-    let Some(path) = rewrite_path(route, action, &parts.uri) else {
+    let Some(path) = rewrite_path(route, action, req.uri()) else {
         return (
             local(StatusCode::BAD_REQUEST, "bad request"),
             Flag::None,
@@ -600,7 +607,7 @@ async fn forward(
                 shared,
                 state,
                 mirror,
-                &parts.method,
+                req.method(),
                 &path,
                 &headers,
                 host,
@@ -612,7 +619,7 @@ async fn forward(
         &rt,
         &endpoints,
         action.retry.as_ref(),
-        (&parts.method, parts.version),
+        (req.method(), req.version()),
         &path,
         &headers,
         &body,

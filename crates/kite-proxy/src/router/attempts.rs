@@ -55,7 +55,7 @@ pub(super) async fn send_on(
     rt: &ClusterRuntime,
     version: http::Version,
     (addr, secure): (SocketAddr, bool),
-    mut req: Request<Full<Bytes>>,
+    mut req: Box<Request<Full<Bytes>>>,
 ) -> Result<Response<Incoming>, crate::upstream::SendError> {
     let h2 = match rt.config.protocol {
         crate::config::UpstreamProtocol::Http1 => false,
@@ -82,14 +82,15 @@ pub(super) async fn send_on(
         .await
 }
 
-/// The upstream request; `https` goes over the mesh's mutual TLS.
+/// The upstream request; `https` goes over the mesh's mutual TLS. Boxed,
+/// as the downstream one (`handle`).
 pub(super) fn build(
     method: &Method,
     (addr, secure): (SocketAddr, bool),
     path: &PathAndQuery,
     headers: &HeaderMap,
     body: Bytes,
-) -> Result<Request<Full<Bytes>>, http::Error> {
+) -> Result<Box<Request<Full<Bytes>>>, http::Error> {
     let mut uri = http::uri::Parts::default();
     uri.scheme = Some(if secure {
         http::uri::Scheme::HTTPS
@@ -104,7 +105,7 @@ pub(super) fn build(
         .uri(uri)
         .body(Full::new(body))?;
     *req.headers_mut() = headers.clone();
-    Ok(req)
+    Ok(Box::new(req))
 }
 
 /// Tries the request, retrying per the route's policy on other hosts where

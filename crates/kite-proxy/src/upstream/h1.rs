@@ -55,7 +55,7 @@ impl H1Pool {
         &self,
         addr: SocketAddr,
         secure: bool,
-        mut req: http::Request<Full<Bytes>>,
+        mut req: Box<http::Request<Full<Bytes>>>,
         max_requests: Option<NonZeroU32>,
     ) -> Result<http::Response<hyper::body::Incoming>, SendError> {
         origin_form(&mut req);
@@ -73,7 +73,7 @@ impl H1Pool {
                     http::HeaderValue::from_static("close"),
                 );
             }
-            match sender.try_send_request(req).await {
+            match sender.try_send_request(*req).await {
                 Ok(rsp) => {
                     if !last && rsp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
                         self.checkin(key, sender, served);
@@ -84,7 +84,7 @@ impl H1Pool {
                 // request: the request was not sent, so another connection
                 // may carry it.
                 Err(mut e) if !fresh && e.error().is_canceled() => match e.take_message() {
-                    Some(r) => req = r,
+                    Some(r) => *req = r,
                     None => return Err(SendError::Exchange(e.into_error().into())),
                 },
                 Err(e) => return Err(SendError::Exchange(e.into_error().into())),
@@ -231,7 +231,10 @@ mod tests {
             .body(Full::new(Bytes::new()))
             .unwrap();
         let max_requests = max_requests.and_then(NonZeroU32::new);
-        let rsp = pool.send(addr, false, req, max_requests).await.unwrap();
+        let rsp = pool
+            .send(addr, false, Box::new(req), max_requests)
+            .await
+            .unwrap();
         let body = rsp.into_body().collect().await.unwrap().to_bytes();
         String::from_utf8(body.to_vec()).unwrap()
     }

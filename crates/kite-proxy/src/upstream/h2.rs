@@ -80,12 +80,12 @@ impl H2Pool {
         &self,
         addr: SocketAddr,
         secure: bool,
-        req: http::Request<Full<Bytes>>,
+        req: Box<http::Request<Full<Bytes>>>,
         max_requests: Option<NonZeroU32>,
     ) -> Result<http::Response<hyper::body::Incoming>, SendError> {
         let (mut sender, _in_flight) = self.sender(addr, secure, max_requests).await?;
         sender
-            .send_request(req)
+            .send_request(*req)
             .await
             .map_err(|e| SendError::Exchange(e.into()))
     }
@@ -230,11 +230,13 @@ mod tests {
         addr
     }
 
-    fn request(addr: SocketAddr) -> http::Request<Full<Bytes>> {
-        http::Request::builder()
-            .uri(format!("http://{addr}/"))
-            .body(Full::new(Bytes::new()))
-            .unwrap()
+    fn request(addr: SocketAddr) -> Box<http::Request<Full<Bytes>>> {
+        Box::new(
+            http::Request::builder()
+                .uri(format!("http://{addr}/"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
     }
 
     /// Accepts connections and never answers: a TLS handshake with it
