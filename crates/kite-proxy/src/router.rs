@@ -153,7 +153,7 @@ impl Flag {
 /// Routes one request. It comes boxed, and goes down the router by
 /// reference: every async fn keeps its by-value arguments for its whole
 /// life, so a request passed by value down the chain was held once per
-/// level (issue 7's 1,000-connection figures, `bench/results/`).
+/// level (`bench/results/2026-11-28.md`, second round).
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     hcm: Arc<HttpManager>,
