@@ -10,7 +10,6 @@ use hyper_util::rt::TokioIo;
 use kite_xds::type_url;
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, sync::watch};
-use tracing::debug;
 
 use crate::{
     config::{Action, Discovery, ListenerKind},
@@ -33,18 +32,13 @@ pub(crate) async fn serve(listener: TcpListener, admin: Arc<Admin>) {
             continue;
         };
         let admin = admin.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let admin = admin.clone();
-                async move { Ok::<_, std::convert::Infallible>(admin.handle(req.uri().path())) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
-                debug!(error = %e, "admin connection error");
-            }
+        let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let admin = admin.clone();
+            async move { Ok::<_, std::convert::Infallible>(admin.handle(req.uri().path())) }
         });
+        crate::spawn_connection(
+            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc),
+        );
     }
 }
 

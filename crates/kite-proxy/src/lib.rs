@@ -126,10 +126,15 @@ where
     E: std::fmt::Display,
 {
     use tracing::Instrument as _;
-    tokio::spawn(EndLogged(Box::pin(conn)).instrument(tracing::Span::current()));
+    tokio::spawn(EndLogged { conn }.instrument(tracing::Span::current()));
 }
 
-struct EndLogged<F>(std::pin::Pin<Box<F>>);
+pin_project_lite::pin_project! {
+    struct EndLogged<F> {
+        #[pin]
+        conn: F,
+    }
+}
 
 impl<F, E> Future for EndLogged<F>
 where
@@ -139,10 +144,10 @@ where
     type Output = ();
 
     fn poll(
-        mut self: std::pin::Pin<&mut Self>,
+        self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<()> {
-        if let Err(error) = std::task::ready!(self.0.as_mut().poll(cx)) {
+        if let Err(error) = std::task::ready!(self.project().conn.poll(cx)) {
             tracing::debug!(%error, "connection ended with an error");
         }
         std::task::Poll::Ready(())

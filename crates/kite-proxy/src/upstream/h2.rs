@@ -151,7 +151,7 @@ impl H2Pool {
         let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
             .await
             .map_err(|e| SendError::Connect(e.into()))?;
-        tokio::spawn(conn);
+        crate::spawn_connection(conn);
         Ok(sender)
     }
 }
