@@ -12,6 +12,7 @@ mod listeners;
 mod router;
 pub mod state;
 mod tcp;
+mod tls;
 mod upstream;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};

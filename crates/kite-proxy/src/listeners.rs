@@ -189,7 +189,7 @@ async fn mutual_tls(
             return;
         }
     };
-    let tls = match tokio_rustls::TlsAcceptor::from(server).accept(stream).await {
+    let tls = match crate::tls::accept(server, stream).await {
         Ok(tls) => tls,
         Err(e) => {
             // Plaintext under STRICT ends here too.
@@ -198,14 +198,12 @@ async fn mutual_tls(
         }
     };
     let peer_id = tls
-        .get_ref()
-        .1
         .peer_certificates()
         .and_then(|certs| certs.first())
         .and_then(|leaf| kite_identity::tls::spiffe_ids(leaf).into_iter().next());
     match &config.kind {
         ListenerKind::Http(hcm) => {
-            let version = negotiated_version(tls.get_ref().1.alpn_protocol());
+            let version = negotiated_version(tls.alpn_protocol());
             serve_http(tls, version, peer, hcm.clone(), shared, peer_id)
         }
         ListenerKind::Tcp { clusters, .. } => {
@@ -223,10 +221,7 @@ async fn terminate(
     config: &Listener,
     shared: Arc<Shared>,
 ) {
-    let tls = match tokio_rustls::TlsAcceptor::from(own.config.clone())
-        .accept(stream)
-        .await
-    {
+    let tls = match crate::tls::accept(own.config.clone(), stream).await {
         Ok(tls) => tls,
         Err(e) => {
             debug!(error = %e, "TLS handshake failed");
@@ -235,7 +230,7 @@ async fn terminate(
     };
     match &config.kind {
         ListenerKind::Http(hcm) => {
-            let version = negotiated_version(tls.get_ref().1.alpn_protocol());
+            let version = negotiated_version(tls.alpn_protocol());
             serve_http(tls, version, peer, hcm.clone(), shared, None)
         }
         ListenerKind::Tcp { clusters, .. } => {

@@ -588,8 +588,7 @@ impl tower_service::Service<http::Uri> for MeshConnector {
                 let sni = if sni.is_empty() { host } else { sni };
                 let name = rustls::pki_types::ServerName::try_from(sni.clone())
                     .map_err(|e| -> BoxError { format!("SNI {sni:?}: {e}").into() })?;
-                let stream = tokio_rustls::TlsConnector::from(config)
-                    .connect(name, tcp.into_inner())
+                let stream = crate::tls::connect(config, name, tcp.into_inner())
                     .await
                     .map_err(|e| -> BoxError { format!("TLS handshake: {e}").into() })?;
                 return Ok(MeshStream::Tls(Box::new(hyper_util::rt::TokioIo::new(
@@ -631,8 +630,7 @@ impl tower_service::Service<http::Uri> for MeshConnector {
             };
             let name = rustls::pki_types::ServerName::try_from(sni.to_owned())
                 .map_err(|e| -> BoxError { format!("SNI {sni:?}: {e}").into() })?;
-            let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp.into_inner())
+            let tls = crate::tls::connect(config, name, tcp.into_inner())
                 .await
                 .map_err(|e| -> BoxError { format!("mTLS handshake: {e}").into() })?;
             Ok(MeshStream::Tls(Box::new(hyper_util::rt::TokioIo::new(tls))))
@@ -665,7 +663,7 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> TcpIo for T
 pub(crate) enum MeshStream {
     Plain(hyper_util::rt::TokioIo<tokio::net::TcpStream>),
     // Boxed: a TLS session is large and pooled connections are many.
-    Tls(Box<hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>),
+    Tls(Box<hyper_util::rt::TokioIo<crate::tls::ClientTls>>),
 }
 
 impl hyper::rt::Read for MeshStream {
