@@ -7,8 +7,8 @@
 //! Bytes read wait in `incoming` until they make a whole record, records
 //! rustls has encoded wait in `outgoing` until the socket takes them, and
 //! decrypted bytes the reader had no room for wait in `plaintext`. Each is
-//! freed once empty. The socket is read into the stack, so a connection
-//! waiting for bytes holds none of them.
+//! freed once empty. A read with nothing pending goes through the stack,
+//! so a connection waiting for bytes holds none of them.
 
 use std::{
     io,
@@ -33,9 +33,12 @@ use tokio::{
     net::TcpStream,
 };
 
-/// The most read from the socket at once: a whole TLS record (16 KiB of
-/// plaintext and its overhead).
+/// The most read from the socket at once into the stack: a whole TLS
+/// record (16 KiB of plaintext and its overhead).
 const READ_CHUNK: usize = 16 * 1024 + 256;
+
+/// The least room in `incoming` worth reading into directly.
+const MIN_READ: usize = 4096;
 
 /// The most plaintext encrypted per write, which bounds `outgoing`.
 const WRITE_CHUNK: usize = 64 * 1024;
@@ -312,18 +315,56 @@ impl<S: Side> TlsStream<S> {
         self.outgoing = Vec::new();
     }
 
-    /// Reads what the socket has into `incoming`, through the stack.
+    /// Reads what the socket has into `incoming`. With nothing pending the
+    /// read goes through the stack and `incoming` is allocated to fit, or,
+    /// when the read filled the stack (a large body on its way), with room
+    /// for the next; with part of a record pending, reads go straight into
+    /// the room `incoming` has.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if !self.incoming.is_empty() && self.incoming.capacity() - self.incoming.len() >= MIN_READ {
+            loop {
+                ready!(self.io.poll_read_ready(cx))?;
+                match self.io.try_read_buf(&mut self.incoming) {
+                    Ok(n) => return Poll::Ready(Ok(self.note_read(n))),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+        }
         let mut stack = [const { MaybeUninit::<u8>::uninit() }; READ_CHUNK];
         let mut buf = ReadBuf::uninit(&mut stack);
         ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
         let read = buf.filled();
-        if read.is_empty() {
-            self.eof = true;
-        } else {
-            self.incoming.extend_from_slice(read);
+        if read.len() == READ_CHUNK {
+            self.incoming.reserve(2 * READ_CHUNK);
         }
-        Poll::Ready(Ok(read.len()))
+        self.incoming.extend_from_slice(read);
+        Poll::Ready(Ok(self.note_read(read.len())))
+    }
+
+    fn note_read(&mut self, n: usize) -> usize {
+        if n == 0 {
+            self.eof = true;
+        }
+        n
+    }
+
+    /// Encrypts what of `data` fits in one write into `outgoing`.
+    fn encrypt(&mut self, cx: &mut Context<'_>, data: &[u8]) -> io::Result<usize> {
+        let had_plaintext = self.plaintext.len();
+        let step = self.process(Op::Write(data))?;
+        if self.plaintext.len() > had_plaintext {
+            // Decrypted here, not in poll_read: the reader may be waiting.
+            cx.waker().wake_by_ref();
+        }
+        match step {
+            Step::Written(n) => Ok(n),
+            Step::Closed => Err(io::ErrorKind::BrokenPipe.into()),
+            Step::NeedRead => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "TLS handshake not complete",
+            )),
+        }
     }
 
     /// Writes `outgoing` to the socket, and frees it once written.
@@ -416,23 +457,61 @@ impl<S: Side> AsyncWrite for TlsStream<S> {
         }
         // What earlier writes queued goes first, which bounds `outgoing`.
         ready!(this.poll_send(cx))?;
-        let had_plaintext = this.plaintext.len();
-        let step = this.process(Op::Write(data))?;
-        if this.plaintext.len() > had_plaintext {
-            // Decrypted here, not in poll_read: the reader may be waiting.
-            cx.waker().wake_by_ref();
+        let n = this.encrypt(cx, data)?;
+        this.try_send(cx)?;
+        Poll::Ready(Ok(n))
+    }
+
+    /// hyper then queues a message's head and body chunks as they are
+    /// instead of copying them into one buffer: a small message still goes
+    /// in one record, a large body is encrypted where it lies.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if bufs.iter().filter(|b| !b.is_empty()).count() < 2 {
+            let one = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
+            return self.poll_write(cx, one);
         }
-        match step {
-            Step::Written(n) => {
-                this.try_send(cx)?;
-                Poll::Ready(Ok(n))
+        if total <= MAX_FRAGMENT {
+            let mut joined = Vec::with_capacity(total);
+            for b in bufs {
+                joined.extend_from_slice(b);
             }
-            Step::Closed => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
-            Step::NeedRead => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "TLS handshake not complete",
-            ))),
+            return self.poll_write(cx, &joined);
         }
+        let this = self.get_mut();
+        ready!(this.poll_send(cx))?;
+        let mut written = 0;
+        for b in bufs.iter().filter(|b| !b.is_empty()) {
+            let room = WRITE_CHUNK.saturating_sub(written);
+            if room == 0 {
+                break;
+            }
+            let part = &b[..b.len().min(room)];
+            match this.encrypt(cx, part) {
+                Ok(n) => {
+                    written += n;
+                    if n < part.len() {
+                        break;
+                    }
+                }
+                Err(e) if written == 0 => return Poll::Ready(Err(e)),
+                // What was encrypted goes out; the error shows on the next write.
+                Err(_) => break,
+            }
+        }
+        this.try_send(cx)?;
+        Poll::Ready(Ok(written))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -696,6 +775,53 @@ mod tests {
         tls_write(&mut tls, &sent).await.unwrap();
         tls.shutdown().await.unwrap();
         assert!(server.await.unwrap() == sent);
+    }
+
+    #[tokio::test]
+    async fn vectored_writes_keep_their_order() {
+        let mesh = mesh();
+        let (c, s) = pair().await;
+        let acceptor = tokio_rustls::TlsAcceptor::from(mesh.server.clone());
+        let server = tokio::spawn(async move {
+            let mut tls = acceptor.accept(s).await.unwrap();
+            let mut all = Vec::new();
+            tls.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        let mut tls = connect(mesh.client.clone(), name(), c).await.unwrap();
+        assert!(tls.is_write_vectored());
+        let head = pattern(200, 1);
+        let body = pattern(100_000, 2);
+        let tail = pattern(10, 3);
+        // A small message (one record), then a large one (each part
+        // encrypted where it lies, in as many writes as it takes).
+        let messages: [&[&[u8]]; 2] = [&[&head, &[], &tail], &[&head, &body, &tail]];
+        let mut sent = Vec::new();
+        for parts in messages {
+            let all = parts.concat();
+            let mut done = 0;
+            while done < all.len() {
+                // The parts from `done` on, as hyper would pass them.
+                let mut skip = done;
+                let slices: Vec<io::IoSlice<'_>> = parts
+                    .iter()
+                    .map(|p| {
+                        let rest = &p[skip.min(p.len())..];
+                        skip -= skip.min(p.len());
+                        io::IoSlice::new(rest)
+                    })
+                    .collect();
+                let n =
+                    std::future::poll_fn(|cx| Pin::new(&mut tls).poll_write_vectored(cx, &slices))
+                        .await
+                        .unwrap();
+                assert!(n > 0);
+                done += n;
+            }
+            sent.extend_from_slice(&all);
+        }
+        tls.shutdown().await.unwrap();
+        assert!(server.await.unwrap() == sent, "bytes lost or reordered");
     }
 
     #[tokio::test]
