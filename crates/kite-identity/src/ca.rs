@@ -18,7 +18,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData, SanType, SerialNumber,
 };
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::{
     certificate::X509Certificate,
     certification_request::X509CertificationRequest,
@@ -545,7 +545,7 @@ fn self_signed_root(trust_domain: &str) -> Result<(CertificateDer<'static>, KeyP
 
 fn random_serial() -> Result<SerialNumber, CaError> {
     let mut bytes = [0u8; 16];
-    rustls::crypto::aws_lc_rs::default_provider()
+    rustls::crypto::ring::default_provider()
         .secure_random
         .fill(&mut bytes)
         .map_err(|_| CaError::Sign("the system random source failed".into()))?;
@@ -632,7 +632,51 @@ fn read_key(path: &Path) -> Result<KeyPair, CaError> {
     let key = rustls_pemfile::private_key(&mut text.as_slice())
         .map_err(|e| bad_pem(path, format!("unreadable PEM: {e}")))?
         .ok_or_else(|| bad_pem(path, "no PKCS#8, PKCS#1 or SEC1 private key block"))?;
-    KeyPair::try_from(&key).map_err(|e| bad_pem(path, format!("unsupported private key: {e}")))
+    let unsupported = |e: rcgen::Error| bad_pem(path, format!("unsupported private key: {e}"));
+    match &key {
+        PrivateKeyDer::Pkcs8(_) => KeyPair::try_from(&key).map_err(unsupported),
+        // ring reads PKCS#8 only. `openssl genrsa` (PKCS#1) and `openssl
+        // ecparam -genkey` (SEC1), as Istio's cacerts instructions run them,
+        // write the same key without that wrapping.
+        PrivateKeyDer::Pkcs1(rsa) => {
+            KeyPair::try_from(&pkcs8(RSA_ENCRYPTION, rsa.secret_pkcs1_der())).map_err(unsupported)
+        }
+        PrivateKeyDer::Sec1(ec) => {
+            // The curve is not in the wrapping's way to ask; ring refuses
+            // a key whose size or named curve is not the one given.
+            let p256 = KeyPair::try_from(&pkcs8(EC_P256, ec.secret_sec1_der()));
+            p256.or_else(|_| KeyPair::try_from(&pkcs8(EC_P384, ec.secret_sec1_der())))
+                .map_err(unsupported)
+        }
+        _ => Err(bad_pem(path, "unsupported private key format")),
+    }
+}
+
+/// The DER algorithm identifiers' contents: rsaEncryption with NULL
+/// parameters; id-ecPublicKey with the named curve P-256 or P-384.
+const RSA_ENCRYPTION: &[u8] = b"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x01\x05\x00";
+const EC_P256: &[u8] =
+    b"\x06\x07\x2a\x86\x48\xce\x3d\x02\x01\x06\x08\x2a\x86\x48\xce\x3d\x03\x01\x07";
+const EC_P384: &[u8] = b"\x06\x07\x2a\x86\x48\xce\x3d\x02\x01\x06\x05\x2b\x81\x04\x00\x22";
+
+/// A PKCS#8 (RFC 5208) PrivateKeyInfo around a PKCS#1 or SEC1 key.
+fn pkcs8(algorithm: &[u8], key: &[u8]) -> PrivateKeyDer<'static> {
+    fn der(tag: u8, body: &[u8]) -> Vec<u8> {
+        let len = body.len().to_be_bytes();
+        let significant = &len[len.iter().position(|&b| b != 0).unwrap_or(len.len() - 1)..];
+        let mut out = vec![tag];
+        if body.len() < 0x80 {
+            out.push(body.len() as u8);
+        } else {
+            out.push(0x80 | significant.len() as u8);
+            out.extend_from_slice(significant);
+        }
+        out.extend_from_slice(body);
+        out
+    }
+    let version = der(0x02, &[0]);
+    let info = [version, der(0x30, algorithm), der(0x04, key)].concat();
+    PrivateKeyDer::Pkcs8(der(0x30, &info).into())
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), CaError> {

@@ -41,7 +41,7 @@ pub struct Credentials {
     pub roots: Arc<RootCertStore>,
 }
 
-/// aws-lc-rs's algorithms with TLS 1.3's AES-128-GCM-SHA256 preferred, as
+/// ring's algorithms with TLS 1.3's AES-128-GCM-SHA256 preferred, as
 /// BoringSSL (Envoy) orders them: the handshake's HKDF then runs on SHA-256,
 /// which CPUs accelerate, where SHA-384 ran in software and took a tenth of
 /// a sidecar's CPU per new mTLS connection. Built once.
@@ -49,7 +49,7 @@ pub fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: std::sync::OnceLock<Arc<CryptoProvider>> = std::sync::OnceLock::new();
     PROVIDER
         .get_or_init(|| {
-            let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+            let mut provider = rustls::crypto::ring::default_provider();
             provider
                 .cipher_suites
                 .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
@@ -84,6 +84,16 @@ impl Credentials {
         for pem in chain_pem {
             chain.extend(certs_from_pem(pem)?);
         }
+        // The CA returns [leaf, intermediates..., root]. A peer checks the
+        // chain against its own copy of the root, so sending the root adds
+        // nothing but bytes to every handshake, and rustls on the far side
+        // keeps the chain it received for the connection's life.
+        let roots = certs_from_pem(root_pem)?;
+        let mut at = 0;
+        chain.retain(|cert| {
+            at += 1;
+            at == 1 || !roots.contains(cert)
+        });
         Ok(Self {
             chain,
             key: Arc::new(key_from_pem(key_pem)?),

@@ -256,7 +256,7 @@ mod tests {
     /// A pool that speaks h2c to plaintext endpoints and TLS to secure ones.
     fn pool(connect_timeout: Duration, idle_timeout: Duration) -> H2Pool {
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
+            rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .unwrap()
