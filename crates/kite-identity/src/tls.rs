@@ -84,16 +84,6 @@ impl Credentials {
         for pem in chain_pem {
             chain.extend(certs_from_pem(pem)?);
         }
-        // The CA returns [leaf, intermediates..., root]. A peer checks the
-        // chain against its own copy of the root, so sending the root adds
-        // nothing but bytes to every handshake, and rustls on the far side
-        // keeps the chain it received for the connection's life.
-        let roots = certs_from_pem(root_pem)?;
-        let mut at = 0;
-        chain.retain(|cert| {
-            at += 1;
-            at == 1 || !roots.contains(cert)
-        });
         Ok(Self {
             chain,
             key: Arc::new(key_from_pem(key_pem)?),
