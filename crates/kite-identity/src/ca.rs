@@ -642,8 +642,9 @@ fn read_key(path: &Path) -> Result<KeyPair, CaError> {
             KeyPair::try_from(&pkcs8(RSA_ENCRYPTION, rsa.secret_pkcs1_der())).map_err(unsupported)
         }
         PrivateKeyDer::Sec1(ec) => {
-            // The curve is not in the wrapping's way to ask; ring refuses
-            // a key whose size or named curve is not the one given.
+            // The curve goes unread: ring refuses a key whose size or
+            // named curve differs from the identifier's, so P-256 is
+            // tried, then P-384.
             let p256 = KeyPair::try_from(&pkcs8(EC_P256, ec.secret_sec1_der()));
             p256.or_else(|_| KeyPair::try_from(&pkcs8(EC_P384, ec.secret_sec1_der())))
                 .map_err(unsupported)

@@ -518,13 +518,15 @@ fn loads_openssl_made_plugin_ca_with_pkcs1_rsa_key() {
 
 #[test]
 fn loads_openssl_made_plugin_ca_with_sec1_ec_key() {
-    let dir = TempDir::new("openssl-ec");
-    fs::create_dir_all(&dir.0).unwrap();
-    let keygen = ["ecparam", "-name", "prime256v1", "-genkey", "-out", CA_KEY];
-    let (root_pem, int_pem) = openssl_plugin(&dir, &keygen);
-    let key = fs::read_to_string(dir.0.join(CA_KEY)).unwrap();
-    assert!(key.starts_with("-----BEGIN EC PARAMETERS-----"), "{key}");
-    check_plugin(&dir, &root_pem, &int_pem);
+    for curve in ["prime256v1", "secp384r1"] {
+        let dir = TempDir::new(&format!("openssl-ec-{curve}"));
+        fs::create_dir_all(&dir.0).unwrap();
+        let keygen = ["ecparam", "-name", curve, "-genkey", "-out", CA_KEY];
+        let (root_pem, int_pem) = openssl_plugin(&dir, &keygen);
+        let key = fs::read_to_string(dir.0.join(CA_KEY)).unwrap();
+        assert!(key.starts_with("-----BEGIN EC PARAMETERS-----"), "{key}");
+        check_plugin(&dir, &root_pem, &int_pem);
+    }
 }
 
 #[test]
