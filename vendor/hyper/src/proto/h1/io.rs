@@ -277,6 +277,12 @@ where
             }
             Poll::Pending => {
                 self.read_blocked = true;
+                // Kite: once the read size has grown past the stack's (a
+                // large body), a keep-alive connection checking for its
+                // next message reserved that size here and kept it, empty,
+                // while it waited: 128 KiB per idle connection after 64 KiB
+                // bodies.
+                self.release_read_buf_if_empty();
                 Poll::Pending
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
