@@ -101,54 +101,34 @@ fn parse_service(s: &str) -> Result<Service, String> {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Has the allocator give freed memory back to the system about a second
-/// after it was freed, idle or not. mimalloc's default (10 ms, ten times
-/// that for its arenas) in practice meant at its next busy moment: at scale
-/// the control plane frees hundreds of MiB after a push (the route tables
-/// it replaced, the requests it read), and its resident memory stayed 200
-/// MiB above what it held once the push was done. Returning memory at once
-/// instead cost a push a page fault for every page of every large request
-/// buffer, a quarter of a push's CPU (bench/results/2026-11-27-control-plane.md).
-/// So memory freed in a burst is reused within it, and a thread of its own
-/// purges what has been free for a second. Not for the proxy, which frees
-/// memory with every request.
+/// Freed memory goes back to the system about a second after it was freed,
+/// idle or not (`purge.rs`). mimalloc's default delay (10 ms, ten times
+/// that for its arenas) in practice meant at its next busy moment: at
+/// scale the control plane frees hundreds of MiB after a push (the route
+/// tables it replaced, the requests it read), and its resident memory
+/// stayed 200 MiB above what it held once the push was done. Returning
+/// memory at once instead cost a push a page fault for every page of every
+/// large request buffer, a quarter of a push's CPU
+/// (bench/results/2026-11-27-control-plane.md). So memory freed in a burst
+/// is reused within it, and a thread of its own purges what has been free
+/// for a second. The proxy, which frees memory with every request, keeps
+/// mimalloc's delay, and the thread.
 #[cfg(feature = "mimalloc")]
-#[allow(unsafe_code)]
-fn return_freed_memory_soon() {
-    // `mi_option_purge_delay`, which the bindings do not name; mimalloc
-    // keeps option numbers stable across versions. In milliseconds, and
-    // ten times that for arenas (`arena_purge_mult`).
-    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    // SAFETY: sets an integer option; mimalloc reads options atomically,
-    // and no pointer is involved.
-    unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, 100) };
-    let purger = std::thread::Builder::new()
-        .name("memory-purge".into())
-        .spawn(|| {
-            // mimalloc collects through the calling thread's heap, which
-            // exists once the thread has allocated.
-            let _heap = std::hint::black_box(Box::new(0u64));
-            loop {
-                std::thread::sleep(std::time::Duration::from_secs(1));
-                // SAFETY: no pointer is involved; purging the arenas is
-                // program-wide and mimalloc serialises it.
-                unsafe { libmimalloc_sys::mi_collect(false) };
-            }
-        });
-    if let Err(error) = purger {
-        tracing::warn!(%error, "memory purge thread not started; freed memory returns later");
-    }
-}
+#[path = "purge.rs"]
+mod purge;
 
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     init_tracing();
-    // mimalloc's own setting, if given, stands.
     #[cfg(feature = "mimalloc")]
-    if !matches!(cli.command, Command::Proxy(_))
-        && std::env::var_os("MIMALLOC_PURGE_DELAY").is_none()
     {
-        return_freed_memory_soon();
+        // mimalloc's own setting, if given, stands.
+        if !matches!(cli.command, Command::Proxy(_))
+            && std::env::var_os("MIMALLOC_PURGE_DELAY").is_none()
+        {
+            purge::set_purge_delay(100);
+        }
+        purge::purge_every_second();
     }
     let runtime = || {
         tokio::runtime::Builder::new_multi_thread()

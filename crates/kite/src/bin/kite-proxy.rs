@@ -1,6 +1,6 @@
 //! `kite-proxy`: Kite's sidecar (or, with `--gateway`, ingress gateway) on
 //! its own, as `kite up` runs it; `kite proxy` takes the same arguments.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 use std::process::ExitCode;
 
@@ -10,6 +10,13 @@ use clap::Parser;
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Returns memory freed after a burst while the sidecar is idle; see
+/// `kite`'s `main.rs`.
+#[cfg(feature = "mimalloc")]
+#[path = "../purge.rs"]
+#[allow(dead_code)] // the purge delay is the control plane's to set
+mod purge;
 
 #[derive(Parser)]
 #[command(
@@ -25,5 +32,7 @@ struct Cli {
 fn main() -> anyhow::Result<ExitCode> {
     let Cli { args } = Cli::parse();
     kite::init_tracing();
+    #[cfg(feature = "mimalloc")]
+    purge::purge_every_second();
     kite::proxy::runtime(args.concurrency)?.block_on(kite::proxy::run(args))
 }
