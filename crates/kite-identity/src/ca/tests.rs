@@ -399,22 +399,18 @@ fn loads_plugin_ca_with_ec_intermediate() {
 fn loads_plugin_ca_with_rsa_intermediate() {
     let dir = TempDir::new("plugin-rsa");
     // ring signs with RSA keys but does not make them: openssl makes it.
-    let out = Command::new("/usr/bin/openssl")
-        .args([
+    fs::create_dir_all(&dir.0).unwrap();
+    let out = openssl(
+        &dir.0,
+        &[
             "genpkey",
             "-algorithm",
             "RSA",
             "-pkeyopt",
             "rsa_keygen_bits:2048",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let key = KeyPair::from_pem(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    let key = KeyPair::from_pem(&String::from_utf8(out).unwrap()).unwrap();
     let (root_pem, int_pem) = write_plugin(&dir, &key);
     check_plugin(&dir, &root_pem, &int_pem);
 }
@@ -428,20 +424,26 @@ fn plugin_ca_without_cert_chain_file() {
     check_plugin(&dir, &root_pem, &int_pem);
 }
 
+/// Runs the openssl CLI in `dir`, returning what it printed.
+fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("/usr/bin/openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// Builds `cacerts` with the openssl CLI the way Istio's `tools/certs`
 /// Makefile does, with the intermediate key made by `keygen`.
 fn openssl_plugin(dir: &TempDir, keygen: &[&str]) -> (String, String) {
     let run = |args: &[&str]| {
-        let out = Command::new("/usr/bin/openssl")
-            .args(args)
-            .current_dir(&dir.0)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        openssl(&dir.0, args);
     };
     dir.write(
         "ext.cnf",
