@@ -189,7 +189,7 @@ async fn mutual_tls(
             return;
         }
     };
-    let tls = match crate::tls::accept(server, stream).await {
+    let mut tls = match crate::tls::accept(server, stream).await {
         Ok(tls) => tls,
         Err(e) => {
             // Plaintext under STRICT ends here too.
@@ -198,9 +198,9 @@ async fn mutual_tls(
         }
     };
     let peer_id = tls
-        .peer_certificates()
-        .and_then(|certs| certs.first())
-        .and_then(|leaf| kite_identity::tls::spiffe_ids(leaf).into_iter().next());
+        .take_peer_certificates()
+        .and_then(|certs| certs.into_iter().next())
+        .and_then(|leaf| kite_identity::tls::spiffe_ids(&leaf).into_iter().next());
     match &config.kind {
         ListenerKind::Http(hcm) => {
             let version = negotiated_version(tls.alpn_protocol());

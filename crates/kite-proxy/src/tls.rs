@@ -59,6 +59,7 @@ pub(crate) trait Side: Send + Unpin + 'static {
         incoming: &'i mut [u8],
     ) -> UnbufferedStatus<'c, 'i, Self::Data>;
     fn common(&self) -> &CommonState;
+    fn take_peer_certificates(&mut self) -> Option<Vec<CertificateDer<'static>>>;
 }
 
 /// `process_tls_records` is an inherent method of each side's type.
@@ -74,6 +75,9 @@ macro_rules! side {
             }
             fn common(&self) -> &CommonState {
                 self
+            }
+            fn take_peer_certificates(&mut self) -> Option<Vec<CertificateDer<'static>>> {
+                (**self).take_peer_certificates()
             }
         }
     };
@@ -160,8 +164,12 @@ impl<S: Side> TlsStream<S> {
         }
     }
 
-    pub(crate) fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
-        self.conn.common().peer_certificates()
+    /// The peer's certificate chain, once: rustls would keep it (0.9 KiB
+    /// for a mesh certificate and its root) for the connection's life, and
+    /// a sidecar needs it once, for the peer's identity
+    /// (`vendor/rustls/KITE.md`).
+    pub(crate) fn take_peer_certificates(&mut self) -> Option<Vec<CertificateDer<'static>>> {
+        self.conn.take_peer_certificates()
     }
 
     pub(crate) fn alpn_protocol(&self) -> Option<&[u8]> {

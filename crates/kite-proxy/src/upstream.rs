@@ -588,9 +588,10 @@ impl tower_service::Service<http::Uri> for MeshConnector {
                 let sni = if sni.is_empty() { host } else { sni };
                 let name = rustls::pki_types::ServerName::try_from(sni.clone())
                     .map_err(|e| -> BoxError { format!("SNI {sni:?}: {e}").into() })?;
-                let stream = crate::tls::connect(config, name, tcp.into_inner())
+                let mut stream = crate::tls::connect(config, name, tcp.into_inner())
                     .await
                     .map_err(|e| -> BoxError { format!("TLS handshake: {e}").into() })?;
+                drop(stream.take_peer_certificates());
                 return Ok(MeshStream::Tls(Box::new(hyper_util::rt::TokioIo::new(
                     stream,
                 ))));
@@ -630,9 +631,12 @@ impl tower_service::Service<http::Uri> for MeshConnector {
             };
             let name = rustls::pki_types::ServerName::try_from(sni.to_owned())
                 .map_err(|e| -> BoxError { format!("SNI {sni:?}: {e}").into() })?;
-            let tls = crate::tls::connect(config, name, tcp.into_inner())
+            let mut tls = crate::tls::connect(config, name, tcp.into_inner())
                 .await
                 .map_err(|e| -> BoxError { format!("mTLS handshake: {e}").into() })?;
+            // The verifier has checked the server's identity; nothing reads
+            // its chain again.
+            drop(tls.take_peer_certificates());
             Ok(MeshStream::Tls(Box::new(hyper_util::rt::TokioIo::new(tls))))
         })
     }

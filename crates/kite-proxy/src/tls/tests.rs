@@ -79,7 +79,11 @@ async fn client_exchanges_with_tokio_rustls_server_and_idles_without_buffers() {
     });
     let mut tls = connect(mesh.client.clone(), name(), c).await.unwrap();
     assert_eq!(tls.alpn_protocol(), Some(&b"http/1.1"[..]));
-    let certs = tls.peer_certificates().unwrap();
+    let certs = tls.take_peer_certificates().unwrap();
+    assert!(
+        tls.take_peer_certificates().is_none(),
+        "the chain is handed over once"
+    );
     assert_eq!(
         kite_identity::tls::spiffe_ids(&certs[0])[0].to_string(),
         "spiffe://cluster.local/ns/default/sa/server"
@@ -123,7 +127,11 @@ async fn server_serves_tokio_rustls_client_and_sees_its_identity() {
         (pong, back, rest)
     });
     let mut tls = accept(mesh.server.clone(), s).await.unwrap();
-    let certs = tls.peer_certificates().unwrap();
+    let certs = tls.take_peer_certificates().unwrap();
+    assert!(
+        tls.take_peer_certificates().is_none(),
+        "the chain is handed over once"
+    );
     assert_eq!(
         kite_identity::tls::spiffe_ids(&certs[0])[0].to_string(),
         "spiffe://cluster.local/ns/default/sa/client"
