@@ -162,6 +162,8 @@ proxy_pids() {
 }
 
 cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
+# The machine's steal ticks and all its ticks, every CPU.
+cpu_stat() { awk '$1 == "cpu" {t = 0; for (i = 2; i <= NF; i++) t += $i; print $9, t}' /proc/stat; }
 rss_kib() { local r=0; for p in "$@"; do r=$((r + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status"))); done; echo $r; }
 # Private anonymous memory: heap, stacks, anonymous mappings; no binary or
 # libraries (which RSS counts, and which are shared between processes).
@@ -280,9 +282,22 @@ measure() {
   local target="" proxy=""
   case $setup in onehop) target=echo-plain:8080 ;; twohop) target=echo:8080 ;; esac
   [ -n "$target" ] && proxy="http://$client:15001"
-  local dest=${target:-$plain:8080}
+  local dest=${target:-$plain:8080} stat_before
+  before=$(cpu_ticks "${pids[@]}")
+  stat_before=$(cpu_stat)
   HTTP_PROXY=$proxy "$KITE" load -c "$RATE_CONNS" --qps "$RATE" -n $((RATE * RATE_SECS)) \
     "http://$dest/" > "$raw.load"
+  after=$(cpu_ticks "${pids[@]}")
+  # The proxies' CPU per request at this rate, where each request wakes
+  # them from idle (the closed loop keeps them busy), and the share of the
+  # machine's time its hypervisor gave to others (steal), which the
+  # latency's tail waits out.
+  [ "${#pids[@]}" -gt 0 ] && record "$mesh" "$setup" "$rep" rate_cpu_us_per_req_per_proxy \
+    "$(python3 -c "print(($after - $before) * 10000 / $((RATE * RATE_SECS)) / ${#pids[@]})")"
+  record "$mesh" "$setup" "$rep" steal_pct "$(cpu_stat | python3 -c "
+import sys
+s0, t0 = map(int, '$stat_before'.split()); s1, t1 = map(int, sys.stdin.read().split())
+print(100 * (s1 - s0) / max(t1 - t0, 1))")"
   read -r p50 p90 p99 p999 < <(awk '/^Latency ms/ {print $4, $6, $8, $10}' "$raw.load")
   record "$mesh" "$setup" "$rep" p50_ms "$p50"
   record "$mesh" "$setup" "$rep" p90_ms "$p90"

@@ -131,6 +131,12 @@ if lat_setups and (meshes[0], "direct", "p50_ms") in samples:
                 v = med(m, s, f"{p}_ms")
                 added[m] = None if v is None or d is None else v - d
             print(f"{s:<8} {p:<6} {fmt(added['kite'],3):>8} {fmt(added['envoy'],3):>8} {ratio(added['kite'], added['envoy']):>11}")
+    print("\nCPU per request at the fixed rate (µs per proxy), and the machine's steal time during those runs")
+    print(f"{'setup':<8} {'Kite':>8} {'Envoy':>8} {'Kite/Envoy':>11} {'steal % Kite':>13} {'Envoy':>6}")
+    for s in ["direct"] + lat_setups:
+        k, e = (med(m, s, "rate_cpu_us_per_req_per_proxy") for m in meshes)
+        sk, se = (med(m, s, "steal_pct") for m in meshes)
+        print(f"{s:<8} {fmt(k):>8} {fmt(e):>8} {ratio(k, e):>11} {fmt(sk):>13} {fmt(se):>6}")
 
 print("\nMemory per proxy (MiB): RSS, and private anonymous memory (heap)")
 print(f"{'when':<18} {'RSS Kite':>9} {'Envoy':>8} {'Kite/Envoy':>11} {'Anon Kite':>10} {'Envoy':>8} {'Kite/Envoy':>11}")
