@@ -393,7 +393,7 @@ mod connection {
                     .common_state
                     .quic
                     .early_secret
-                    .as_ref()?,
+                    .as_deref()?,
                 self.core.common_state.quic.version,
             ))
         }
@@ -476,9 +476,12 @@ pub(crate) struct Quic {
     pub(crate) params: Option<Vec<u8>>,
     pub(crate) alert: Option<AlertDescription>,
     pub(crate) hs_queue: VecDeque<(bool, Vec<u8>)>,
-    pub(crate) early_secret: Option<OkmBlock>,
-    pub(crate) hs_secrets: Option<Secrets>,
-    pub(crate) traffic_secrets: Option<Secrets>,
+    // Kite: boxed, as every TLS connection carries this struct and only a
+    // QUIC one ever sets these: unboxed they were about 430 bytes of each
+    // connection.
+    pub(crate) early_secret: Option<Box<OkmBlock>>,
+    pub(crate) hs_secrets: Option<Box<Secrets>>,
+    pub(crate) traffic_secrets: Option<Box<Secrets>>,
     /// Whether keys derived from traffic_secrets have been passed to the QUIC implementation
     #[cfg(feature = "std")]
     pub(crate) returned_traffic_keys: bool,
@@ -511,7 +514,7 @@ impl Quic {
                 secrets.update();
                 return Some(KeyChange::OneRtt {
                     keys,
-                    next: secrets,
+                    next: *secrets,
                 });
             }
         }

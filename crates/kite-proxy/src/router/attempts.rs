@@ -123,7 +123,9 @@ pub(super) async fn attempts(
 ) -> Result<Response<Incoming>, (Response<Body>, Flag)> {
     let retries = policy.map_or(0, |p| p.num_retries);
     let mut tried: Vec<SocketAddr> = Vec::new();
-    let mut last: Option<(Response<Body>, Flag)> = None;
+    // Boxed, as a failed try is rare and every request's future would
+    // carry its room while it waits on the upstream.
+    let mut last: Option<Box<(Response<Body>, Flag)>> = None;
     for attempt in 0..=retries {
         if attempt > 0 {
             // Envoy's retry circuit breaker: at most max_retries retries in
@@ -237,7 +239,7 @@ pub(super) async fn attempts(
                     rt.stats.ssl_fail_verify_san.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%addr, cluster = %rt.config.name, error = ?e, "server refused by secure naming");
                 }
-                last = Some(if e.is_connect() {
+                last = Some(Box::new(if e.is_connect() {
                     (
                         local(
                             StatusCode::SERVICE_UNAVAILABLE,
@@ -253,28 +255,31 @@ pub(super) async fn attempts(
                         ),
                         Flag::Reset,
                     )
-                });
+                }));
                 if !retry_ok {
                     break;
                 }
             }
             Err(()) => {
-                last = Some((
+                last = Some(Box::new((
                     local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
                     Flag::Timeout,
-                ));
+                )));
                 if !retry_ok {
                     break;
                 }
             }
         }
     }
-    Err(last.unwrap_or_else(|| {
-        (
-            local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
-            Flag::NoHealthyUpstream,
-        )
-    }))
+    Err(last.map_or_else(
+        || {
+            (
+                local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
+                Flag::NoHealthyUpstream,
+            )
+        },
+        |last| *last,
+    ))
 }
 
 pub(super) fn status_retriable(p: &RetryPolicy, code: u16, headers: &HeaderMap) -> bool {

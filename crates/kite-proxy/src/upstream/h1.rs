@@ -63,7 +63,10 @@ impl H1Pool {
         loop {
             let (mut sender, served, fresh) = match self.checkout(key) {
                 Some((sender, served)) => (sender, served, false),
-                None => (self.connect(addr, secure).await?, 0, true),
+                // Boxed: the connect future (TLS handshake included) is
+                // several hundred bytes, and unboxed every request's future
+                // carried its room, pooled connection or not.
+                None => (Box::pin(self.connect(addr, secure)).await?, 0, true),
             };
             let served = served + 1;
             let last = max_requests.is_some_and(|n| served >= n.get());
@@ -73,7 +76,10 @@ impl H1Pool {
                     http::HeaderValue::from_static("close"),
                 );
             }
-            match sender.try_send_request(*req).await {
+            // Out of its box first, which is freed here rather than held,
+            // empty, until the response comes (a box moved out of in place
+            // is freed only when it goes out of scope).
+            match sender.try_send_request(unbox(req)).await {
                 Ok(rsp) => {
                     if !last && rsp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
                         self.checkin(key, sender, served);
@@ -84,7 +90,7 @@ impl H1Pool {
                 // request: the request was not sent, so another connection
                 // may carry it.
                 Err(mut e) if !fresh && e.error().is_canceled() => match e.take_message() {
-                    Some(r) => *req = r,
+                    Some(r) => req = Box::new(r),
                     None => return Err(SendError::Exchange(e.into_error().into())),
                 },
                 Err(e) => return Err(SendError::Exchange(e.into_error().into())),
@@ -154,6 +160,12 @@ fn spawn_reaper(idle: Weak<Idle>, timeout: Duration) {
         });
         !idle.is_empty()
     });
+}
+
+/// Takes a box by value so that it is freed on return: the point.
+#[allow(clippy::boxed_local)]
+fn unbox<T>(boxed: Box<T>) -> T {
+    *boxed
 }
 
 /// HTTP/1.1 sends the path alone; the endpoint is the connection's.

@@ -13,7 +13,9 @@ use pin_project_lite::pin_project;
 // allocates per message, where tokio's allocates 32 slots at once. hyper's
 // HTTP/1 client queues at most two requests on a connection, and tokio's
 // block (32 requests' room, about 9 KiB) was each pooled connection's
-// largest allocation.
+// largest allocation. Each message is boxed: the channel keeps the node of
+// the last message it delivered for as long as it lives, which unboxed
+// had a request's room (about 300 bytes).
 use futures_channel::mpsc;
 use futures_core::Stream;
 use tokio::sync::oneshot;
@@ -65,7 +67,7 @@ pub(crate) struct Sender<T, U> {
     /// for more.
     giver: want::Giver,
     /// Actually bounded by the Giver, plus `buffered_once`.
-    inner: mpsc::UnboundedSender<Envelope<T, U>>,
+    inner: mpsc::UnboundedSender<Box<Envelope<T, U>>>,
 }
 
 /// An unbounded version.
@@ -76,7 +78,7 @@ pub(crate) struct Sender<T, U> {
 pub(crate) struct UnboundedSender<T, U> {
     /// Only used for `is_closed`, since `mpsc::UnboundedSender` cannot be checked.
     giver: want::SharedGiver,
-    inner: mpsc::UnboundedSender<Envelope<T, U>>,
+    inner: mpsc::UnboundedSender<Box<Envelope<T, U>>>,
 }
 
 impl<T, U> Sender<T, U> {
@@ -118,7 +120,7 @@ impl<T, U> Sender<T, U> {
         }
         let (tx, rx) = oneshot::channel();
         self.inner
-            .unbounded_send(Envelope(Some((val, Callback::Retry(Some(tx))))))
+            .unbounded_send(Box::new(Envelope(Some((val, Callback::Retry(Some(tx)))))))
             .map(move |()| rx)
             .map_err(|e| e.into_inner().0.take().expect("envelope not dropped").0)
     }
@@ -130,7 +132,7 @@ impl<T, U> Sender<T, U> {
         }
         let (tx, rx) = oneshot::channel();
         self.inner
-            .unbounded_send(Envelope(Some((val, Callback::NoRetry(Some(tx))))))
+            .unbounded_send(Box::new(Envelope(Some((val, Callback::NoRetry(Some(tx)))))))
             .map(move |()| rx)
             .map_err(|e| e.into_inner().0.take().expect("envelope not dropped").0)
     }
@@ -157,7 +159,7 @@ impl<T, U> UnboundedSender<T, U> {
     pub(crate) fn try_send(&mut self, val: T) -> Result<RetryPromise<T, U>, T> {
         let (tx, rx) = oneshot::channel();
         self.inner
-            .unbounded_send(Envelope(Some((val, Callback::Retry(Some(tx))))))
+            .unbounded_send(Box::new(Envelope(Some((val, Callback::Retry(Some(tx)))))))
             .map(move |()| rx)
             .map_err(|e| e.into_inner().0.take().expect("envelope not dropped").0)
     }
@@ -165,7 +167,7 @@ impl<T, U> UnboundedSender<T, U> {
     pub(crate) fn send(&mut self, val: T) -> Result<Promise<U>, T> {
         let (tx, rx) = oneshot::channel();
         self.inner
-            .unbounded_send(Envelope(Some((val, Callback::NoRetry(Some(tx))))))
+            .unbounded_send(Box::new(Envelope(Some((val, Callback::NoRetry(Some(tx)))))))
             .map(move |()| rx)
             .map_err(|e| e.into_inner().0.take().expect("envelope not dropped").0)
     }
@@ -182,7 +184,7 @@ impl<T, U> Clone for UnboundedSender<T, U> {
 }
 
 pub(crate) struct Receiver<T, U> {
-    inner: mpsc::UnboundedReceiver<Envelope<T, U>>,
+    inner: mpsc::UnboundedReceiver<Box<Envelope<T, U>>>,
     taker: want::Taker,
 }
 
