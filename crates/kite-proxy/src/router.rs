@@ -476,7 +476,9 @@ async fn forward(
         hash,
     );
     let result = match action.timeout {
-        Some(t) => match tokio::time::timeout(t, attempt_all).await {
+        // Boxed: the timer beside the tries made every request's future
+        // larger by its size, timeout or not.
+        Some(t) => match Box::pin(tokio::time::timeout(t, attempt_all)).await {
             Ok(r) => r,
             Err(_) => {
                 rt.stats.upstream_rq_timeout.fetch_add(1, Ordering::Relaxed);

@@ -262,7 +262,11 @@ where
         &mut self,
         req: Request<B>,
     ) -> impl Future<Output = Result<Response<IncomingBody>, TrySendError<Request<B>>>> {
-        let sent = self.dispatch.try_send(req);
+        // Kite: a request the connection was not ready for comes back
+        // boxed. The future holds what `try_send` returned while it waits
+        // for the response, and was the size of a request (about 250
+        // bytes) for that.
+        let sent = self.dispatch.try_send(req).map_err(Box::new);
         async move {
             match sent {
                 Ok(rx) => match rx.await {
@@ -276,7 +280,7 @@ where
                     let error = crate::Error::new_canceled().with("connection was not ready");
                     Err(TrySendError {
                         error,
-                        message: Some(req),
+                        message: Some(*req),
                     })
                 }
             }
