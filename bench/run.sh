@@ -379,6 +379,8 @@ many() { # mesh sample client-ip echo-ip service
   wrk_pid=$!
   sleep 4
   record_memory "$mesh" "$sample" 0 "${pids[@]}"
+  # Where each proxy's memory is, mapping by mapping, for reading later.
+  for p in "${pids[@]}"; do cat "/proc/$p/smaps" > "$WORK/raw/$mesh-$sample-$p.smaps"; done
   # Each side apart: the client sidecar holds wrk's connections, the server
   # sidecar its connections to the echo.
   [ "${#pids[@]}" = 2 ] && record "$mesh" "$sample" 0 rss_kib_client "$(rss_kib "${pids[0]}")" &&

@@ -1,0 +1,25 @@
+//! Lays out the sidecar's code in the order `kite-proxy.order` gives: the
+//! functions a sidecar runs first, so they share as few pages as they can
+//! and the rest of the binary is never mapped in. Release builds only (the
+//! file names the release build's symbols); with rustc's own linker, lld,
+//! on x86_64 Linux (the only one it is written for). `bench/order.sh`
+//! writes the file again from profiles of the sidecars at work.
+fn main() {
+    println!("cargo::rerun-if-changed=kite-proxy.order");
+    let profile = std::env::var("PROFILE").unwrap_or_default();
+    let target = std::env::var("TARGET").unwrap_or_default();
+    if profile != "release" || target != "x86_64-unknown-linux-gnu" {
+        return;
+    }
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
+    let order = std::path::Path::new(&dir).join("kite-proxy.order");
+    if !order.exists() {
+        return;
+    }
+    println!(
+        "cargo::rustc-link-arg-bin=kite-proxy=-Wl,--symbol-ordering-file={}",
+        order.display()
+    );
+    // Symbols renamed since the file was written are skipped, not errors.
+    println!("cargo::rustc-link-arg-bin=kite-proxy=-Wl,--no-warn-symbol-ordering");
+}
