@@ -7,7 +7,8 @@
 #   base      direct  load -> echo                                     (wrk, HTTP/1.1)
 #             onehop  load -> client sidecar -> echo                        (one proxy)
 #             twohop  load -> client sidecar =mTLS=> server sidecar -> echo (two proxies)
-#             and the latency at a fixed rate through each (kite load)
+#             and the latency at a fixed rate through each (kite load),
+#             each mesh in turn, RATE_CHUNKS times
 #   h2        h2-direct, h2-twohop: h2load over h2c to the client sidecar;
 #             a port named http2, so HTTP/2 between the sidecars. (Istio
 #             speaks HTTP/2 to the app too; Kite's control plane configures
@@ -45,6 +46,7 @@ H2_STREAMS=${H2_STREAMS:-8}   # ... and concurrent streams on each
 RATE=${RATE:-1000}            # fixed rate for the latency runs (req/s)
 RATE_SECS=${RATE_SECS:-15}
 RATE_CONNS=${RATE_CONNS:-16}
+RATE_CHUNKS=${RATE_CHUNKS:-3}  # each mesh's fixed-rate run, in turns
 MANY=${MANY:-1000}            # connections for the memory-under-load sample
 SCENARIOS=${SCENARIOS:-"base h2 grpc body close bookinfo"}   # or single setups
 SETUPS=${SETUPS:-"direct onehop twohop"}   # the base scenario's setups
@@ -277,32 +279,58 @@ measure() {
     record "$mesh" "$setup" "$rep" proxies "${#pids[@]}"
     record_memory "$mesh" "$setup" "$rep" "${pids[@]}"
   fi
-  case $setup in direct|onehop|twohop) ;; *) return 0 ;; esac
-  # Fixed rate: latency from when each request was due.
-  local target="" proxy=""
-  case $setup in onehop) target=echo-plain:8080 ;; twohop) target=echo:8080 ;; esac
-  [ -n "$target" ] && proxy="http://$client:15001"
-  local dest=${target:-$plain:8080} stat_before
-  before=$(cpu_ticks "${pids[@]}")
-  stat_before=$(cpu_stat)
-  HTTP_PROXY=$proxy "$KITE" load -c "$RATE_CONNS" --qps "$RATE" -n $((RATE * RATE_SECS)) \
-    "http://$dest/" > "$raw.load"
-  after=$(cpu_ticks "${pids[@]}")
-  # The proxies' CPU per request at this rate, where each request wakes
-  # them from idle (the closed loop keeps them busy), and the share of the
-  # machine's time its hypervisor gave to others (steal), which the
-  # latency's tail waits out.
-  [ "${#pids[@]}" -gt 0 ] && record "$mesh" "$setup" "$rep" rate_cpu_us_per_req_per_proxy \
-    "$(python3 -c "print(($after - $before) * 10000 / $((RATE * RATE_SECS)) / ${#pids[@]})")"
-  record "$mesh" "$setup" "$rep" steal_pct "$(cpu_stat | python3 -c "
+}
+
+# Fixed rate: latency from when each request was due (kite load), for each
+# mesh in turn, RATE_CHUNKS times and in alternating order (Kite, Envoy,
+# Envoy, Kite, ...), so that both meshes meet the machine's noise alike;
+# percentiles over each mesh's pooled requests.
+fixed_rate() { # setup rep
+  local setup=$1 rep=$2 chunk mesh order
+  local n=$((RATE * RATE_SECS / RATE_CHUNKS))
+  declare -A ticks=() steal=() total=() proxies=()
+  for mesh in $MESHES; do
+    ticks[$mesh]=0 steal[$mesh]=0 total[$mesh]=0
+    : > "$WORK/raw/$mesh-$setup-$rep.latencies"
+  done
+  for chunk in $(seq "$RATE_CHUNKS"); do
+    order=$MESHES
+    [ $((chunk % 2)) = 0 ] && order=$(tr ' ' '\n' <<< "$MESHES" | tac | tr '\n' ' ')
+    for mesh in $order; do
+      local client=${CLIENT_IP[$mesh]} plain=${PLAIN_IP[$mesh]} target="" proxy="" pids=()
+      case $setup in
+        onehop) target=echo-plain:8080; mapfile -t pids < <(proxy_pids "$mesh" "$client") ;;
+        twohop) target=echo:8080; mapfile -t pids < <(proxy_pids "$mesh" "$client" "${ECHO_IP[$mesh]}") ;;
+      esac
+      [ -n "$target" ] && proxy="http://$client:15001"
+      local before after s0 t0 s1 t1 raw="$WORK/raw/$mesh-$setup-$rep"
+      before=$(cpu_ticks "${pids[@]}")
+      read -r s0 t0 < <(cpu_stat)
+      HTTP_PROXY=$proxy "$KITE" load -c "$RATE_CONNS" --qps "$RATE" -n "$n" \
+        --latencies "$raw.chunk" "http://${target:-$plain:8080}/" > "$raw.load-$chunk"
+      after=$(cpu_ticks "${pids[@]}")
+      read -r s1 t1 < <(cpu_stat)
+      cat "$raw.chunk" >> "$raw.latencies" && rm "$raw.chunk"
+      ticks[$mesh]=$((ticks[$mesh] + after - before))
+      steal[$mesh]=$((steal[$mesh] + s1 - s0)) total[$mesh]=$((total[$mesh] + t1 - t0))
+      proxies[$mesh]=${#pids[@]}
+    done
+  done
+  for mesh in $MESHES; do
+    # The proxies' CPU per request at this rate, where each request wakes
+    # them from idle (the closed loop keeps them busy), and the share of
+    # the machine's time its hypervisor gave to others (steal), which the
+    # latency's tail waits out.
+    [ "${proxies[$mesh]}" -gt 0 ] && record "$mesh" "$setup" "$rep" rate_cpu_us_per_req_per_proxy \
+      "$(python3 -c "print(${ticks[$mesh]} * 10000 / ($n * $RATE_CHUNKS) / ${proxies[$mesh]})")"
+    record "$mesh" "$setup" "$rep" steal_pct "$(python3 -c "print(100 * ${steal[$mesh]} / max(${total[$mesh]}, 1))")"
+    python3 -c "
 import sys
-s0, t0 = map(int, '$stat_before'.split()); s1, t1 = map(int, sys.stdin.read().split())
-print(100 * (s1 - s0) / max(t1 - t0, 1))")"
-  read -r p50 p90 p99 p999 < <(awk '/^Latency ms/ {print $4, $6, $8, $10}' "$raw.load")
-  record "$mesh" "$setup" "$rep" p50_ms "$p50"
-  record "$mesh" "$setup" "$rep" p90_ms "$p90"
-  record "$mesh" "$setup" "$rep" p99_ms "$p99"
-  record "$mesh" "$setup" "$rep" p999_ms "$p999"
+l = sorted(int(x) for x in open(sys.argv[1]))
+for p, q in (('p50', 0.5), ('p90', 0.9), ('p99', 0.99), ('p999', 0.999)):
+    print(p, l[round((len(l) - 1) * q)] / 1000)" "$WORK/raw/$mesh-$setup-$rep.latencies" |
+      while read -r p v; do record "$mesh" "$setup" "$rep" "${p}_ms" "$v"; done
+  done
 }
 
 # Checks that a setup answers as it should before it is measured. A wrong
@@ -365,6 +393,7 @@ for rep in $(seq "$REPS"); do
       echo "rep $rep: $setup through $mesh" >&2
       measure "$mesh" "$setup" "$rep"
     done
+    case $setup in direct|onehop|twohop) fixed_rate "$setup" "$rep" ;; esac
   done
 done
 # Last, as it leaves the proxies' memory grown: memory per proxy while

@@ -84,6 +84,10 @@ struct LoadArgs {
     /// Per-request timeout in seconds
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
+    /// Also write each request's latency to this file, in microseconds, one
+    /// per line (for percentiles over several runs pooled)
+    #[arg(long, value_name = "FILE")]
+    latencies: Option<PathBuf>,
     /// The URL to load (through HTTP_PROXY when it is set, as a pod's app reaches its sidecar)
     url: http::Uri,
 }
@@ -179,6 +183,14 @@ async fn load(args: LoadArgs) -> anyhow::Result<ExitCode> {
             .context("--timeout must be a positive number of seconds")?,
     };
     let report = kite_bookinfo::fortio::load(options, &Env::from_process()).await?;
+    if let Some(path) = &args.latencies {
+        let lines: String = report
+            .latencies
+            .iter()
+            .map(|l| format!("{}\n", l.as_micros()))
+            .collect();
+        std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))?;
+    }
     println!("{report}");
     Ok(ExitCode::SUCCESS)
 }

@@ -67,9 +67,12 @@ async fn endpoint_changes(sidecar: Sidecar, net: u8) {
     httpbin_pods(&up, 3).await;
     up.synced().await;
 
+    let latencies = up.dir.join("latencies");
     let load = up
         .command()
         .args(["load", "-c", "4", "--qps", "100", "-n", "1500"])
+        .arg("--latencies")
+        .arg(&latencies)
         .arg("http://httpbin:8000/get")
         .env("HTTP_PROXY", format!("http://{fortio}:15001"))
         .stdout(std::process::Stdio::piped())
@@ -102,4 +105,9 @@ async fn endpoint_changes(sidecar: Sidecar, net: u8) {
         1500,
         "every request through scaling and a restart succeeds:\n{report}"
     );
+    // Each request's latency, for pooling runs (bench/run.sh).
+    let written = std::fs::read_to_string(&latencies).unwrap();
+    let micros: Vec<u64> = written.lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(micros.len(), 1500, "a latency per request");
+    assert!(micros.iter().all(|&us| us > 0), "{written}");
 }
