@@ -2,6 +2,8 @@
 """Writes the proxy's symbol ordering file from callgrind's profiles.
 
 usage: order.py BINARY OUT PROFILE...
+       order.py --check BINARY ORDER
+
 
 Every function of BINARY that ran in any PROFILE (callgrind output written
 with --demangle=no --compress-strings=no), most instructions first. The
@@ -36,16 +38,36 @@ def self_cost(path, binary_name, cost):
                     cost[fn] += int(parts[1])
 
 
-def main():
-    binary, out, profiles = sys.argv[1], sys.argv[2], sys.argv[3:]
-    if not profiles:
-        sys.exit("order.py: no callgrind profiles given")
+def code_of(binary):
     code = {}
     nm = subprocess.run(["nm", "-S", binary], capture_output=True, text=True, check=True)
     for line in nm.stdout.splitlines():
         parts = line.split()
         if len(parts) == 4 and parts[2] in "tTwW":
             code[parts[3]] = int(parts[1], 16)
+    return code
+
+
+def check(binary, order):
+    """How much of ORDER names functions BINARY still has. A function
+    whose name changed (its code, or LLVM's numbering of local copies)
+    falls back among the code that never runs, and maps its page."""
+    code = code_of(binary)
+    with open(order) as f:
+        names = [line.strip() for line in f if line.strip()]
+    found = sum(name in code for name in names)
+    print(f"{binary}: {found} of the {len(names)} functions {order} names")
+    if found < len(names):
+        print("  the rest moved or were renamed: bench/order.sh writes the file again")
+
+
+def main():
+    if sys.argv[1] == "--check":
+        return check(sys.argv[2], sys.argv[3])
+    binary, out, profiles = sys.argv[1], sys.argv[2], sys.argv[3:]
+    if not profiles:
+        sys.exit("order.py: no callgrind profiles given")
+    code = code_of(binary)
     cost = collections.Counter()
     name = binary.rsplit("/", 1)[-1]
     for p in profiles:

@@ -2,9 +2,10 @@
 # Writes crates/kite/kite-proxy.order, the order the release build's linker
 # lays out the sidecar's functions in (crates/kite/build.rs): the ones that
 # ran in a short pass of bench/run.sh's scenarios, under callgrind, most
-# instructions first. Run it again after changes that rename many
-# functions (a new toolchain, new versions of the dependencies); the
-# symbols the file names that no longer exist are skipped when linking.
+# instructions first. Run it again after changing the proxy's code, the
+# toolchain or the dependencies' versions: each renames functions (LLVM
+# numbers the local copies of small functions anew with any change), and
+# a name the file gives that no longer exists is skipped when linking.
 # Takes about 10 minutes on 2 cores with the release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."

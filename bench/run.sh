@@ -84,6 +84,10 @@ if [ -z "${KITE:-}" ]; then
   cargo build --release -p kite --quiet
   KITE=$TARGET_DIR/release/kite
 fi
+# Whether the sidecar's code is laid out as crates/kite/kite-proxy.order
+# says (crates/kite/build.rs): code whose functions were renamed since
+# maps more of the binary.
+python3 bench/order.py --check "$(dirname "$KITE")/kite-proxy" crates/kite/kite-proxy.order >&2 || true
 
 rm -rf "$WORK"
 mkdir -p "$WORK/raw"

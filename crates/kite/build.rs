@@ -3,7 +3,9 @@
 //! and the rest of the binary is never mapped in. Release builds only (the
 //! file names the release build's symbols); with rustc's own linker, lld,
 //! on x86_64 Linux (the only one it is written for). `bench/order.sh`
-//! writes the file again from profiles of the sidecars at work.
+//! writes the file again from profiles of the sidecars at work; after a
+//! change to the proxy's code it should, as some names change with it
+//! (`bench/run.sh` says how many it still finds).
 fn main() {
     println!("cargo::rerun-if-changed=kite-proxy.order");
     let profile = std::env::var("PROFILE").unwrap_or_default();

@@ -344,6 +344,7 @@ fn serve_http<S>(
     match version {
         Some(Version::Http1) => crate::spawn_connection(
             hyper::server::conn::http1::Builder::new()
+                .max_buf_size(crate::H1_MAX_BUF)
                 .serve_connection(io, svc)
                 .with_upgrades(),
         ),
@@ -353,9 +354,9 @@ fn serve_http<S>(
         ),
         // hyper-util's connection borrows its builder: the task owns both.
         None => crate::spawn_connection(async move {
-            auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(io, svc)
-                .await
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder.http1().max_buf_size(crate::H1_MAX_BUF);
+            builder.serve_connection_with_upgrades(io, svc).await
         }),
     }
 }

@@ -55,6 +55,24 @@ async fn httpbin_tasks(sidecar: Sidecar, net: u8) {
     circuit_breaking(&up, fortio).await;
     retries(&up, fortio).await;
     outlier_detection(&up, fortio).await;
+    large_headers(fortio).await;
+}
+
+/// Request headers within Envoy's default limit (60 KiB) reach the app
+/// through both sidecars; beyond it the caller's sidecar answers 431.
+async fn large_headers(fortio: IpAddr) {
+    let sidecar = SocketAddr::new(fortio, 15001);
+    let url = "http://httpbin:8000/headers";
+    let within = "x".repeat(50 * 1024);
+    let rsp = get(sidecar, url, &[("x-large", &within)]).await.unwrap();
+    assert_eq!(rsp.status, 200, "{} bytes of headers", within.len());
+    assert!(rsp.text().contains(&within), "httpbin saw the header whole");
+    let beyond = "x".repeat(100 * 1024);
+    let rsp = get(sidecar, url, &[("x-large", &beyond)]).await.unwrap();
+    assert_eq!(rsp.status, 431, "{} bytes of headers", beyond.len());
+    // The sidecar still serves.
+    let rsp = get(sidecar, url, &[]).await.unwrap();
+    assert_eq!(rsp.status, 200);
 }
 
 /// A DestinationRule for httpbin with these `connectionPool.http` settings.

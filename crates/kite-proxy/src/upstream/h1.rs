@@ -138,7 +138,9 @@ impl H1Pool {
             .open(addr, secure)
             .await
             .map_err(SendError::Connect)?;
-        let (sender, conn) = http1::handshake(io)
+        let (sender, conn) = http1::Builder::new()
+            .max_buf_size(crate::H1_MAX_BUF)
+            .handshake(io)
             .await
             .map_err(|e| SendError::Connect(e.into()))?;
         crate::spawn_connection(conn.with_upgrades());
