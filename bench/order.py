@@ -4,7 +4,6 @@
 usage: order.py BINARY OUT PROFILE...
        order.py --check BINARY ORDER
 
-
 Every function of BINARY that ran in any PROFILE (callgrind output written
 with --demangle=no --compress-strings=no), most instructions first. The
 linker lays these out first in .text, so the code a sidecar runs sits in

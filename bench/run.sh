@@ -290,7 +290,7 @@ measure() {
 # Envoy, Kite, ...), so that both meshes meet the machine's noise alike;
 # percentiles over each mesh's pooled requests.
 fixed_rate() { # setup rep
-  local setup=$1 rep=$2 chunk mesh order
+  local setup=$1 rep=$2 chunk mesh order client plain target proxy pids raw before after s0 t0 s1 t1
   local n=$((RATE * RATE_SECS / RATE_CHUNKS))
   declare -A ticks=() steal=() total=() proxies=()
   for mesh in $MESHES; do
@@ -301,13 +301,13 @@ fixed_rate() { # setup rep
     order=$MESHES
     [ $((chunk % 2)) = 0 ] && order=$(tr ' ' '\n' <<< "$MESHES" | tac | tr '\n' ' ')
     for mesh in $order; do
-      local client=${CLIENT_IP[$mesh]} plain=${PLAIN_IP[$mesh]} target="" proxy="" pids=()
+      client=${CLIENT_IP[$mesh]} plain=${PLAIN_IP[$mesh]} target="" proxy="" pids=()
       case $setup in
         onehop) target=echo-plain:8080; mapfile -t pids < <(proxy_pids "$mesh" "$client") ;;
         twohop) target=echo:8080; mapfile -t pids < <(proxy_pids "$mesh" "$client" "${ECHO_IP[$mesh]}") ;;
       esac
       [ -n "$target" ] && proxy="http://$client:15001"
-      local before after s0 t0 s1 t1 raw="$WORK/raw/$mesh-$setup-$rep"
+      raw="$WORK/raw/$mesh-$setup-$rep"
       before=$(cpu_ticks "${pids[@]}")
       read -r s0 t0 < <(cpu_stat)
       HTTP_PROXY=$proxy "$KITE" load -c "$RATE_CONNS" --qps "$RATE" -n "$n" \
