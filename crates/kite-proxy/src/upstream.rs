@@ -695,6 +695,28 @@ impl hyper::rt::Write for MeshStream {
         }
     }
 
+    // Without these hyper flattens: it copied every request body into its
+    // write buffer (one 64 KiB allocation and copy per 64 KiB request) and
+    // sent head and body in one write; now both go out in one writev, and
+    // over mTLS in one record where they fit.
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            MeshStream::Plain(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
+            MeshStream::Tls(s) => std::pin::Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            MeshStream::Plain(s) => s.is_write_vectored(),
+            MeshStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
     fn poll_flush(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
