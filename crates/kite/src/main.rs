@@ -106,17 +106,19 @@ fn parse_service(s: &str) -> Result<Service, String> {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Freed memory goes back to the system about a second after it was freed,
-/// idle or not (`purge.rs`). mimalloc's default delay (10 ms, ten times
-/// that for its arenas) in practice meant at its next busy moment: at
+/// idle or not (`purge.rs`). mimalloc 3 returns what has been free for its
+/// delay (1 s by default) only when the program calls into it, which for
+/// an idle process meant at its next busy moment: at
 /// scale the control plane frees hundreds of MiB after a push (the route
 /// tables it replaced, the requests it read), and its resident memory
 /// stayed 200 MiB above what it held once the push was done. Returning
 /// memory at once instead cost a push a page fault for every page of every
 /// large request buffer, a quarter of a push's CPU
 /// (bench/results/2026-11-27-control-plane.md). So memory freed in a burst
-/// is reused within it, and a thread of its own purges what has been free
-/// for a second. The proxy, which frees memory with every request, keeps
-/// mimalloc's delay, and the thread.
+/// is reused within it: the delay is 100 ms, and a thread of its own
+/// purges once a second. The proxy, which frees memory with every request,
+/// keeps mimalloc's delay (a shorter one cost a sidecar a fifth more CPU
+/// per 64 KiB request, bench/results/2026-11-28.md), and the thread.
 #[cfg(feature = "mimalloc")]
 #[path = "purge.rs"]
 mod purge;

@@ -2,8 +2,8 @@
 //! binaries include this file (the library forbids unsafe code); each call
 //! into mimalloc is FFI.
 
-/// Sets mimalloc's purge delay: memory free for `ms` milliseconds (ten
-/// times that for its arenas, `arena_purge_mult`) goes back to the system.
+/// Sets mimalloc's purge delay: memory free for `ms` milliseconds (times
+/// `arena_purge_mult`, 1 in mimalloc 3) goes back to the system.
 #[allow(unsafe_code)]
 pub(crate) fn set_purge_delay(ms: std::ffi::c_long) {
     // `mi_option_purge_delay`, which the bindings do not name; mimalloc
