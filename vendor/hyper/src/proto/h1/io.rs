@@ -255,7 +255,7 @@ where
         // through the stack, so that a read which finds nothing allocates
         // nothing. After large bodies (a grown `next`) a connection checks
         // for more several times per message; each check reserved `next`
-        // (64 KiB) and dropped it: 8 of the 17 buffers of 10 KiB or more a
+        // (64 KiB) and dropped it: 8 of the 26 buffers of 10 KiB or more a
         // sidecar allocated per 64 KiB request.
         if self.read_buf.is_empty() && self.read_buf_remaining_mut() < next {
             return self.poll_read_from_io_via_stack(cx, next);
