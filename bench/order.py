@@ -39,7 +39,10 @@ def self_cost(path, binary_name, cost):
 
 def code_of(binary):
     code = {}
-    nm = subprocess.run(["nm", "-S", binary], capture_output=True, text=True, check=True)
+    nm = subprocess.run(["nm", "-S", binary], capture_output=True, text=True)
+    if nm.returncode != 0:
+        # A wrapper script in the binary's place (a profiler's) has none.
+        sys.exit(f"order.py: no symbols in {binary}: {nm.stderr.strip()}")
     for line in nm.stdout.splitlines():
         parts = line.split()
         if len(parts) == 4 and parts[2] in "tTwW":
