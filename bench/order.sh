@@ -6,7 +6,7 @@
 # toolchain or the dependencies' versions: each renames functions (LLVM
 # numbers the local copies of small functions anew with any change), and
 # a name the file gives that no longer exists is skipped when linking.
-# Takes about 10 minutes on 2 cores with the release build.
+# Takes about 1 1/2 minutes on 2 cores, once the release build is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
