@@ -273,3 +273,49 @@ async fn a_certificate_from_another_mesh_is_refused_with_an_alert() {
         "the client saw no alert: {err}"
     );
 }
+
+/// A reconnecting sidecar resumes from the ticket it was given, the server
+/// keeping no session, and the server still learns the client's identity.
+#[tokio::test]
+async fn a_reconnect_resumes_from_a_ticket_with_the_clients_identity() {
+    let mesh = mesh();
+    let server = mesh.server.clone();
+    let serve = |s: TcpStream| {
+        let server = server.clone();
+        async move {
+            let mut tls = accept(server, s).await.unwrap();
+            let kind = tls.conn.common().handshake_kind();
+            let certs = tls.take_peer_certificates().unwrap();
+            let mut ping = [0u8; 4];
+            tls.read_exact(&mut ping).await.unwrap();
+            tls_write(&mut tls, b"pong").await.unwrap();
+            tls.shutdown().await.unwrap();
+            (
+                kind,
+                kite_identity::tls::spiffe_ids(&certs[0])[0].to_string(),
+            )
+        }
+    };
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let (c, s) = pair().await;
+        let server = tokio::spawn(serve(s));
+        let mut tls = connect(mesh.client.clone(), name(), c).await.unwrap();
+        let client_kind = tls.conn.common().handshake_kind();
+        tls_write(&mut tls, b"ping").await.unwrap();
+        // The tickets come before the reply.
+        let mut pong = Vec::new();
+        tls.read_to_end(&mut pong).await.unwrap();
+        assert_eq!(pong, b"pong");
+        let (server_kind, identity) = server.await.unwrap();
+        assert_eq!(identity, "spiffe://cluster.local/ns/default/sa/client");
+        assert_eq!(client_kind, server_kind);
+        kinds.push(server_kind);
+    }
+    use rustls::HandshakeKind::{Full, Resumed};
+    assert_eq!(kinds, [Some(Full), Some(Resumed)]);
+    assert!(
+        !mesh.server.session_storage.can_cache(),
+        "sessions are the client's to keep"
+    );
+}
