@@ -10,7 +10,7 @@ use hyper_util::{
     server::conn::auto,
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, debug_span, info, warn};
 
 use crate::{
     config::{HttpManager, InboundTls, Listener, ListenerKind},
@@ -120,7 +120,11 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         id += 1;
         let config = config.borrow().clone();
-        let span = info_span!("conn", listener = %config.name, id, %peer);
+        // At debug level only: a span the logging layer records costs each
+        // connection about 400 bytes (its slot in the registry, its fields
+        // formatted) and CPU when it opens, and at the default level the
+        // events within a connection name their peer themselves.
+        let span = debug_span!("conn", listener = %config.name, id, %peer);
         tokio::spawn(connection(stream, peer, config.clone(), shared.clone()).instrument(span));
     }
 }
@@ -185,7 +189,7 @@ async fn mutual_tls(
     let server = match shared.identity.as_ref().map(|w| w.borrow().clone()) {
         Some(crate::identity::Status::Ready(active)) => active.server.clone(),
         _ => {
-            warn!("mTLS connection refused: this proxy has no workload certificate yet");
+            warn!(%peer, listener = %config.name, "mTLS connection refused: this proxy has no workload certificate yet");
             return;
         }
     };

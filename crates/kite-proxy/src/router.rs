@@ -168,6 +168,7 @@ pub(crate) async fn handle(
         cluster = cluster.as_deref().unwrap_or("-"),
         duration_ms = start.elapsed().as_millis() as u64,
         listener = %hcm.stat_prefix,
+        %peer,
         "request"
     );
     rsp

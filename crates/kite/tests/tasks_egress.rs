@@ -197,6 +197,16 @@ spec:
         "the request is in the client sidecar's access log:\n{log}"
     );
     assert!(!log.contains("/anything/unlogged"), "nothing before: {log}");
+    if sidecar == Sidecar::Kite {
+        let line = log
+            .lines()
+            .find(|l| l.contains("/anything/logged"))
+            .unwrap();
+        assert!(
+            line.contains(" peer=127."),
+            "the line names the client: {line}"
+        );
+    }
 }
 
 /// The egress-gateway task's Gateway, DestinationRule and VirtualService,
