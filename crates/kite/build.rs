@@ -30,10 +30,25 @@ fn main() {
 /// A position-independent binary carries one relocation record (24 bytes)
 /// per pointer the loader must adjust, about 15,000 in the sidecar: 370 KiB
 /// the loader reads at start and that stays mapped in every sidecar. Packed
-/// (DT_RELR, glibc 2.36 and later), they take a few KiB.
+/// (DT_RELR), they take a few KiB; only glibc 2.36 and later loads such a
+/// binary, so a build for an older glibc, or one whose version it cannot
+/// tell, keeps them unpacked.
 fn relative_relocations_packed() {
     let target = std::env::var("TARGET").unwrap_or_default();
-    if target.ends_with("-linux-gnu") {
+    let host = std::env::var("HOST").unwrap_or_default();
+    if target != host || !target.ends_with("-linux-gnu") {
+        return;
+    }
+    let glibc = std::process::Command::new("getconf")
+        .arg("GNU_LIBC_VERSION")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|v| {
+            let (major, minor) = v.trim().strip_prefix("glibc ")?.split_once('.')?;
+            Some((major.parse::<u32>().ok()?, minor.parse::<u32>().ok()?))
+        });
+    if glibc.is_some_and(|version| version >= (2, 36)) {
         println!("cargo::rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }
 }
