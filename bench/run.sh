@@ -296,6 +296,7 @@ fixed_rate() { # setup rep
   for mesh in $MESHES; do
     ticks[$mesh]=0 steal[$mesh]=0 total[$mesh]=0
     : > "$WORK/raw/$mesh-$setup-$rep.latencies"
+    : > "$WORK/raw/$mesh-$setup-$rep.steal"
   done
   for chunk in $(seq "$RATE_CHUNKS"); do
     order=$MESHES
@@ -315,6 +316,9 @@ fixed_rate() { # setup rep
       after=$(cpu_ticks "${pids[@]}")
       read -r s1 t1 < <(cpu_stat)
       cat "$raw.chunk" >> "$raw.latencies" && rm "$raw.chunk"
+      # Each turn's steal beside its report (`$raw.load-<turn>`), to tell
+      # a slow turn from a busy host.
+      echo "turn $chunk: steal $(python3 -c "print(round(100 * ($s1 - $s0) / max($t1 - $t0, 1), 1))") %" >> "$raw.steal"
       ticks[$mesh]=$((ticks[$mesh] + after - before))
       steal[$mesh]=$((steal[$mesh] + s1 - s0)) total[$mesh]=$((total[$mesh] + t1 - t0))
       proxies[$mesh]=${#pids[@]}
