@@ -8,9 +8,9 @@
 //! (`bench/run.sh` says how many it still finds).
 fn main() {
     println!("cargo::rerun-if-changed=kite-proxy.order");
-    relative_relocations_packed();
     let profile = std::env::var("PROFILE").unwrap_or_default();
     let target = std::env::var("TARGET").unwrap_or_default();
+    relative_relocations_packed(&target);
     if profile != "release" || target != "x86_64-unknown-linux-gnu" {
         return;
     }
@@ -33,8 +33,7 @@ fn main() {
 /// (DT_RELR), they take a few KiB; only glibc 2.36 and later loads such a
 /// binary, so a build for an older glibc, or one whose version it cannot
 /// tell, keeps them unpacked.
-fn relative_relocations_packed() {
-    let target = std::env::var("TARGET").unwrap_or_default();
+fn relative_relocations_packed(target: &str) {
     let host = std::env::var("HOST").unwrap_or_default();
     if target != host || !target.ends_with("-linux-gnu") {
         return;

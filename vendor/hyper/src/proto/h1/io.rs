@@ -311,11 +311,12 @@ where
             Poll::Ready(Ok(())) => {
                 let filled = buf.filled();
                 let mut n = filled.len();
-                if n < INIT_BUFFER_SIZE || next <= INIT_BUFFER_SIZE {
-                    self.read_buf.extend_from_slice(filled);
-                } else {
+                let more = n == INIT_BUFFER_SIZE && next > INIT_BUFFER_SIZE;
+                if more {
                     self.read_buf.reserve(next);
-                    self.read_buf.extend_from_slice(filled);
+                }
+                self.read_buf.extend_from_slice(filled);
+                if more {
                     n += self.poll_read_more(cx);
                 }
                 trace!("received {} bytes", n);
